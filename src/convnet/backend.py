@@ -1,0 +1,65 @@
+"""The one place that knows NumPy from CuPy, and that controls BLAS threads.
+
+Every array function in convnet asks :func:`xp_of` for the array module of its
+input, so the same code runs on NumPy arrays (CPU) and CuPy arrays (GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+try:  # CuPy is optional: only present on machines with an NVIDIA GPU.
+    import cupy as _cupy  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the machine
+    _cupy = None
+
+Array = Any  # numpy.ndarray or cupy.ndarray
+
+
+def xp_of(x: Array) -> Any:
+    """Return the array module (``numpy`` or ``cupy``) that owns ``x``."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def as_strided(x: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Array:
+    """A read-only strided view of ``x`` (windows without copying)."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+    return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    """Copy ``x`` to host memory as a NumPy array (no copy when it is one)."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Limit the BLAS thread pool to ``n`` threads inside the block.
+
+    Multi-threaded BLAS on tall, thin products can be far slower than one
+    thread when another process competes for the cores, so the CLI and the
+    benchmarks pin the count. Uses ``threadpoolctl`` when it is installed (the
+    ``cli`` extra); without it the block runs with the default pool.
+    ``n=None`` leaves the pool as it is.
+    """
+    if n is None:
+        yield
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"blas_threads expected a positive int, got {n!r}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield

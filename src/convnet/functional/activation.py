@@ -1,0 +1,85 @@
+"""Elementwise activations and softmax: forward and backward on arrays.
+
+Backward functions take what the forward left behind: the output where the
+derivative is a function of it (ReLU, sigmoid, tanh, softmax), a boolean mask
+otherwise (LeakyReLU, whose slope may be negative or zero).
+"""
+
+from __future__ import annotations
+
+from convnet.backend import Array, xp_of
+
+
+def relu(x: Array) -> Array:
+    """``max(x, 0)`` elementwise, same dtype as ``x``."""
+    xp = xp_of(x)
+    return xp.maximum(x, 0)
+
+
+def relu_backward(grad_out: Array, y: Array) -> Array:
+    """Input gradient of ReLU from its output ``y``: ``grad_out * (y > 0)``."""
+    xp = xp_of(y)
+    return xp.where(y > 0, grad_out, 0).astype(grad_out.dtype, copy=False)
+
+
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> tuple[Array, Array]:
+    """``x if x > 0 else negative_slope * x``; returns ``(y, mask)`` with ``mask = x > 0``."""
+    xp = xp_of(x)
+    mask = x > 0
+    return xp.where(mask, x, x * negative_slope), mask
+
+
+def leaky_relu_backward(grad_out: Array, mask: Array, negative_slope: float = 0.01) -> Array:
+    """Input gradient of LeakyReLU: ``grad_out`` where ``x > 0``, else ``slope * grad_out``."""
+    xp = xp_of(grad_out)
+    return xp.where(mask, grad_out, grad_out * negative_slope)
+
+
+def sigmoid(x: Array) -> Array:
+    """``1 / (1 + exp(-x))`` without overflow.
+
+    With ``e = exp(-|x|)`` (always in (0, 1]): ``1 / (1 + e)`` for ``x >= 0``
+    and ``e / (1 + e)`` for ``x < 0``, so no ``exp`` of a large positive number
+    is ever taken (finite and warning-free for ``|x|`` up to the dtype's max).
+    """
+    xp = xp_of(x)
+    e = xp.exp(-xp.abs(x))
+    inv = 1 / (1 + e)
+    return xp.where(x >= 0, inv, e * inv)
+
+
+def sigmoid_backward(grad_out: Array, y: Array) -> Array:
+    """Input gradient of the sigmoid from its output: ``grad_out * y * (1 - y)``."""
+    return grad_out * (y * (1 - y))
+
+
+def tanh(x: Array) -> Array:
+    """Hyperbolic tangent (NumPy's is already overflow-free)."""
+    return xp_of(x).tanh(x)
+
+
+def tanh_backward(grad_out: Array, y: Array) -> Array:
+    """Input gradient of tanh from its output: ``grad_out * (1 - y**2)``."""
+    return grad_out * (1 - y * y)
+
+
+def softmax(x: Array, axis: int) -> Array:
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (max subtracted for stability)."""
+    xp = xp_of(x)
+    z = x - xp.max(x, axis=axis, keepdims=True)
+    e = xp.exp(z, out=z)
+    e /= xp.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def softmax_backward(grad_out: Array, y: Array, axis: int) -> Array:
+    """Input gradient of softmax from its output: ``y * (g - sum(g * y, axis))``."""
+    xp = xp_of(y)
+    return y * (grad_out - xp.sum(grad_out * y, axis=axis, keepdims=True))
+
+
+def log_softmax(x: Array, axis: int) -> Array:
+    """``x - max - log(sum(exp(x - max)))`` along ``axis``: finite for any finite ``x``."""
+    xp = xp_of(x)
+    z = x - xp.max(x, axis=axis, keepdims=True)
+    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))

@@ -1,0 +1,109 @@
+"""Batch normalisation: forward in training and eval mode, and the backward pass.
+
+Channels are axis 1; statistics reduce over every other axis: ``(0,)`` for
+``(N, C)``, ``(0, 2)`` for ``(N, C, L)``, ``(0, 2, 3)`` for ``(N, C, H, W)``.
+Per-channel arrays ``(C,)`` are broadcast as ``(1, C, 1, ...)``.
+"""
+
+from __future__ import annotations
+
+from convnet.backend import Array, xp_of
+
+
+def reduce_axes(ndim: int) -> tuple[int, ...]:
+    """The axes batch norm reduces over for an input of rank ``ndim`` (all but 1)."""
+    return (0, *range(2, ndim))
+
+
+def _bcast(v: Array, ndim: int) -> Array:
+    """``(C,) -> (1, C, 1, ...)`` so it broadcasts against a rank-``ndim`` input."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_stats(x: Array) -> tuple[Array, Array, Array]:
+    """Per-channel ``(mean, biased variance, centred x)``; one reduction each.
+
+    The variance is the mean of the squared centred values (not
+    ``E[x^2] - E[x]^2``, which cancels badly in float32).
+    """
+    xp = xp_of(x)
+    axes = reduce_axes(x.ndim)
+    mean = xp.mean(x, axis=axes)
+    xc = x - _bcast(mean, x.ndim)
+    var = xp.mean(xc * xc, axis=axes)
+    return mean, var, xc
+
+
+def batch_norm_train(
+    x: Array, weight: Array | None, bias: Array | None, eps: float
+) -> tuple[Array, Array, Array, Array, Array]:
+    """Normalise with the batch's own statistics.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the biased
+    variance. Returns ``(y, xhat, inv_std, mean, var)``; ``xhat`` and
+    ``inv_std`` ``(C,)`` are what :func:`batch_norm_backward` needs.
+    """
+    xp = xp_of(x)
+    mean, var, xc = batch_stats(x)
+    inv_std = 1 / xp.sqrt(var + eps)
+    xhat = xc
+    xhat *= _bcast(inv_std, x.ndim)  # reuse the centred buffer
+    y = _affine(xhat, weight, bias)
+    return y, xhat, inv_std, mean, var
+
+
+def batch_norm_eval(
+    x: Array,
+    running_mean: Array,
+    running_var: Array,
+    weight: Array | None,
+    bias: Array | None,
+    eps: float,
+) -> tuple[Array, Array, Array]:
+    """Normalise with fixed statistics: an affine map of ``x``.
+
+    Returns ``(y, xhat, inv_std)`` with ``inv_std = 1 / sqrt(running_var + eps)``.
+    """
+    xp = xp_of(x)
+    inv_std = 1 / xp.sqrt(running_var.astype(x.dtype, copy=False) + eps)
+    xhat = (x - _bcast(running_mean.astype(x.dtype, copy=False), x.ndim)) * _bcast(inv_std, x.ndim)
+    return _affine(xhat, weight, bias), xhat, inv_std
+
+
+def _affine(xhat: Array, weight: Array | None, bias: Array | None) -> Array:
+    y = xhat * _bcast(weight, xhat.ndim) if weight is not None else xhat.copy()
+    if bias is not None:
+        y += _bcast(bias, xhat.ndim)
+    return y
+
+
+def batch_norm_backward(
+    grad_out: Array,
+    xhat: Array,
+    inv_std: Array,
+    weight: Array | None,
+    training: bool,
+) -> tuple[Array, Array, Array]:
+    """Gradients ``(dx, dweight, dbias)``.
+
+    ``dbias = sum(g)``, ``dweight = sum(g * xhat)`` over the reduced axes. With
+    ``dxhat = g * weight`` and ``M`` values per channel:
+
+    - training (statistics depend on x):
+      ``dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``;
+    - eval (fixed statistics): ``dx = inv_std * dxhat``.
+    """
+    xp = xp_of(grad_out)
+    nd = grad_out.ndim
+    axes = reduce_axes(nd)
+    dbias = xp.sum(grad_out, axis=axes)
+    dweight = xp.sum(grad_out * xhat, axis=axes)
+    scale = inv_std if weight is None else inv_std * weight
+    if not training:
+        return grad_out * _bcast(scale, nd), dweight, dbias
+    m = grad_out.size // grad_out.shape[1]
+    # mean(dxhat) = weight * dbias / M and mean(dxhat * xhat) = weight * dweight / M,
+    # so the sums already taken for the parameter gradients serve dx as well.
+    dx = grad_out - _bcast(dbias / m, nd) - xhat * _bcast(dweight / m, nd)
+    dx *= _bcast(scale, nd)
+    return dx, dweight, dbias

@@ -1,0 +1,164 @@
+"""Containers: Sequential (layers in order) and Residual (``x + block(x)``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from convnet.backend import Array
+from convnet.nn.module import Module
+
+
+def _child_repr(name: str, child: Module) -> str:
+    """``(name): repr`` with continuation lines indented by two spaces (torch's layout)."""
+    lines = repr(child).split("\n")
+    return "\n".join([f"  ({name}): {lines[0]}"] + ["  " + ln for ln in lines[1:]])
+
+
+def _multiline_repr(owner: Module) -> str:
+    children = list(owner.children())
+    if not children:
+        return f"{type(owner).__name__}()"
+    body = "\n".join(_child_repr(n, c) for n, c in children)
+    return f"{type(owner).__name__}(\n{body}\n)"
+
+
+def _check_module(owner: str, layer: object) -> Module:
+    if not isinstance(layer, Module):
+        raise TypeError(f"{owner} expected Module layers, got {type(layer).__name__}")
+    return layer
+
+
+class Sequential(Module):
+    """Layers applied in order: ``y = layers[-1](... layers[0](x))``.
+
+    Backward runs the layers' backward in reverse order. Children are named
+    ``"0"``, ``"1"``, ... so ``state_dict()`` keys match ``torch.nn.Sequential``
+    (``"0.weight"``, ``"3.running_mean"``).
+
+    Parameters
+    ----------
+    *layers : Module
+        The layers, in order.
+
+    Shape: input as the first layer's; output as the last layer's
+    (``output_shape`` chains the layers' ``output_shape``).
+
+    Raises
+    ------
+    TypeError
+        If a layer is not a Module, or an index not an int or slice.
+    IndexError
+        For an index out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convnet.nn import Linear, ReLU
+    >>> net = Sequential(Linear(4, 3, rng=np.random.default_rng(0)), ReLU())
+    >>> len(net), net.output_shape((2, 4)), list(net.state_dict())
+    (2, (2, 3), ['0.weight', '0.bias'])
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        self._layers: list[Module] = [_check_module("Sequential", m) for m in layers]
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        for i, layer in enumerate(self._layers):
+            yield str(i), layer
+
+    def append(self, layer: Module) -> Sequential:
+        """Add ``layer`` at the end; returns self (as torch does)."""
+        self._layers.append(_check_module("Sequential", layer))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers)
+
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            return Sequential(*self._layers[index])
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                f"Sequential indices must be ints or slices, got {type(index).__name__}"
+            )
+        if not -len(self._layers) <= index < len(self._layers):
+            raise IndexError(f"index {index} is out of range for Sequential of length {len(self)}")
+        return self._layers[index]
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        for layer in self._layers:
+            x = layer(x, training=training)
+        return x
+
+    def backward(self, grad_out: Array) -> Array:
+        for layer in reversed(self._layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = tuple(layer.output_shape(shape))
+        return shape
+
+    def __repr__(self) -> str:
+        return _multiline_repr(self)
+
+
+class Residual(Module):
+    """Skip connection: ``y = x + block(x)`` (the ResNet building block).
+
+    Backward: ``dx = g + block.backward(g)``. The child is named ``"block"``
+    (state_dict keys ``"block.0.weight"``, ...).
+
+    Parameters
+    ----------
+    block : Module
+        Must keep the shape of its input.
+
+    Shape: input ``(*)``, output ``(*)``, the same.
+
+    Raises
+    ------
+    TypeError
+        If ``block`` is not a Module.
+    ValueError
+        If the block changes the shape of its input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convnet.nn import ReLU
+    >>> Residual(ReLU())(np.array([-1.0, 2.0]))
+    array([-1.,  4.])
+    """
+
+    def __init__(self, block: Module) -> None:
+        self.block = _check_module("Residual", block)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        out = tuple(self.block.output_shape(shape))
+        if out != shape:
+            raise ValueError(
+                f"Residual: the block must keep the shape of its input, got {shape} -> {out}"
+            )
+        return shape
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        y = self.block(x, training=training)
+        if y.shape != x.shape:
+            raise ValueError(
+                f"Residual: the block must keep the shape of its input, "
+                f"got {tuple(x.shape)} -> {tuple(y.shape)}"
+            )
+        return x + y
+
+    def backward(self, grad_out: Array) -> Array:
+        return grad_out + self.block.backward(grad_out)
+
+    def __repr__(self) -> str:
+        return _multiline_repr(self)

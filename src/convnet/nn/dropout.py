@@ -1,0 +1,74 @@
+"""Dropout with an explicit random generator."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convnet._validate import check_float, check_rng
+from convnet.backend import Array
+from convnet.nn.activation import check_float_array
+from convnet.nn.module import Module
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability ``p``
+    and scale the rest by ``1 / (1 - p)``; identity in eval.
+
+    ``y = x * m / (1 - p)`` with ``m ~ Bernoulli(1 - p)`` drawn from the layer's
+    own generator, so a seed makes a run reproducible. Backward multiplies by
+    the same scaled mask.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        Probability of zeroing an element, in ``[0, 1)``.
+    rng : numpy.random.Generator, optional
+        Source of the masks (a fresh unseeded one when None).
+
+    Shape: input ``(*)``, output ``(*)``.
+
+    Attributes
+    ----------
+    rng : numpy.random.Generator
+        The generator the masks are drawn from.
+
+    Raises
+    ------
+    TypeError
+        If ``p`` is not a number or ``rng`` not a Generator.
+    ValueError
+        If ``p`` is outside ``[0, 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = Dropout(0.5, rng=np.random.default_rng(0))
+    >>> y = d(np.ones(8), training=True)
+    >>> sorted(set(y.tolist())) , d(np.ones(2)).tolist()
+    ([0.0, 2.0], [1.0, 1.0])
+    """
+
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
+        self.p = check_float("Dropout", "p", p, 0.0, 1.0, open_max=True)
+        self.rng = check_rng("Dropout", rng)
+        self._mask: Array | None = None
+        self._ran = False
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        check_float_array(repr(self), x)
+        self._ran = True
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p  # P(keep) = 1 - p
+        # The scaled mask: 0 or 1 / (1 - p) in the input's dtype.
+        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self._mask
+
+    def backward(self, grad_out: Array) -> Array:
+        if not self._ran:
+            raise RuntimeError(f"{self!r}.backward called before forward")
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def extra_repr(self) -> str:
+        return "" if self.p == 0.5 else f"p={self.p}"

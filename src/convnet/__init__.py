@@ -1,7 +1,7 @@
 """convnet: convolutional neural networks from first principles, in NumPy."""
 
-from convnet import nn
+from convnet import nn, optim
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "nn"]
+__all__ = ["__version__", "nn", "optim"]

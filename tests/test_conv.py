@@ -1,0 +1,265 @@
+"""Conv2d and Conv1d: loops, finite differences, PyTorch, errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convnet import nn
+from convnet.functional import conv as F
+from tests.gradcheck import check_layer
+from tests.reference import conv2d_loops
+
+
+def _f64(layer):
+    for p in layer.parameters():
+        p.data = p.data.astype(np.float64)
+    return layer
+
+
+@st.composite
+def conv_cases(draw):
+    c = draw(st.integers(1, 3))
+    o = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(dh * (kh - 1) + 1 - 2 * ph if dh * (kh - 1) + 1 > 2 * ph else 1, 9))
+    w = draw(st.integers(dw * (kw - 1) + 1 - 2 * pw if dw * (kw - 1) + 1 > 2 * pw else 1, 9))
+    n = draw(st.integers(1, 3))
+    bias = draw(st.booleans())
+    return n, c, o, (kh, kw), (sh, sw), (ph, pw), (dh, dw), h, w, bias
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases())
+def test_conv2d_matches_loops(case):
+    n, c, o, k, s, p, d, h, w, bias = case
+    rng = np.random.default_rng(1)
+    layer = nn.Conv2d(c, o, k, s, p, d, bias=bias, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((n, c, h, w))
+    y = layer(x)
+    b = None if layer.bias is None else layer.bias.data
+    ref = conv2d_loops(x, layer.weight.data, b, s, ((p[0], p[0]), (p[1], p[1])), d)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_golden_arange():
+    # 1x1x3x3 input 0..8 with a 2x2 kernel of ones: each output is a window sum.
+    layer = nn.Conv2d(1, 1, 2, bias=False)
+    layer.weight.data = np.ones((1, 1, 2, 2), dtype=np.float32)
+    y = layer(np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3))
+    np.testing.assert_array_equal(y[0, 0], [[8, 12], [20, 24]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(kernel_size=3), (2, 2, 6, 7)),
+        (dict(kernel_size=(3, 2), stride=2, padding=1), (2, 2, 7, 8)),
+        (dict(kernel_size=(2, 3), stride=(2, 3), padding=(1, 2), dilation=(2, 1)), (1, 2, 9, 10)),
+        (dict(kernel_size=4, padding="same"), (2, 2, 5, 6)),
+        (dict(kernel_size=2, padding="same", dilation=2), (1, 2, 5, 5)),
+        (dict(kernel_size=3, padding="valid", bias=False), (1, 2, 5, 5)),
+    ],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_conv2d_gradcheck(kwargs, shape, training):
+    rng = np.random.default_rng(0)
+    layer = nn.Conv2d(shape[1], 3, rng=rng, dtype=np.float64, **kwargs)
+    check_layer(layer, rng.standard_normal(shape), training=training)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3),
+        dict(kernel_size=4, stride=3, padding=2, dilation=2),
+        dict(kernel_size=4, padding="same"),
+    ],
+)
+def test_conv1d_gradcheck(kwargs):
+    rng = np.random.default_rng(0)
+    layer = nn.Conv1d(2, 3, rng=rng, dtype=np.float64, **kwargs)
+    check_layer(layer, rng.standard_normal((2, 2, 11)))
+
+
+TORCH_CASES = [
+    (3, 8, 3, 1, 1, 1),
+    (2, 4, (5, 3), (2, 1), (2, 0), (1, 2)),
+    (4, 6, 4, 1, "same", 1),
+    (4, 6, 3, 1, "same", 3),
+    (2, 3, 3, 3, "valid", 1),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's own note
+@pytest.mark.parametrize("c, o, k, s, p, d", TORCH_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_matches_torch(c, o, k, s, p, d, bias):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    ours = nn.Conv2d(c, o, k, s, p, d, bias=bias, rng=rng)
+    ref = torch.nn.Conv2d(c, o, k, s, p, d, bias=bias)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(ours.weight.data))
+        if bias:
+            ref.bias.copy_(torch.from_numpy(ours.bias.data))
+    x = rng.standard_normal((3, c, 11, 10)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    y = ours(x, training=True)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    dx = ours.backward(g)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.weight.grad, ref.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    if bias:
+        np.testing.assert_allclose(ours.bias.grad, ref.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv1d_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    ours = nn.Conv1d(3, 5, 7, stride=2, padding=3, dilation=2, rng=rng)
+    ref = torch.nn.Conv1d(3, 5, 7, stride=2, padding=3, dilation=2)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(ours.weight.data))
+        ref.bias.copy_(torch.from_numpy(ours.bias.data))
+    x = rng.standard_normal((2, 3, 40)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    y = ours(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.weight.grad, ref.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_default_init_matches_torch_distribution():
+    torch = pytest.importorskip("torch")
+    ours = nn.Conv2d(16, 64, 3, rng=np.random.default_rng(0))
+    ref = torch.nn.Conv2d(16, 64, 3)
+    bound = 1 / np.sqrt(16 * 9)
+    for a, b in [
+        (ours.weight.data, ref.weight.detach().numpy()),
+        (ours.bias.data, ref.bias.detach().numpy()),
+    ]:
+        assert a.shape == b.shape
+        assert np.abs(a).max() <= bound and np.abs(b).max() <= bound
+        assert np.abs(a).max() > 0.9 * bound
+    assert abs(ours.weight.data.std() - ref.weight.detach().numpy().std()) < 0.05 * bound
+
+
+def test_gradients_accumulate_until_cleared():
+    rng = np.random.default_rng(0)
+    layer = nn.Conv2d(1, 2, 3, rng=rng)
+    x = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
+    g = np.ones((1, 2, 3, 3), np.float32)
+    layer(x, training=True)
+    layer.backward(g)
+    first = layer.weight.grad.copy()
+    layer(x, training=True)
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, 2 * first, rtol=1e-6)
+    layer.zero_grad()
+    assert layer.weight.grad is None
+
+
+def test_float64_in_float64_out_and_mixed():
+    layer = nn.Conv2d(1, 2, 3, rng=np.random.default_rng(0))
+    x64 = np.random.default_rng(1).standard_normal((1, 1, 5, 5))
+    assert layer(x64).dtype == np.float64
+    assert layer(x64.astype(np.float32)).dtype == np.float32
+    layer.backward(np.ones((1, 2, 3, 3)))
+    assert layer.weight.grad.dtype == np.float32
+
+
+def test_same_padding_keeps_size_and_output_shape_agrees():
+    for k in (1, 2, 3, 4, 5):
+        layer = nn.Conv2d(2, 3, k, padding="same")
+        x = np.zeros((1, 2, 7, 6), np.float32)
+        assert layer(x).shape == (1, 3, 7, 6) == layer.output_shape(x.shape)
+
+
+def test_im2col_col2im_are_adjoint():
+    # <im2col(x), c> == <x, col2im(c)>: the scatter is the exact transpose.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 6))
+    pads = ((1, 2), (0, 1))
+    k, s, d = (3, 2), (2, 1), (1, 2)
+    oh = F.out_size(7, 3, 2, 3, 1)
+    ow = F.out_size(6, 2, 1, 1, 2)
+    cols = F.im2col(F.pad2d(x, pads), k, s, d, (oh, ow))
+    c = rng.standard_normal(cols.shape)
+    back = F.col2im(c, x.shape, pads, k, s, d, (oh, ow))
+    assert np.isclose(np.sum(cols * c), np.sum(x * back))
+
+
+@pytest.mark.parametrize(
+    "make, shape, message",
+    [
+        (
+            lambda: nn.Conv2d(3, 8, kernel_size=3),
+            (1, 2, 5, 5),
+            r"Conv2d\(3, 8, kernel_size=3\) expected input of shape \(N, 3, H, W\), "
+            r"got \(1, 2, 5, 5\)",
+        ),
+        (
+            lambda: nn.Conv2d(3, 8, 3),
+            (3, 5, 5),
+            r"expected input of shape \(N, 3, H, W\), got \(3, 5, 5\)",
+        ),
+        (lambda: nn.Conv2d(1, 1, 5), (1, 1, 3, 3), r"smaller than the dilated kernel"),
+        (lambda: nn.Conv1d(2, 1, 3), (1, 3, 9), r"expected input of shape \(N, 2, L\)"),
+    ],
+)
+def test_bad_input_shapes(make, shape, message):
+    with pytest.raises(ValueError, match=message):
+        make()(np.zeros(shape, np.float32))
+
+
+def test_bad_input_types():
+    layer = nn.Conv2d(1, 1, 3)
+    with pytest.raises(TypeError, match=r"float32 or float64.*got dtype uint8"):
+        layer(np.zeros((1, 1, 5, 5), np.uint8))
+    with pytest.raises(TypeError, match="expected an array"):
+        layer([[1.0]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(kernel_size=0), ValueError, r"kernel_size must be >= 1, got 0"),
+        (dict(kernel_size=3, stride=0), ValueError, r"stride must be >= 1, got 0"),
+        (dict(kernel_size=3, padding=-1), ValueError, r"padding must be >= 0, got -1"),
+        (dict(kernel_size=3, padding="full"), ValueError, r"'same' or 'valid', got 'full'"),
+        (dict(kernel_size=3, padding="same", stride=2), ValueError, r"not supported for strided"),
+        (dict(kernel_size=2.5), TypeError, r"kernel_size must be an int or a sequence of 2 ints"),
+        (dict(kernel_size=(1, 2, 3)), TypeError, r"kernel_size"),
+        (dict(kernel_size=3, dtype=np.int32), TypeError, r"dtype must be float32 or float64"),
+        (dict(kernel_size=3, rng=0), TypeError, r"rng must be a numpy.random.Generator"),
+        (dict(kernel_size=3, bias="yes"), TypeError, r"bias must be True or False"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        nn.Conv2d(2, 3, **kwargs)
+
+
+def test_parameter_assignment_checks_shape():
+    layer = nn.Conv2d(1, 2, 3)
+    with pytest.raises(ValueError, match=r"keep its shape \(2, 1, 3, 3\), got \(2, 1, 2, 2\)"):
+        layer.weight.data = np.zeros((2, 1, 2, 2), np.float32)
+
+
+def test_repr_shows_non_defaults():
+    assert repr(nn.Conv2d(3, 8, 3)) == "Conv2d(3, 8, kernel_size=3)"
+    assert (
+        repr(nn.Conv2d(3, 8, (3, 5), stride=2, padding=1, bias=False))
+        == "Conv2d(3, 8, kernel_size=(3, 5), stride=2, padding=1, bias=False)"
+    )

@@ -1,0 +1,206 @@
+"""Pooling layers: loops, finite differences, PyTorch, fast path vs general path, errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convnet import nn
+from convnet.functional import pool as F
+from tests.gradcheck import check_layer
+from tests.reference import maxpool_grad_loops, pool2d_loops
+
+
+@st.composite
+def pool_cases(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    ceil_mode = draw(st.booleans())
+    cip = draw(st.booleans())
+    return (kh, kw), (sh, sw), (ph, pw), h, w, ceil_mode, cip
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_cases(), st.integers(0, 2**31))
+def test_pools_match_loops(case, seed):
+    k, s, p, h, w, ceil_mode, cip = case
+    rng = np.random.default_rng(seed)
+    # Rounded values give ties, which must go to the first maximum.
+    x = np.round(rng.standard_normal((2, 2, h, w)), 1)
+    mp = nn.MaxPool2d(k, s, p, ceil_mode)
+    y = mp(x)
+    ref, winners = pool2d_loops(x, "max", k, s, p, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(y, ref)
+    g = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(mp.backward(g), maxpool_grad_loops(x.shape, winners, g), atol=1e-12)
+    ap = nn.AvgPool2d(k, s, p, ceil_mode, cip)
+    ref, _ = pool2d_loops(x, "avg", k, s, p, ceil_mode=ceil_mode, count_include_pad=cip)
+    np.testing.assert_allclose(ap(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_fast_path_equals_general_path():
+    # A 2x2/2 pool over an odd size takes the reshape path; dilation (1) through
+    # the general path must agree exactly, gradient included.
+    rng = np.random.default_rng(0)
+    x = np.round(rng.standard_normal((3, 4, 9, 8)), 1)
+    k, s, p = (2, 2), (2, 2), (0, 0)
+    y_fast, i_fast = F.max_pool2d_forward(x, k, s, p, (1, 1), False)
+    # Force the general path by calling through a padding-free, non-tiling geometry check.
+    xpad = F._padded(x, k, s, p, (1, 1), y_fast.shape[2:], -np.inf)
+    y_gen = np.maximum.reduce(
+        [F._window(xpad, i, j, s, (1, 1), y_fast.shape[2:]) for i in range(2) for j in range(2)]
+    )
+    np.testing.assert_array_equal(y_fast, y_gen)
+    g = rng.standard_normal(y_fast.shape)
+    dx_fast = F.max_pool2d_backward(g, i_fast, x.shape, k, s, p, (1, 1))
+    _, winners = pool2d_loops(x, "max", k, s, p)
+    np.testing.assert_allclose(dx_fast, maxpool_grad_loops(x.shape, winners, g))
+    avg = F.avg_pool2d_forward(x, k, s, p, False, True)
+    ref, _ = pool2d_loops(x, "avg", k, s, p)
+    np.testing.assert_allclose(avg, ref, atol=1e-12)
+    np.testing.assert_allclose(
+        F.avg_pool2d_backward(g, x.shape, k, s, p, True).sum(), g.sum(), rtol=1e-12
+    )
+
+
+POOL_CASES = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True),
+    dict(kernel_size=2, ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("kwargs", POOL_CASES)
+def test_maxpool_gradcheck(kwargs):
+    rng = np.random.default_rng(0)
+    check_layer(nn.MaxPool2d(**kwargs), rng.standard_normal((2, 2, 7, 6)))
+
+
+def test_maxpool_dilation_gradcheck():
+    rng = np.random.default_rng(0)
+    check_layer(nn.MaxPool2d(3, 2, 1, dilation=2), rng.standard_normal((1, 2, 9, 8)))
+
+
+@pytest.mark.parametrize("kwargs", POOL_CASES)
+@pytest.mark.parametrize("cip", [True, False])
+def test_avgpool_gradcheck(kwargs, cip):
+    rng = np.random.default_rng(0)
+    check_layer(nn.AvgPool2d(**kwargs, count_include_pad=cip), rng.standard_normal((2, 2, 7, 6)))
+
+
+def test_pool1d_and_adaptive_gradcheck():
+    rng = np.random.default_rng(0)
+    check_layer(nn.MaxPool1d(3, 2, 1, ceil_mode=True), rng.standard_normal((2, 3, 10)))
+    check_layer(nn.AvgPool1d(3, 2, 1, count_include_pad=False), rng.standard_normal((2, 3, 10)))
+    for out in (1, (3, 2), (None, 4)):
+        check_layer(nn.AdaptiveAvgPool2d(out), rng.standard_normal((2, 2, 7, 5)))
+
+
+@pytest.mark.parametrize("kwargs", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg_pad", "avg_nopad"])
+def test_pools_match_torch(kwargs, kind):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 11, 9)).astype(np.float32)
+    if kind == "max":
+        ours, ref = nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs)
+    else:
+        cip = kind == "avg_pad"
+        ours = nn.AvgPool2d(**kwargs, count_include_pad=cip)
+        ref = torch.nn.AvgPool2d(**kwargs, count_include_pad=cip)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    y = ours(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-6)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_maxpool_ties_and_constant_image_match_torch():
+    torch = pytest.importorskip("torch")
+    x = np.ones((1, 2, 6, 6), np.float32)
+    for ours, ref in [
+        (nn.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+        (nn.MaxPool2d(3, 1, 1), torch.nn.MaxPool2d(3, 1, 1)),
+    ]:
+        xt = torch.tensor(x, requires_grad=True)
+        ref(xt).sum().backward()
+        y = ours(x)
+        np.testing.assert_array_equal(ours.backward(np.ones_like(y)), xt.grad.numpy())
+
+
+def test_pool1d_and_adaptive_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x1 = rng.standard_normal((2, 3, 17)).astype(np.float32)
+    x2 = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    pairs = [
+        (nn.MaxPool1d(3, 2, 1), torch.nn.MaxPool1d(3, 2, 1), x1),
+        (nn.AvgPool1d(4, 3, 2, ceil_mode=True), torch.nn.AvgPool1d(4, 3, 2, ceil_mode=True), x1),
+        (nn.AdaptiveAvgPool2d(1), torch.nn.AdaptiveAvgPool2d(1), x2),
+        (nn.AdaptiveAvgPool2d((3, 4)), torch.nn.AdaptiveAvgPool2d((3, 4)), x2),
+    ]
+    for ours, ref, x in pairs:
+        xt = torch.tensor(x, requires_grad=True)
+        yt = ref(xt)
+        y = ours(x)
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        yt.backward(torch.from_numpy(g))
+        np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_golden_values():
+    x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
+    np.testing.assert_array_equal(nn.MaxPool2d(2)(x)[0, 0], [[6, 8], [16, 18]])
+    np.testing.assert_array_equal(
+        nn.MaxPool2d(2, ceil_mode=True)(x)[0, 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
+    )
+    # count_include_pad: the corner window (pad 1) sees 0, 1, 5, 6 and five zeros of padding.
+    avg = nn.AvgPool2d(3, 2, 1)(x)[0, 0]
+    assert avg[0, 0] == pytest.approx((0 + 1 + 5 + 6) / 9)
+    avg = nn.AvgPool2d(3, 2, 1, count_include_pad=False)(x)[0, 0]
+    assert avg[0, 0] == pytest.approx((0 + 1 + 5 + 6) / 4)
+
+
+def test_output_shape_agrees_with_forward():
+    for kwargs in POOL_CASES:
+        for layer in (nn.MaxPool2d(**kwargs), nn.AvgPool2d(**kwargs)):
+            x = np.zeros((2, 3, 11, 8), np.float32)
+            assert layer(x).shape == layer.output_shape(x.shape)
+
+
+@pytest.mark.parametrize(
+    "make, exc, message",
+    [
+        (lambda: nn.MaxPool2d(0), ValueError, r"kernel_size must be >= 1, got 0"),
+        (lambda: nn.MaxPool2d(2, stride=0), ValueError, r"stride must be >= 1, got 0"),
+        (lambda: nn.MaxPool2d(3, padding=-1), ValueError, r"padding must be >= 0, got -1"),
+        (lambda: nn.MaxPool2d(2, padding=2), ValueError, r"at most half"),
+        (lambda: nn.AvgPool2d(2, count_include_pad=None), TypeError, r"count_include_pad"),
+        (lambda: nn.AdaptiveAvgPool2d(0), ValueError, r"output_size must be >= 1"),
+    ],
+)
+def test_bad_constructor_arguments(make, exc, message):
+    with pytest.raises(exc, match=message):
+        make()
+
+
+def test_bad_inputs():
+    with pytest.raises(
+        ValueError,
+        match=r"MaxPool2d\(kernel_size=2\) expected input of shape "
+        r"\(N, C, H, W\), got \(4, 4\)",
+    ):
+        nn.MaxPool2d(2)(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"smaller than the window"):
+        nn.MaxPool2d(5)(np.zeros((1, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, C, L\)"):
+        nn.AvgPool1d(2)(np.zeros((1, 1, 3, 3), np.float32))

@@ -3,31 +3,51 @@
 Each layer is a thin class over the pure functions in :mod:`convnet.functional`.
 """
 
+from convnet.nn.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.container import Residual, Sequential
+from convnet.nn.conv import Conv1d, Conv2d
+from convnet.nn.dropout import Dropout
+from convnet.nn.linear import Flatten, Linear
+from convnet.nn.loss import CrossEntropyLoss, MSELoss
 from convnet.nn.module import Module
+from convnet.nn.norm import BatchNorm1d, BatchNorm2d
 from convnet.nn.parameter import Parameter
+from convnet.nn.pool import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 
-__all__ = ["Module", "Parameter"]
+# Last: it refers to the classes above.
+from convnet.nn.config import LAYER_TYPES, from_config, to_config  # noqa: I001
 
-from convnet.nn.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh  # noqa: E402
-from convnet.nn.container import Residual, Sequential  # noqa: E402
-from convnet.nn.dropout import Dropout  # noqa: E402
-from convnet.nn.linear import Flatten, Linear  # noqa: E402
-from convnet.nn.loss import CrossEntropyLoss, MSELoss  # noqa: E402
-from convnet.nn.norm import BatchNorm1d, BatchNorm2d  # noqa: E402
-
-__all__ += [
+__all__ = [
+    "LAYER_TYPES",
+    "AdaptiveAvgPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
     "LeakyReLU",
     "Linear",
     "MSELoss",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
     "ReLU",
     "Residual",
     "Sequential",
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "from_config",
+    "to_config",
 ]

@@ -4,6 +4,7 @@ Each layer is a thin class over the pure functions in :mod:`convnet.functional`.
 """
 
 from convnet.nn.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.config import LAYER_TYPES, from_config, to_config
 from convnet.nn.container import Residual, Sequential
 from convnet.nn.conv import Conv1d, Conv2d
 from convnet.nn.dropout import Dropout
@@ -19,9 +20,6 @@ from convnet.nn.pool import (
     MaxPool1d,
     MaxPool2d,
 )
-
-# Last: it refers to the classes above.
-from convnet.nn.config import LAYER_TYPES, from_config, to_config  # noqa: I001
 
 __all__ = [
     "LAYER_TYPES",

@@ -1,0 +1,98 @@
+"""The ``convnet`` command: one module per subcommand, all clients of the public API.
+
+Each module in :data:`COMMANDS` defines ``add_parser(subparsers)`` (which sets
+``func`` to its ``run(args) -> int``). Bad input ends with one line on stderr
+and a non-zero exit, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+# Subcommand modules, in the order ``convnet --help`` lists them.
+COMMANDS = (
+    "train",
+    "evaluate",
+    "predict",
+    "summary",
+    "datasets",
+)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A user error: its message is printed as one line, exit status 2."""
+
+
+def common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand has."""
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS threads (default: the number of cores, at most 2 per process is best here)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convnet",
+        description="Train, evaluate, inspect and run convolutional networks (NumPy only).",
+    )
+    from convnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"convnet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"convnet.cli.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    debug = args.debug or bool(os.environ.get("CONVNET_DEBUG"))
+    try:
+        from convnet.backend import blas_threads
+
+        with blas_threads(getattr(args, "threads", None)):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("convnet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, ValueError, TypeError, OSError, KeyError, ImportError) as exc:
+        if debug:
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"convnet {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # an internal error: still one line, with a way to see more
+        if debug:
+            raise
+        print(
+            f"convnet {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

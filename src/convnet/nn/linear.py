@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from convnet._validate import check_dtype, check_int, check_rng
 from convnet.backend import Array
@@ -138,7 +139,7 @@ class Linear(Module):
         bias: bool = True,
         *,
         rng: np.random.Generator | None = None,
-        dtype: np.typing.DTypeLike = np.float32,
+        dtype: npt.DTypeLike = np.float32,
     ) -> None:
         self.in_features = check_int("Linear", "in_features", in_features, minimum=1)
         self.out_features = check_int("Linear", "out_features", out_features, minimum=1)

@@ -19,7 +19,11 @@ from convnet.data import (
     safe_extract,
 )
 
-Image = pytest.importorskip("PIL.Image")
+
+@pytest.fixture
+def Image():
+    """Pillow is an optional extra: only the image-file tests need it."""
+    return pytest.importorskip("PIL.Image")
 
 
 def _cifar_records(rng, n):
@@ -92,7 +96,7 @@ def test_safe_extract(tmp_path):
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, Image):
     """ROOT/{train,test}/{circle,square}/ with grey and RGB images of mixed sizes."""
     rng = np.random.default_rng(0)
     for split, count in (("train", 3), ("test", 2)):
@@ -134,7 +138,7 @@ def test_image_folder_errors(folder, tmp_path):
         load_image_folder(folder, (8, 8), channels=2)
 
 
-def test_load_image_exif_alpha_and_bomb(tmp_path, monkeypatch):
+def test_load_image_exif_alpha_and_bomb(tmp_path, monkeypatch, Image):
     im = Image.new("RGB", (6, 4), (0, 0, 0))
     im.putpixel((0, 0), (255, 255, 255))
     exif = Image.Exif()

@@ -17,6 +17,7 @@ from convnet.data import (
     load_image_folder,
     mnist_preprocess,
     safe_extract,
+    verify_cifar10,
 )
 
 
@@ -50,12 +51,14 @@ def test_cifar10_from_tiny_binary(tmp_path, rng):
     np.testing.assert_array_equal(images, np.concatenate(train_images))
     np.testing.assert_array_equal(labels, np.concatenate(train_labels))
     assert labels.dtype == np.int64 and names == CIFAR10_CLASSES
+    assert set(verify_cifar10(tmp_path).values()) == {"ok"}
     test = load_cifar10(tmp_path, "test", download=False)
     np.testing.assert_array_equal(test.images, im)
     # a record cut short is refused, naming the file
     (folder / "test_batch.bin").write_bytes(blob[:-1])
     with pytest.raises(DataError, match=r"test_batch.bin: expected a whole number of 3073"):
         load_cifar10(tmp_path, "test", download=False)
+    assert verify_cifar10(tmp_path)["test_batch.bin"] == "bad size"
 
 
 def test_cifar10_missing_message(tmp_path, monkeypatch):

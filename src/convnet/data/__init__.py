@@ -18,7 +18,7 @@ from convnet.data.augment import (
     random_shift,
     shift_images,
 )
-from convnet.data.cifar import CIFAR10_CLASSES, load_cifar10, safe_extract
+from convnet.data.cifar import CIFAR10_CLASSES, load_cifar10, safe_extract, verify_cifar10
 from convnet.data.download import (
     DataMissingError,
     FileSpec,
@@ -81,6 +81,7 @@ __all__ = [
     "shift_images",
     "to_float",
     "train_val_split",
+    "verify_cifar10",
     "verify_files",
     "verify_mnist",
     "write_idx",

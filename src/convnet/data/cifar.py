@@ -19,7 +19,14 @@ from convnet.data.download import DataMissingError, FileSpec, download, resolve_
 from convnet.data.idx import DataError
 from convnet.data.loader import Dataset
 
-__all__ = ["CIFAR10_CLASSES", "CIFAR10_SPEC", "CIFAR10_URL", "load_cifar10", "safe_extract"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_SPEC",
+    "CIFAR10_URL",
+    "load_cifar10",
+    "safe_extract",
+    "verify_cifar10",
+]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 #: Published MD5 of the archive (the authors' page).
@@ -161,6 +168,24 @@ def load_cifar10(
     if labels.size and labels.max() >= len(names):
         raise DataError(f"{folder}: labels must be in [0, {len(names)}), found {labels.max()}")
     return Dataset(images, labels, names)
+
+
+def verify_cifar10(root: str | os.PathLike | None = None) -> dict[str, str]:
+    """Report on the six batch files: ``{name: "ok" | "missing" | "bad size"}``.
+
+    A batch is "ok" when its length is a whole, non-zero number of 3073-byte
+    records (the binary files have no published per-file checksum).
+    """
+    folder = _folder(root)
+    report = {}
+    for name in _FILES["train"] + _FILES["test"]:
+        path = folder / name
+        if not path.is_file():
+            report[name] = "missing"
+        else:
+            size = path.stat().st_size
+            report[name] = "ok" if size and size % _RECORD == 0 else "bad size"
+    return report
 
 
 def download_archive(base: Path) -> Path:

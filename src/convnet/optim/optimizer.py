@@ -122,6 +122,7 @@ class Optimizer:
         If ``params`` is empty or holds a Parameter twice.
     """
 
+    lr: float
     defaults: ClassVar[dict[str, Any]] = {}
     # Keys of the per-parameter state; "step" is a count, the rest are arrays.
     _state_keys: ClassVar[tuple[str, ...]] = ()
@@ -273,5 +274,3 @@ class Optimizer:
             if v != default:
                 parts.append(f"{name}={v!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
-
-    lr: float

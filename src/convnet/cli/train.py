@@ -1,0 +1,269 @@
+"""``convnet train --model NAME|net.toml --dataset NAME|--data FOLDER --out m.npz``.
+
+Builds the model (zoo name or architecture file), loads the data, trains with
+the model's recipe (every setting can be overridden), reports per-epoch
+metrics and the final test accuracy, and writes one model file holding the
+weights, class names, normalisation and training metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convnet.cli import CLIError, common_options
+from convnet.cli._common import (
+    DATASET_SHAPES,
+    DATASETS,
+    add_data_dir,
+    data_root,
+    folder_classes,
+    load_folder,
+    load_named,
+    one_line_errors,
+    parse_shape,
+    resolve_model_spec,
+)
+
+#: Share of a folder held out for testing when it has no FOLDER/test.
+FOLDER_TEST_FRACTION = 0.2
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a data set or an image folder and save it",
+        description="Train a zoo model (or one from a .toml/.json architecture file) on a "
+        "known data set or an image folder FOLDER/CLASS/*.png|jpg, then write a model file. "
+        "Unset options come from the model's recipe.",
+    )
+    p.add_argument("--model", required=True, help="zoo name (lenet5, resnet, ...) or .toml/.json")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=DATASETS, help="a known data set (xo needs no files)")
+    src.add_argument(
+        "--data",
+        metavar="FOLDER",
+        help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present)",
+    )
+    p.add_argument("--out", required=True, metavar="PATH", help="model file to write (.npz)")
+    add_data_dir(p)
+    p.add_argument(
+        "--input-shape", metavar="C,H,W", help="input size for folder data (default: the model's)"
+    )
+    p.add_argument("--epochs", type=int, help="passes over the training data")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--lr", type=float, help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help="optimizer")
+    p.add_argument(
+        "--schedule", choices=("constant", "step", "cosine", "onecycle"), help="lr schedule"
+    )
+    p.add_argument("--weight-decay", type=float, help="weight decay")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1)")
+    p.add_argument(
+        "--val-split", type=float, default=0.0, help="share of training data for validation"
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts/rotations/scalings (default: the recipe's)",
+    )
+    p.add_argument("--early-stopping", type=int, metavar="N", help="stop after N epochs w/o gain")
+    p.add_argument("--checkpoint", metavar="PATH", help="checkpoint written after each epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--history", metavar="PATH", help="write per-epoch metrics (.csv or .json)")
+    p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images")
+    p.add_argument("--no-download", action="store_true", help="never download a missing data set")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    common_options(p)
+    one_line_errors(p)
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--limit": args.limit}
+    positive["--early-stopping"] = args.early_stopping
+    for flag, value in positive.items():
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} must be >= 1, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise CLIError(f"--lr must be > 0, got {args.lr}")
+    if args.weight_decay is not None and args.weight_decay < 0:
+        raise CLIError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 1:
+        raise CLIError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if not 0 <= args.val_split < 1:
+        raise CLIError(f"--val-split must be in [0, 1), got {args.val_split}")
+    if args.resume and not args.checkpoint:
+        raise CLIError("--resume needs --checkpoint PATH (the checkpoint to continue from)")
+    if args.history and Path(args.history).suffix.lower() not in (".csv", ".json"):
+        raise CLIError(f"--history must end in .csv or .json, got {args.history}")
+    out_dir = Path(args.out).parent
+    if not out_dir.is_dir():
+        raise CLIError(f"--out {args.out}: folder {out_dir} does not exist")
+
+
+def settings(spec: str, args: argparse.Namespace) -> dict:
+    """Training settings: the command line over the model's recipe (general defaults for files)."""
+    from convnet import models
+
+    merged = models.recipe(spec if spec in models.NAMES else None)
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "schedule": args.schedule,
+        "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+    }
+    merged.update({k: v for k, v in given.items() if v is not None})
+    if merged.get("schedule") == "constant":
+        merged["schedule"] = None
+    if args.augment is False:
+        merged["augment"] = None
+    elif args.augment and not merged.get("augment"):
+        merged["augment"] = True
+    return merged
+
+
+def _augment(value, digits: bool):
+    """The recipe's augmentation as a :class:`convnet.data.Augment` (or None)."""
+    from convnet.data import Augment
+
+    if not value:
+        return None
+    if isinstance(value, Augment):
+        return value
+    if isinstance(value, dict):
+        return Augment(**value)
+    # plain "on": small shifts, rotations and scalings; flips only off digits
+    return Augment(shift=2, rotate=10.0, scale=0.1, flip=not digits)
+
+
+def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator):
+    """``(net, input_shape, train, test, source)`` for the model and data named in ``args``."""
+    from convnet import models
+    from convnet.data import train_val_split
+
+    shape = parse_shape(args.input_shape)
+    if args.dataset is not None:
+        ds_shape = DATASET_SHAPES[args.dataset]
+        if shape is not None and shape != ds_shape:
+            raise CLIError(f"--input-shape {shape} does not match {args.dataset}'s {ds_shape}")
+        root = data_root(args)
+        download = not args.no_download
+        train = load_named(
+            args.dataset, root, "train", seed=args.seed, download=download, limit=args.limit
+        )
+        test = load_named(args.dataset, root, "test", seed=args.seed, download=download)
+        net, shape = models.build(
+            spec, input_shape=ds_shape, num_classes=len(train.class_names), rng=rng
+        )
+        return net, tuple(shape), train, test, args.dataset
+    root = Path(args.data)
+    classes = folder_classes(root)
+    net, shape = models.build(spec, input_shape=shape, num_classes=len(classes), rng=rng)
+    train = load_folder(root, "train", shape, classes)
+    if (root / "test").is_dir():
+        test = load_folder(root, "test", shape, classes)
+    else:
+        tr, te = train_val_split(len(train), FOLDER_TEST_FRACTION, rng)
+        train, test = train[tr], train[te]
+        if len(train) == 0 or len(test) == 0:
+            raise CLIError(f"{root}: too few images to hold out a test set ({len(tr) + len(te)})")
+    if args.limit is not None:
+        train = train[: args.limit]
+    return net, tuple(shape), train, test, str(root)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The effective command, rebuilt from the parsed options (recorded in the model file)."""
+    skip = {"func", "command", "debug", "threads"}
+    parts = ["convnet", "train"]
+    for key, value in vars(args).items():
+        if key in skip or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convnet import io, train
+    from convnet.data import channel_stats, train_val_split
+    from convnet.model import Model
+
+    _check_args(args)
+    spec = resolve_model_spec(args.model)
+    rng = np.random.default_rng(args.seed)
+    net, shape, train_ds, test_ds, source = load_data(spec, args, rng)
+    cfg = settings(spec, args)
+    digits = args.dataset in ("mnist", "xo")
+    val_ds = None
+    if args.val_split > 0:
+        tr, va = train_val_split(len(train_ds), args.val_split, rng)
+        train_ds, val_ds = train_ds[tr], train_ds[va]
+    if len(train_ds) == 0:
+        raise CLIError("no training images left (check --limit and --val-split)")
+    mean, std = channel_stats(train_ds.images)
+    model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
+    say = (lambda *a: None) if args.quiet else print
+    say(
+        f"training {args.model} on {source}: {len(train_ds):,} images"
+        + (f", {len(val_ds):,} for validation" if val_ds is not None else "")
+        + f", {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, {cfg['optimizer']} "
+        f"lr {cfg['lr']:g}"
+    )
+    start = time.perf_counter()
+    try:
+        history = train.fit(
+            model,
+            train_ds,
+            val_ds,
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            optimizer=cfg["optimizer"],
+            lr=cfg["lr"],
+            schedule=cfg["schedule"],
+            weight_decay=cfg["weight_decay"],
+            label_smoothing=cfg["label_smoothing"],
+            augment=_augment(cfg["augment"], digits),
+            seed=args.seed,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            early_stopping=args.early_stopping,
+            progress=not args.quiet,
+            history_path=args.history,
+        )
+    except train.TrainingDiverged as exc:
+        raise CLIError(str(exc)) from exc
+    wall = time.perf_counter() - start
+    result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
+    accuracy = float(result["accuracy"])
+    epochs_run = len(getattr(history, "epochs", history) or [])
+    model.meta = {
+        "model": args.model,
+        "dataset": args.dataset or "folder",
+        "data": source,
+        "preprocess": "mnist" if args.dataset == "mnist" else None,
+        "epochs": epochs_run,
+        "wall_time_s": round(wall, 3),
+        "train_images": len(train_ds),
+        "test_images": len(test_ds),
+        "test_accuracy": accuracy,
+        "test_loss": float(result["loss"]),
+        "seed": args.seed,
+        "settings": {k: (v if k != "augment" else bool(v)) for k, v in cfg.items()},
+        "command": command_line(args),
+    }
+    io.save(model, args.out)
+    print(
+        f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
+        f"after {epochs_run} epoch(s) in {wall:.1f} s; wrote {args.out}"
+    )
+    return 0

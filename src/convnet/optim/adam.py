@@ -85,6 +85,10 @@ class Adam(Optimizer):
         "amsgrad": False,
     }
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    amsgrad: bool
     _decoupled: ClassVar[bool] = False
 
     def __init__(

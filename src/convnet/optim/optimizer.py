@@ -234,12 +234,12 @@ class Optimizer:
         for key, entry in raw.items():
             if isinstance(key, str) and key.isdigit():
                 key = int(key)
-            if not isinstance(key, numbers.Integral) or not 0 <= key < len(self.params):
+            i = int(key) if isinstance(key, numbers.Integral) else -1
+            if not 0 <= i < len(self.params):
                 raise ValueError(
                     f"{owner}: state key {key!r} is not a parameter index in "
                     f"[0, {len(self.params)})"
                 )
-            i = int(key)
             if not isinstance(entry, dict):
                 raise TypeError(f"{owner}: state[{i}] must be a dict, got {type(entry).__name__}")
             expected = self._expected_state_keys(hyperparameters)

@@ -74,6 +74,10 @@ class SGD(Optimizer):
         "nesterov": False,
     }
     _state_keys = ("momentum_buffer",)
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
 
     def __init__(
         self,

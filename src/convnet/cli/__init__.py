@@ -20,6 +20,9 @@ COMMANDS = (
     "predict",
     "summary",
     "datasets",
+    "inspect",
+    "xo",
+    "serve",
 )
 
 EXIT_USAGE = 2

@@ -1,0 +1,170 @@
+// The drawing page: pointer events (mouse, pen, touch) on a canvas, a debounced
+// POST of the drawing as PNG to /api/featuremaps, and the answer drawn as bars
+// and feature maps. No framework, no external assets.
+"use strict";
+
+const canvas = document.getElementById("canvas");
+const ctx = canvas.getContext("2d");
+const DEBOUNCE_MS = 150;
+let drawing = false;
+let last = null;
+let timer = null;
+let inflight = false;
+let pending = false;
+
+function clearCanvas() {
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function point(ev) {
+  const r = canvas.getBoundingClientRect();
+  return { x: (ev.clientX - r.left) * canvas.width / r.width,
+           y: (ev.clientY - r.top) * canvas.height / r.height };
+}
+
+function stroke(a, b) {
+  ctx.strokeStyle = "#000000";
+  ctx.lineWidth = 20;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(a.x, a.y);
+  ctx.lineTo(b.x, b.y);
+  ctx.stroke();
+}
+
+canvas.addEventListener("pointerdown", (ev) => {
+  ev.preventDefault();
+  canvas.setPointerCapture(ev.pointerId);
+  drawing = true;
+  last = point(ev);
+  stroke(last, last);
+  schedule();
+});
+canvas.addEventListener("pointermove", (ev) => {
+  if (!drawing) return;
+  ev.preventDefault();
+  const p = point(ev);
+  stroke(last, p);
+  last = p;
+  schedule();
+});
+for (const name of ["pointerup", "pointercancel", "pointerleave"]) {
+  canvas.addEventListener(name, () => {
+    if (drawing) { drawing = false; schedule(); }
+  });
+}
+
+document.getElementById("clear").addEventListener("click", () => {
+  clearCanvas();
+  document.getElementById("prediction").textContent = "-";
+  document.getElementById("prediction").dataset.class = "";
+  document.getElementById("confidence").textContent = "";
+  document.getElementById("probabilities").innerHTML = "";
+  document.getElementById("layers").innerHTML = "";
+});
+
+document.getElementById("upload").addEventListener("change", (ev) => {
+  const file = ev.target.files[0];
+  if (!file) return;
+  const img = new Image();
+  img.onload = () => {
+    clearCanvas();
+    const s = Math.min(canvas.width / img.width, canvas.height / img.height);
+    const w = img.width * s, h = img.height * s;
+    ctx.drawImage(img, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    URL.revokeObjectURL(img.src);
+    send(file);  // the original file: the server does the resizing
+  };
+  img.onerror = () => showError("this file is not an image the browser can read");
+  img.src = URL.createObjectURL(file);
+});
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(() => canvas.toBlob((blob) => send(blob), "image/png"), DEBOUNCE_MS);
+}
+
+async function send(blob) {
+  if (inflight) { pending = true; return; }  // one request at a time; the latest drawing wins
+  inflight = true;
+  try {
+    const resp = await fetch("/api/featuremaps", {
+      method: "POST",
+      headers: { "Content-Type": blob.type || "application/octet-stream" },
+      body: blob,
+    });
+    const data = await resp.json();
+    if (!resp.ok) { showError(data.error || resp.statusText); return; }
+    showError("");
+    render(data);
+  } catch (err) {
+    showError(String(err));
+  } finally {
+    inflight = false;
+    if (pending) { pending = false; schedule(); }
+  }
+}
+
+function showError(msg) {
+  document.getElementById("error").textContent = msg;
+}
+
+function el(tag, attrs, text) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function render(data) {
+  const pred = document.getElementById("prediction");
+  pred.textContent = data.top.class;
+  pred.dataset.class = data.top.class;
+  document.getElementById("confidence").textContent =
+    "(" + (100 * data.top.probability).toFixed(1) + "%)";
+  const table = document.getElementById("probabilities");
+  table.innerHTML = "";
+  data.classes.forEach((name, i) => {
+    const p = data.probabilities[i];
+    const tr = el("tr", { id: "prob-" + i, "data-class": name });
+    if (i === data.top.index) tr.className = "top";
+    tr.appendChild(el("td", {}, name));
+    const bar = el("td");
+    bar.appendChild(el("span", { class: "bar", style: "width:" + Math.round(200 * p) + "px" }));
+    tr.appendChild(bar);
+    tr.appendChild(el("td", {}, p.toFixed(3)));
+    table.appendChild(tr);
+  });
+  const layers = document.getElementById("layers");
+  layers.innerHTML = "";
+  const first = el("div", { class: "layer" });
+  first.appendChild(el("h3", {}, "input (preprocessed)"));
+  const firstMaps = el("div", { class: "maps" });
+  firstMaps.appendChild(el("img", { src: data.input, alt: "input" }));
+  first.appendChild(firstMaps);
+  layers.appendChild(first);
+  for (const layer of data.layers) {
+    const div = el("div", { class: "layer" });
+    div.appendChild(el("h3", {}, layer.name + ": " + layer.type + " → " + layer.shape.join("×")));
+    const maps = el("div", { class: "maps" });
+    layer.maps.forEach((src, i) => maps.appendChild(el("img", { src: src, alt: layer.name + " map " + i })));
+    div.appendChild(maps);
+    layers.appendChild(div);
+  }
+}
+
+async function loadModel() {
+  try {
+    const resp = await fetch("/api/model");
+    const info = await resp.json();
+    document.getElementById("model-info").textContent =
+      "input " + info.input_shape.join("×") + ", classes: " + info.class_names.join(", ");
+  } catch (err) {
+    showError("cannot reach the server: " + err);
+  }
+}
+
+clearCanvas();
+loadModel();

@@ -58,9 +58,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--lr", type=float, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help="optimizer")
-    p.add_argument(
-        "--schedule", choices=("constant", "step", "cosine", "onecycle"), help="lr schedule"
-    )
+    p.add_argument("--schedule", choices=("none", "step", "cosine", "onecycle"), help="lr schedule")
     p.add_argument("--weight-decay", type=float, help="weight decay")
     p.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1)")
     p.add_argument(
@@ -78,7 +76,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--history", metavar="PATH", help="write per-epoch metrics (.csv or .json)")
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images")
     p.add_argument("--no-download", action="store_true", help="never download a missing data set")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
     common_options(p)
     one_line_errors(p)
     p.set_defaults(func=run)
@@ -98,6 +96,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if not 0 <= args.val_split < 1:
         raise CLIError(f"--val-split must be in [0, 1), got {args.val_split}")
+    if args.early_stopping is not None and args.val_split <= 0:
+        raise CLIError("--early-stopping needs validation data: add --val-split, e.g. 0.1")
     if args.resume and not args.checkpoint:
         raise CLIError("--resume needs --checkpoint PATH (the checkpoint to continue from)")
     if args.history and Path(args.history).suffix.lower() not in (".csv", ".json"):
@@ -122,8 +122,6 @@ def settings(spec: str, args: argparse.Namespace) -> dict:
         "label_smoothing": args.label_smoothing,
     }
     merged.update({k: v for k, v in given.items() if v is not None})
-    if merged.get("schedule") == "constant":
-        merged["schedule"] = None
     if args.augment is False:
         merged["augment"] = None
     elif args.augment and not merged.get("augment"):
@@ -131,18 +129,22 @@ def settings(spec: str, args: argparse.Namespace) -> dict:
     return merged
 
 
-def _augment(value, digits: bool):
-    """The recipe's augmentation as a :class:`convnet.data.Augment` (or None)."""
-    from convnet.data import Augment
+def _augment(value, digits: bool) -> dict | None:
+    """The recipe's augmentation (``Augment``'s arguments), or the default for ``--augment``."""
+    if value is True:
+        # small shifts, rotations and scalings; mirror images only where they make sense
+        return {"shift": 2, "rotate": 10.0, "scale": 0.1, "flip": not digits}
+    return value or None
 
-    if not value:
-        return None
-    if isinstance(value, Augment):
-        return value
-    if isinstance(value, dict):
-        return Augment(**value)
-    # plain "on": small shifts, rotations and scalings; flips only off digits
-    return Augment(shift=2, rotate=10.0, scale=0.1, flip=not digits)
+
+def _epoch_line(record: dict) -> None:
+    """One line per epoch: losses, accuracies, learning rate, time."""
+    parts = [f"epoch {record['epoch']:>3}"]
+    parts.append(f"loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}")
+    if record.get("val_loss") is not None:
+        parts.append(f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.2%}")
+    parts.append(f"lr {record['lr']:.3g}  {record['seconds']:.1f} s")
+    print("  ".join(parts), flush=True)
 
 
 def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator):
@@ -238,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             early_stopping=args.early_stopping,
             progress=not args.quiet,
+            on_epoch_end=None if args.quiet else _epoch_line,
             history_path=args.history,
         )
     except train.TrainingDiverged as exc:
@@ -245,20 +248,22 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
     accuracy = float(result["accuracy"])
-    epochs_run = len(getattr(history, "epochs", history) or [])
+    epochs_run = len(history)
     model.meta = {
         "model": args.model,
         "dataset": args.dataset or "folder",
         "data": source,
         "preprocess": "mnist" if args.dataset == "mnist" else None,
         "epochs": epochs_run,
+        "stopped_early": bool(history.stopped_early),
+        "best_epoch": history.best_epoch,
         "wall_time_s": round(wall, 3),
         "train_images": len(train_ds),
         "test_images": len(test_ds),
         "test_accuracy": accuracy,
         "test_loss": float(result["loss"]),
         "seed": args.seed,
-        "settings": {k: (v if k != "augment" else bool(v)) for k, v in cfg.items()},
+        "settings": {**cfg, "augment": _augment(cfg["augment"], digits)},
         "command": command_line(args),
     }
     io.save(model, args.out)

@@ -263,3 +263,18 @@ def test_repr_shows_non_defaults():
         repr(nn.Conv2d(3, 8, (3, 5), stride=2, padding=1, bias=False))
         == "Conv2d(3, 8, kernel_size=(3, 5), stride=2, padding=1, bias=False)"
     )
+
+
+def test_skipping_the_input_gradient_keeps_parameter_gradients():
+    rng = np.random.default_rng(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, rng=rng), nn.ReLU(), nn.Conv2d(3, 2, 3, rng=rng))
+    x = rng.standard_normal((2, 1, 7, 7)).astype(np.float32)
+    g = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    net(x, training=True)
+    dx = net.backward(g)
+    full = [p.grad.copy() for p in net.parameters()]
+    net.zero_grad()
+    net(x, training=True)
+    assert dx is not None and net.backward(g, input_grad=False) is None
+    for a, b in zip(full, [p.grad for p in net.parameters()]):
+        np.testing.assert_array_equal(a, b)

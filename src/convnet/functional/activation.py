@@ -18,8 +18,8 @@ def relu(x: Array) -> Array:
 
 def relu_backward(grad_out: Array, y: Array) -> Array:
     """Input gradient of ReLU from its output ``y``: ``grad_out * (y > 0)``."""
-    xp = xp_of(y)
-    return xp.where(y > 0, grad_out, 0).astype(grad_out.dtype, copy=False)
+    # A multiply by the boolean mask is several times faster than np.where here.
+    return grad_out * (y > 0)
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> tuple[Array, Array]:

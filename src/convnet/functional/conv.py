@@ -138,11 +138,13 @@ def conv2d_backward(
     pads: Pads,
     dilation: tuple[int, int],
     need_bias: bool,
-) -> tuple[Array, Array, Array | None]:
+    input_grad: bool = True,
+) -> tuple[Array | None, Array, Array | None]:
     """Gradients of :func:`conv2d_forward`.
 
     Shape: ``grad_out`` (N, O, OH, OW), ``cols`` (C*kH*kW, N*OH*OW) ->
-    ``dx`` (N, C, H, W), ``dW`` (O, C, kH, kW), ``db`` (O,) or None.
+    ``dx`` (N, C, H, W) or None when not ``input_grad``, ``dW`` (O, C, kH, kW),
+    ``db`` (O,) or None.
     """
     n, o, oh, ow = grad_out.shape
     kh, kw = weight.shape[2:]
@@ -151,6 +153,8 @@ def conv2d_backward(
     g2 = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, -1)
     dw = (g2 @ cols.T).reshape(weight.shape)
     db = g2.sum(axis=1) if need_bias else None
+    if not input_grad:
+        return None, dw, db
     dcols = weight.reshape(o, -1).T @ g2  # (C*kH*kW, N*OH*OW)
     dx = col2im(dcols, x_shape, pads, (kh, kw), stride, dilation, (oh, ow))
     return dx, dw, db

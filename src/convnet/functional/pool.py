@@ -1,11 +1,9 @@
 """Max and average pooling, forward and backward, on NCHW arrays.
 
-Two paths give the same numbers:
-
-- the fast path, when windows tile the input (stride == kernel, no padding,
-  no dilation): a reshape ``(N, C, OH, kH, OW, kW)`` and one reduction;
-- the general path (overlap, padding, ceil_mode, dilation): one strided slice
-  per kernel offset, ``kH*kW`` whole-array operations, no loop over pixels.
+Windows are reduced separably, along W and then along H: ``kH + kW``
+whole-array operations on strided views, no loop over pixels. When the
+windows fit inside the input (tiles, floor mode, no padding: the common 2x2)
+everything works on views of ``x`` with no padded copy.
 
 Max pooling routes the gradient to the first maximum of each window in
 row-major order, as PyTorch does; padding never wins (it is ``-inf``).
@@ -31,11 +29,6 @@ def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) ->
     return out
 
 
-def _tiles(x_shape: tuple[int, ...], k, s, p, d) -> bool:
-    """True when the windows tile the input without overlap or padding."""
-    return k == s and p == (0, 0) and d == (1, 1)
-
-
 def _padded(x: Array, k, s, p, d, out_hw, value: float) -> Array:
     """Pad so that every window of the output lies inside: (N, C, Hp, Wp).
 
@@ -54,17 +47,6 @@ def _padded(x: Array, k, s, p, d, out_hw, value: float) -> Array:
     return out
 
 
-def _window(a: Array, i: int, j: int, s, d, out_hw) -> Array:
-    """The strided slice of ``a`` seen by kernel offset (i, j): (N, C, OH, OW)."""
-    r0, c0 = i * d[0], j * d[1]
-    return a[
-        :,
-        :,
-        r0 : r0 + s[0] * (out_hw[0] - 1) + 1 : s[0],
-        c0 : c0 + s[1] * (out_hw[1] - 1) + 1 : s[1],
-    ]
-
-
 def _unpad(dpad: Array, x_shape, p) -> Array:
     """Adjoint of :func:`_padded`: crop or zero-extend back to ``x_shape``."""
     xp = xp_of(dpad)
@@ -77,66 +59,78 @@ def _unpad(dpad: Array, x_shape, p) -> Array:
     return dx
 
 
-def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Array]:
-    """Max over each window.
+def _cols(a: Array, j: int, s: int, d: int, ow: int) -> Array:
+    """Columns ``ow*s + j*d`` of ``a``: the tap ``j`` of every window along W."""
+    c0 = j * d
+    return a[..., c0 : c0 + s * (ow - 1) + 1 : s]
 
-    Shape: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW) and ``argmax`` (N, C, OH, OW),
-    the row-major offset ``i*kW + j`` of the winner inside its window.
+
+def _rows(a: Array, i: int, s: int, d: int, oh: int) -> Array:
+    """Rows ``oh*s + i*d`` of ``a`` (axis 2): the tap ``i`` of every window along H."""
+    r0 = i * d
+    return a[:, :, r0 : r0 + s * (oh - 1) + 1 : s]
+
+
+def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Array]:
+    """Max over each window, separably: along W first, then along H.
+
+    Reducing each row of a window first and then the rows keeps PyTorch's tie
+    rule (the first maximum in row-major order wins) and costs ``kH + kW``
+    whole-array operations instead of ``kH * kW``.
+
+    Shape: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW) and the winners:
+    ``col`` (N, C, Hp, OW), the tap along W of each row segment, and ``row``
+    (N, C, OH, OW), the tap along H, both int8.
     """
     xp = xp_of(x)
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
-    if _tiles(x.shape, k, s, p, d) and oh * k[0] <= h and ow * k[1] <= w:
-        # (N, C, OH*kH, OW*kW) -> (N, C, OH, OW, kH*kW), one copy, one argmax.
-        t = x[:, :, : oh * k[0], : ow * k[1]].reshape(n, c, oh, k[0], ow, k[1])
-        t = t.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh, ow, k[0] * k[1])
-        idx = t.argmax(axis=-1)
-        y = xp.take_along_axis(t, idx[..., None], axis=-1)[..., 0]
-        return y, idx.astype(xp.int32)
+    # No copy when the windows fit inside x (tiles, floor mode): views only.
     xpad = _padded(x, k, s, p, d, (oh, ow), -xp.inf)
-    y = _window(xpad, 0, 0, s, d, (oh, ow)).copy()
-    idx = xp.zeros((n, c, oh, ow), dtype=xp.int32)
-    for i in range(k[0]):
-        for j in range(k[1]):
-            if i == j == 0:
-                continue
-            win = _window(xpad, i, j, s, d, (oh, ow))
-            better = win > y  # strict: the first maximum keeps the gradient
-            xp.copyto(idx, i * k[1] + j, where=better)
-            xp.maximum(y, win, out=y)
-    return y, idx
+    m, col = _running_max([_cols(xpad, j, s[1], d[1], ow) for j in range(k[1])])
+    y, row = _running_max([_rows(m, i, s[0], d[0], oh) for i in range(k[0])])
+    return y, (col, row)
 
 
-def max_pool2d_backward(grad_out: Array, idx: Array, x_shape, k, s, p, d) -> Array:
-    """Route each output gradient to its window's winner.
+def _running_max(taps: list[Array]) -> tuple[Array, Array]:
+    """Elementwise max over ``taps`` and the index of the first maximum (int8)."""
+    xp = xp_of(taps[0])
+    if len(taps) == 1:
+        return taps[0].copy(), xp.zeros(taps[0].shape, dtype=xp.int8)
+    # Strict ">": an equal later value loses, so the first maximum wins.
+    idx = (taps[1] > taps[0]).view(xp.int8)  # bool as 0/1, no copy
+    best = xp.maximum(taps[0], taps[1])
+    for t, tap in enumerate(taps[2:], start=2):
+        xp.copyto(idx, t, where=tap > best)
+        xp.maximum(best, tap, out=best)
+    return best, idx
 
-    Shape: ``grad_out``, ``idx`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
+
+def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
+    """Route each output gradient to its window's winner (adjoint of the forward).
+
+    Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
     xp = xp_of(grad_out)
+    col, row = winners
     n, c, oh, ow = grad_out.shape
-    h, w = x_shape[2:]
-    if _tiles(x_shape, k, s, p, d) and oh * k[0] <= h and ow * k[1] <= w:
-        kk = k[0] * k[1]
-        onehot = idx[..., None] == xp.arange(kk, dtype=idx.dtype)  # (N, C, OH, OW, kH*kW)
-        d6 = (onehot * grad_out[..., None]).reshape(n, c, oh, ow, k[0], k[1])
-        # (N, C, OH, OW, kH, kW) -> (N, C, OH, kH, OW, kW) -> (N, C, OH*kH, OW*kW)
-        tiled = d6.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh * k[0], ow * k[1])
-        if tiled.shape[2:] == (h, w):
-            return tiled
-        dx = xp.zeros(x_shape, dtype=grad_out.dtype)
-        dx[:, :, : oh * k[0], : ow * k[1]] = tiled
-        return dx
-    need_h = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1
+    hp = col.shape[2]
     need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
-    dpad = xp.zeros((n, c, need_h, need_w), dtype=grad_out.dtype)
-    zero = xp.zeros((), dtype=grad_out.dtype)
+    # Back through the H stage: (N, C, OH, OW) -> (N, C, Hp, OW).
+    dm = xp.zeros((n, c, hp, ow), dtype=grad_out.dtype)
     for i in range(k[0]):
-        for j in range(k[1]):
-            _window(dpad, i, j, s, d, (oh, ow))[...] += xp.where(
-                idx == i * k[1] + j, grad_out, zero
-            )
+        _rows(dm, i, s[0], d[0], oh)[...] += grad_out * (row == i)
+    # Back through the W stage: (N, C, Hp, OW) -> (N, C, Hp, Wp).
+    dpad = xp.zeros((n, c, hp, need_w), dtype=grad_out.dtype)
+    for j in range(k[1]):
+        _cols(dpad, j, s[1], d[1], ow)[...] += dm * (col == j)
     return _unpad(dpad, x_shape, p)
+
+
+def _full_tiles(k, s, p, hw, out_hw) -> bool:
+    """True when every window is whole: they tile the input with no overhang."""
+    return k == s and p == (0, 0) and out_hw[0] * k[0] <= hw[0] and out_hw[1] * k[1] <= hw[1]
 
 
 def _divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: bool) -> Array:
@@ -155,26 +149,26 @@ def _divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: boo
 
 
 def avg_pool2d_forward(x: Array, k, s, p, ceil_mode: bool, count_include_pad: bool) -> Array:
-    """Mean over each window (PyTorch's divisor rules).
+    """Mean over each window (PyTorch's divisor rules), summed separably.
 
     Shape: ``x`` (N, C, H, W) -> (N, C, OH, OW).
     """
     xp = xp_of(x)
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     d = (1, 1)
     oh = pool_out_size(h, k[0], s[0], p[0], 1, ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], 1, ceil_mode)
-    if _tiles(x.shape, k, s, p, d) and oh * k[0] <= h and ow * k[1] <= w:
-        t = x[:, :, : oh * k[0], : ow * k[1]].reshape(n, c, oh, k[0], ow, k[1])
-        return t.mean(axis=(3, 5), dtype=x.dtype)
     xpad = _padded(x, k, s, p, d, (oh, ow), 0.0)
-    acc = _window(xpad, 0, 0, s, d, (oh, ow)).copy()
-    for i in range(k[0]):
-        for j in range(k[1]):
-            if i or j:
-                acc += _window(xpad, i, j, s, d, (oh, ow))
-    div = _divisor_2d(xp, (h, w), k, s, p, (oh, ow), count_include_pad, x.dtype)
-    acc /= div
+    rowsum = _cols(xpad, 0, s[1], 1, ow).copy()  # (N, C, Hp, OW)
+    for j in range(1, k[1]):
+        rowsum += _cols(xpad, j, s[1], 1, ow)
+    acc = _rows(rowsum, 0, s[0], 1, oh).copy()  # (N, C, OH, OW)
+    for i in range(1, k[0]):
+        acc += _rows(rowsum, i, s[0], 1, oh)
+    if _full_tiles(k, s, p, (h, w), (oh, ow)):
+        acc *= xp.asarray(1.0 / (k[0] * k[1]), dtype=x.dtype)
+    else:
+        acc /= _divisor_2d(xp, (h, w), k, s, p, (oh, ow), count_include_pad, x.dtype)
     return acc
 
 
@@ -185,31 +179,26 @@ def _divisor_2d(xp, hw, k, s, p, out_hw, count_include_pad, dtype) -> Array:
 
 
 def avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bool) -> Array:
-    """Spread each output gradient evenly over its window.
+    """Spread each output gradient evenly over its window (adjoint of the forward).
 
     Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
     xp = xp_of(grad_out)
     n, c, oh, ow = grad_out.shape
     h, w = x_shape[2:]
-    d = (1, 1)
-    if _tiles(x_shape, k, s, p, d) and oh * k[0] <= h and ow * k[1] <= w:
-        g = grad_out / (k[0] * k[1])
-        # (N, C, OH, 1, OW, 1) broadcast over each window -> (N, C, OH*kH, OW*kW)
-        tiled = xp.broadcast_to(g[:, :, :, None, :, None], (n, c, oh, k[0], ow, k[1]))
-        tiled = tiled.reshape(n, c, oh * k[0], ow * k[1])
-        if tiled.shape[2:] == (h, w):
-            return tiled
-        dx = xp.zeros(x_shape, dtype=grad_out.dtype)
-        dx[:, :, : oh * k[0], : ow * k[1]] = tiled
-        return dx
-    g = grad_out / _divisor_2d(xp, (h, w), k, s, p, (oh, ow), count_include_pad, grad_out.dtype)
+    if _full_tiles(k, s, p, (h, w), (oh, ow)):
+        g = grad_out * xp.asarray(1.0 / (k[0] * k[1]), dtype=grad_out.dtype)
+    else:
+        div = _divisor_2d(xp, (h, w), k, s, p, (oh, ow), count_include_pad, grad_out.dtype)
+        g = grad_out / div
     need_h = (oh - 1) * s[0] + k[0]
     need_w = (ow - 1) * s[1] + k[1]
-    dpad = xp.zeros((n, c, need_h, need_w), dtype=grad_out.dtype)
+    drow = xp.zeros((n, c, need_h, ow), dtype=grad_out.dtype)
     for i in range(k[0]):
-        for j in range(k[1]):
-            _window(dpad, i, j, s, d, (oh, ow))[...] += g
+        _rows(drow, i, s[0], 1, oh)[...] += g
+    dpad = xp.zeros((n, c, need_h, need_w), dtype=grad_out.dtype)
+    for j in range(k[1]):
+        _cols(dpad, j, s[1], 1, ow)[...] += drow
     return _unpad(dpad, x_shape, p)
 
 

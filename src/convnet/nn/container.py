@@ -59,6 +59,8 @@ class Sequential(Module):
     (2, (2, 3), ['0.weight', '0.bias'])
     """
 
+    skips_input_grad = True
+
     def __init__(self, *layers: Module) -> None:
         self._layers: list[Module] = [_check_module("Sequential", m) for m in layers]
 
@@ -93,10 +95,26 @@ class Sequential(Module):
             x = layer(x, training=training)
         return x
 
-    def backward(self, grad_out: Array) -> Array:
-        for layer in reversed(self._layers):
+    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
+        """Backpropagate through the layers in reverse order.
+
+        ``input_grad=False`` (what training uses: the data is not learned)
+        skips the first layer's input gradient, the costliest product of a
+        first convolution, and returns None; parameter gradients are unchanged.
+        """
+        layers = self._layers
+        for layer in reversed(layers[1:]):
             grad_out = layer.backward(grad_out)
-        return grad_out
+        if not layers:
+            return grad_out
+        first = layers[0]
+        if input_grad:
+            return first.backward(grad_out)
+        if first.skips_input_grad:
+            first.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
+        elif first.parameters():
+            first.backward(grad_out)
+        return None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)

@@ -124,7 +124,10 @@ class _ConvNd(Module):
         self._cache = (x4, cols if training else None)
         return y[:, :, 0, :] if self.nd == 1 else y
 
-    def backward(self, grad_out: Array) -> Array:
+    skips_input_grad = True
+
+    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
+        """Input gradient (None when ``input_grad=False``); adds dW and db."""
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         x4, cols = self._cache
@@ -137,11 +140,13 @@ class _ConvNd(Module):
             cols = F.im2col(F.pad2d(x4, pads), w4.shape[2:], stride, dil, (oh, ow))
         g4 = grad_out[:, :, None, :] if self.nd == 1 else grad_out
         dx, dw, db = F.conv2d_backward(
-            g4, cols, w4, x4.shape, stride, pads, dil, self.bias is not None
+            g4, cols, w4, x4.shape, stride, pads, dil, self.bias is not None, input_grad
         )
         self.weight.accumulate(dw.reshape(self.weight.shape))
         if self.bias is not None and db is not None:
             self.bias.accumulate(db)
+        if dx is None:
+            return None
         return dx[:, :, 0, :] if self.nd == 1 else dx
 
     def extra_repr(self) -> str:

@@ -27,6 +27,10 @@ _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 class Module:
     """Base class of layers. Subclasses implement ``forward`` and ``backward``."""
 
+    #: True when ``backward(grad_out, input_grad=False)`` is supported: it then
+    #: computes only parameter gradients (for the first layer of a network).
+    skips_input_grad = False
+
     def __call__(self, x: Array, training: bool = False) -> Array:
         return self.forward(x, training=training)
 

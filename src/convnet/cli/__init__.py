@@ -23,6 +23,8 @@ COMMANDS = (
     "inspect",
     "xo",
     "serve",
+    "export",
+    "import_",  # registers the command "import" (a Python keyword as a module name)
 )
 
 EXIT_USAGE = 2

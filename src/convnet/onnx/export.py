@@ -185,13 +185,17 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
     if isinstance(m, nn.Flatten):
         rank = len(shape)
         start, end = m.start_dim % rank, m.end_dim % rank
+        if start == 0:
+            raise ValueError(
+                f"cannot export {m!r} at {name!r}: flattening the batch dimension leaves "
+                "the graph without a batch axis"
+            )
         if start == end:
             return x, out_shape  # one dim "flattened" into itself: nothing to do
         if start == 1 and end == rank - 1:
             return g.node("Flatten", [x], name, axis=1), out_shape
-        # Reshape to the known per-sample dims; 0 copies the (dynamic) batch,
-        # and -1 absorbs it when the batch itself is flattened (start_dim=0).
-        target = [0, *out_shape[1:]] if start >= 1 else [-1, *out_shape[1:]]
+        # Reshape to the known per-sample dims; 0 copies the (dynamic) batch.
+        target = [0, *out_shape[1:]]
         s = g.const(pre + "shape", target, np.int64)
         return g.node("Reshape", [x, s], name), out_shape
     if isinstance(m, nn.Linear):
@@ -276,7 +280,8 @@ def to_onnx(
         A Model carries its input shape, class names and normalisation; a bare
         Module needs ``input_shape``.
     input_shape : tuple of int, optional
-        One sample's shape ``(C, H, W)`` or ``(C, L)``; the batch is dynamic.
+        One sample's shape, ``(C, H, W)`` or ``(C, L)`` (or ``(F,)`` for a bare
+        Module of Linear layers); the batch is dynamic.
     class_names : list of str, optional
         Default: the Model's, else ``"0" .. "K-1"`` for a 2-D output.
     mean, std : sequence of float, optional
@@ -294,8 +299,9 @@ def to_onnx(
     TypeError
         For a layer with no ONNX mapping (named with its path).
     ValueError
-        For a bad opset or input shape, BatchNorm without running statistics, or
-        an adaptive pooling whose bins are uneven.
+        For a bad opset or input shape, BatchNorm without running statistics,
+        Flatten over the batch dimension, or an adaptive pooling whose bins are
+        uneven.
     ImportError
         When ``onnx`` is not installed.
 
@@ -315,11 +321,12 @@ def to_onnx(
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"export: opset must be in [{MIN_OPSET}, {newest}], got {opset}")
     net, shape, names, mean, std, meta = _unwrap(model, input_shape, class_names, mean, std)
-    if len(shape) not in (2, 3) or not all(
+    if not shape or not all(
         isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
     ):
         raise ValueError(
-            f"export: input_shape must be (C, H, W) or (C, L) of positive ints, got {shape}"
+            f"export: input_shape must be one sample's shape, e.g. (C, H, W), of positive "
+            f"ints, got {shape}"
         )
     shape = tuple(int(s) for s in shape)
 

@@ -355,9 +355,9 @@ class _Importer:
             return None
         dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
         meta = self._meta(META_INPUT_SHAPE)
-        if len(dims) not in (3, 4):
+        if len(dims) not in (2, 3, 4):
             problems.append(
-                f"input {inp.name!r} has {len(dims)} dims; need (N, C, H, W) or (N, C, L)"
+                f"input {inp.name!r} has {len(dims)} dims; need (N, C, H, W), (N, C, L) or (N, F)"
             )
             return None
         sample = dims[1:]

@@ -1,0 +1,45 @@
+"""``convnet import IN.onnx OUT.npz``: an ONNX CNN as a convnet model file.
+
+The module is ``import_`` because ``import`` is a Python keyword; the command
+it registers is ``import``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from convnet.cli import CLIError, common_options
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "import",
+        help="read an ONNX model (e.g. from torch.onnx.export) into a .npz model file",
+        description="Convert an ONNX CNN (Conv, BatchNormalization, pooling, activations, "
+        "Flatten/Reshape, Gemm/MatMul, residual Add) into a convnet model file that "
+        "evaluate, predict, inspect and train --resume can use. Unsupported nodes are "
+        "listed, never approximated.",
+    )
+    p.add_argument("src", metavar="IN.onnx", help="the ONNX file to read")
+    p.add_argument("out", metavar="OUT.npz", help="the model file to write")
+    common_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convnet import io
+    from convnet.onnx import load
+
+    src = Path(args.src)
+    if not src.is_file():
+        raise CLIError(f"{args.src}: ONNX file not found")
+    model = load(src)
+    out = io.save(model, args.out)
+    n = sum(p.size for p in model.parameters())
+    print(
+        f"imported {src}: {len(model.net)} layers, {n:,} parameters, input "
+        f"(N, {', '.join(map(str, model.input_shape))}), {len(model.class_names)} classes "
+        f"-> {out}"
+    )
+    return 0

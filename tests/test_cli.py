@@ -212,6 +212,10 @@ def test_train_architecture_file_on_flat_folder_holds_out_a_test_set(capsys, tmp
     model = convnet.load(out_path)
     assert model.input_shape == (1, 12, 12)
     assert model.meta["train_images"] == 16 and model.meta["test_images"] == 4
+    capsys.readouterr()
+    code, out, err = run(capsys, "evaluate", out_path, "--data", tmp_path / "flat", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 4  # the images training held out, not all 20
     code, out, err = run(capsys, "summary", arch)
     assert code == 0 and "Total params" in out
 
@@ -324,6 +328,15 @@ def test_predict_json_top_k(capsys, tmp_path, xo_model):
         assert len(probs) == 2 and probs == sorted(probs, reverse=True)
         assert sum(probs) == pytest.approx(1.0, abs=1e-5)
         assert {t["class"] for t in r["top"]} == {"X", "O"}
+
+
+def test_predict_reads_drawings_of_x_and_o(capsys, tmp_path, xo_model):
+    paths = _xo_pngs(tmp_path / "imgs", n=12)
+    code, out, err = run(capsys, "predict", xo_model, *paths, "--top-k", "1", "--json")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    right = sum(r["file"].endswith(f"_{r['top'][0]['class']}.png") for r in results)
+    assert right >= 10  # black ink on white paper became the toy's +1 ink on -1
 
 
 def test_predict_a_folder_prints_a_table(capsys, tmp_path, xo_model):

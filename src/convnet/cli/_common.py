@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "data_root",
     "folder_classes",
     "format_table",
+    "held_out_split",
     "load_folder",
     "load_model_file",
     "load_named",
@@ -46,6 +48,8 @@ DATASETS = tuple(DATASET_SHAPES)
 #: How many X/O images ``--dataset xo`` draws for training and for testing.
 XO_SIZES = {"train": 2000, "test": 1000}
 ARCH_SUFFIXES = (".toml", ".json")
+#: Share of an image folder without FOLDER/test held out for testing.
+HELD_OUT_FRACTION = 0.2
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
@@ -123,11 +127,30 @@ def load_named(
     try:
         ds = _load_named(name, root, split, seed, download, limit)
     except data.DataMissingError as exc:
-        raise CLIError(
-            f"{exc}; or run `convnet datasets fetch {name}` on a machine with network access"
-        ) from exc
+        raise CLIError(_missing_message(name, root, str(exc))) from exc
     ds = data.Dataset(as_batch(ds.images), ds.labels, ds.class_names)
     return ds if limit is None else ds[:limit]
+
+
+def _missing_message(name: str, root: Path, original: str) -> str:
+    """One line: which files to put where, or how to fetch them."""
+    fetch = f"run `convnet datasets fetch {name}` with network access"
+    if name not in ("mnist", "fashion-mnist"):
+        return f"{original}; or {fetch}"
+    from convnet.data import verify_mnist
+    from convnet.data.mnist import FASHION_MIRRORS, MNIST_MIRRORS
+
+    report = verify_mnist(root, fashion=name == "fashion-mnist")
+    missing = [f for f, status in report.items() if status == "missing"] or list(report)
+    title, mirror = (
+        ("MNIST", MNIST_MIRRORS[0]) if name == "mnist" else ("Fashion-MNIST", FASHION_MIRRORS[0])
+    )
+    failed = re.search(r"download failed \((.*)\): put", original)
+    why = f" (download failed: {failed.group(1)})" if failed else ""
+    return (
+        f"{title} not found under {root / name}: put {', '.join(missing)} there "
+        f"(from {mirror}) or {fetch}{why}"
+    )
 
 
 def _load_named(name: str, root: Path, split: str, seed: int, download: bool, limit):
@@ -180,6 +203,16 @@ def load_folder(
     return load_image_folder(
         root, tuple(input_shape[1:]), input_shape[0], split=split, class_names=class_names
     )
+
+
+def held_out_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, test_idx)`` of a folder without ``FOLDER/test``: the same for the same seed.
+
+    ``evaluate`` calls it again to test on exactly the images ``train`` held out.
+    """
+    from convnet.data import train_val_split
+
+    return train_val_split(n, HELD_OUT_FRACTION, np.random.default_rng([seed, 2]))
 
 
 def resolve_model_spec(spec: str) -> str:

@@ -12,6 +12,7 @@ from convnet.cli._common import (
     add_data_dir,
     data_root,
     format_table,
+    load_named,
     one_line_errors,
     print_json,
 )
@@ -118,12 +119,5 @@ def _list(root: Path, as_json: bool) -> int:
 
 def _fetch(name: str, root: Path) -> None:
     """Download both splits (skipping files already there), verified by the loaders."""
-    from convnet import data
-
-    loader = {
-        "mnist": data.load_mnist,
-        "fashion-mnist": data.load_fashion_mnist,
-        "cifar10": data.load_cifar10,
-    }[name]
     for split in ("train", "test"):
-        loader(root, split, download=True)
+        load_named(name, root, split, download=True)

@@ -12,6 +12,7 @@ from convnet.cli._common import (
     add_data_dir,
     data_root,
     format_table,
+    held_out_split,
     load_folder,
     load_model_file,
     load_named,
@@ -56,6 +57,15 @@ def load_eval_data(model, args: argparse.Namespace):
         if not root.is_dir():
             raise CLIError(f"{root}: no such folder (expected FOLDER/CLASS/*.png|jpg)")
         ds = load_folder(root, "test", model.input_shape, class_names=model.class_names)
+        held_out = (model.meta or {}).get("held_out")
+        if (
+            not (root / "test").is_dir()
+            and held_out
+            and model.meta.get("data") == str(root.resolve())
+            and held_out.get("images") == len(ds)
+        ):
+            # the folder the model was trained on: test on the images training held out
+            ds = ds[held_out_split(len(ds), int(held_out["seed"]))[1]]
         return ds if args.limit is None else ds[: args.limit]
     shape = DATASET_SHAPES[args.dataset]
     if tuple(model.input_shape) != shape:

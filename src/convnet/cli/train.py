@@ -22,15 +22,13 @@ from convnet.cli._common import (
     add_data_dir,
     data_root,
     folder_classes,
+    held_out_split,
     load_folder,
     load_named,
     one_line_errors,
     parse_shape,
     resolve_model_spec,
 )
-
-#: Share of a folder held out for testing when it has no FOLDER/test.
-FOLDER_TEST_FRACTION = 0.2
 
 
 def add_parser(subparsers) -> None:
@@ -148,9 +146,13 @@ def _epoch_line(record: dict) -> None:
 
 
 def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator):
-    """``(net, input_shape, train, test, source)`` for the model and data named in ``args``."""
+    """``(net, input_shape, train, test, source)`` for the model and data named in ``args``.
+
+    ``source`` (recorded in the model file) names the data; for a folder
+    without ``FOLDER/test`` it also says which images were held out, so that
+    ``evaluate`` can test on the same ones.
+    """
     from convnet import models
-    from convnet.data import train_val_split
 
     shape = parse_shape(args.input_shape)
     if args.dataset is not None:
@@ -166,21 +168,24 @@ def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator):
         net, shape = models.build(
             spec, input_shape=ds_shape, num_classes=len(train.class_names), rng=rng
         )
-        return net, tuple(shape), train, test, args.dataset
+        return net, tuple(shape), train, test, {"dataset": args.dataset, "data": str(root)}
     root = Path(args.data)
     classes = folder_classes(root)
     net, shape = models.build(spec, input_shape=shape, num_classes=len(classes), rng=rng)
     train = load_folder(root, "train", shape, classes)
     if (root / "test").is_dir():
         test = load_folder(root, "test", shape, classes)
+        held_out = None
     else:
-        tr, te = train_val_split(len(train), FOLDER_TEST_FRACTION, rng)
+        held_out = {"seed": args.seed, "images": len(train)}
+        tr, te = held_out_split(len(train), args.seed)
         train, test = train[tr], train[te]
         if len(train) == 0 or len(test) == 0:
             raise CLIError(f"{root}: too few images to hold out a test set ({len(tr) + len(te)})")
     if args.limit is not None:
         train = train[: args.limit]
-    return net, tuple(shape), train, test, str(root)
+    source = {"dataset": "folder", "data": str(root.resolve()), "held_out": held_out}
+    return net, tuple(shape), train, test, source
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -216,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
     say = (lambda *a: None) if args.quiet else print
     say(
-        f"training {args.model} on {source}: {len(train_ds):,} images"
+        f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} images"
         + (f", {len(val_ds):,} for validation" if val_ds is not None else "")
         + f", {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, {cfg['optimizer']} "
         f"lr {cfg['lr']:g}"
@@ -251,8 +256,7 @@ def run(args: argparse.Namespace) -> int:
     epochs_run = len(history)
     model.meta = {
         "model": args.model,
-        "dataset": args.dataset or "folder",
-        "data": source,
+        **source,
         "preprocess": "mnist" if args.dataset == "mnist" else None,
         "epochs": epochs_run,
         "stopped_early": bool(history.stopped_early),

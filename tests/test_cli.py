@@ -251,6 +251,25 @@ def test_resume_needs_a_matching_checkpoint(capsys, tmp_path):
     assert "no.npz" in line
 
 
+def test_validation_early_stopping_and_augment_settings(capsys, tmp_path):
+    out_path = tmp_path / "m.npz"
+    code, out, err = run(
+        capsys, "train", "--model", "xo", "--dataset", "xo", "--limit", 80, "--epochs", 4,
+        "--val-split", 0.25, "--early-stopping", 1, "--augment", "--lr", 0.005,
+        "--history", tmp_path / "h.json", "--out", out_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "val_acc" in out
+    meta = convnet.load(out_path).meta
+    assert meta["train_images"] == 60 and isinstance(meta["stopped_early"], bool)
+    assert meta["settings"]["lr"] == 0.005 and meta["settings"]["augment"]["flip"] is False
+    records = json.loads((tmp_path / "h.json").read_text())["records"]
+    assert len(records) == meta["epochs"] and records[0]["val_loss"] is not None
+    ok("train", "--model", "xo", "--dataset", "xo", "--limit", 32, "--epochs", 1, "-q",
+       "--no-augment", "--out", out_path)  # fmt: skip
+    assert convnet.load(out_path).meta["settings"]["augment"] is None
+
+
 # -- evaluate ------------------------------------------------------------------
 
 
@@ -462,6 +481,11 @@ def test_data_dir_defaults_to_convnet_data(capsys, tmp_path, monkeypatch, mnist_
         ["train", "--model", "xo", "--dataset", "xo"],
         ["train", "--model", "xo", "--dataset", "xo", "--out", "no/such/dir/m.npz"],
         ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--resume"],
+        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--early-stopping", "2"],
+        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--val-split", "1.5"],
+        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--history", "h.txt"],
+        ["train", "--model", "xo", "--dataset", "mnist", "--input-shape", "1,9,9", "--out", "m"],
+        ["predict", "missing.npz", "x.png", "--top-k", "0"],
         ["train", "--model", "xo", "--data", "no-such-folder", "--out", "m.npz"],
         ["datasets", "fetch"],
         ["datasets", "verify", "imagenet"],

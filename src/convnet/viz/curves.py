@@ -43,7 +43,8 @@ def load_history(path: str | Path) -> dict[str, list[float]]:
     """Read a training history: ``{column: [value per epoch]}``.
 
     Accepts CSV with a header row (``epoch,train_loss,val_accuracy,...``), JSON
-    as a dict of lists, a list of per-epoch dicts, or ``{"epochs": [dicts]}``.
+    as a dict of lists, a list of per-epoch dicts, or ``{"records": [dicts]}`` (as
+    :meth:`convnet.train.History.save` writes it).
     Non-numeric cells become NaN.
 
     Raises
@@ -59,8 +60,9 @@ def load_history(path: str | Path) -> dict[str, list[float]]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not a JSON history ({exc})") from exc
-        if isinstance(data, dict) and isinstance(data.get("epochs"), list):
-            data = data["epochs"]
+        for key in ("records", "epochs"):  # convnet.train.History.save writes "records"
+            if isinstance(data, dict) and isinstance(data.get(key), list):
+                data = data[key]
         if isinstance(data, dict) and "history" in data:
             data = data["history"]
         if isinstance(data, dict):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet import nn, optim
+from convnet import nn
 from convnet.data import XO_CLASSES, make_xo, xo_canonical
 
 __all__ = ["FEATURE_NAMES", "train_xo", "tutorial_net", "walkthrough", "xo_features"]
@@ -123,27 +123,26 @@ def train_xo(
 ) -> tuple[nn.Sequential, dict[str, list[float]]]:
     """Train the tutorial's network from random weights on ``n`` generated X/O images.
 
-    Returns the trained net and its history ``{"loss", "accuracy"}`` per epoch
-    (accuracy on a fresh held-out set of ``n // 2`` images).
+    Uses :func:`convnet.train.fit` (Adam). Returns the trained net and its
+    history ``{"loss", "accuracy"}`` per epoch (training loss; accuracy on a
+    fresh held-out set of ``n // 2`` images).
     """
+    from convnet.model import Model
+    from convnet.train import fit
+
     rng = np.random.default_rng(seed)
     train = make_xo(n, rng)
-    test = make_xo(max(2, n // 2), rng)
+    val = make_xo(max(2, n // 2), rng)
     net = tutorial_net(rng=rng)
-    opt = optim.Adam(net.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        total = 0.0
-        for start in range(0, n, batch_size):  # mini-batches
-            idx = order[start : start + batch_size]
-            opt.zero_grad()
-            loss = loss_fn(net(train.images[idx], training=True), train.labels[idx])
-            net.backward(loss_fn.backward())
-            opt.step()
-            total += float(loss) * len(idx)
-        history["loss"].append(total / n)
-        pred = net(test.images).argmax(axis=1)
-        history["accuracy"].append(float(np.mean(pred == test.labels)))
-    return net, history
+    model = Model(net, (1, 9, 9), XO_CLASSES, meta={"dataset": "xo"})
+    hist = fit(
+        model,
+        (train.images, train.labels),
+        (val.images, val.labels),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=False,
+    )
+    return net, {"loss": list(hist["train_loss"]), "accuracy": list(hist["val_acc"])}

@@ -105,6 +105,8 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.n
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: damaged or not a .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             names = list(data.files)

@@ -165,8 +165,10 @@ _RESIDUAL_HAS_SHORTCUT = _has_shortcut()
 
 def _xo(k: int) -> list[dict]:
     # The tutorial: 3x3 feature detectors, ReLU, 2x2 max pooling (ceil_mode pads
-    # the ragged 7x7 border to 4x4), then every pooled value votes for X or O.
-    return [_conv(8, 3), RELU, _pool(2, ceil_mode=True), FLATTEN, _linear(k)]
+    # the ragged border: 9 -> 7 -> 4 -> 2 -> 1), stacked twice as in its "deep
+    # stacking" step, then every pooled feature votes for X or O.
+    p = _pool(2, ceil_mode=True)
+    return [_conv(8, 3), RELU, p, _conv(16, 3), RELU, p, FLATTEN, _linear(k)]
 
 
 def _lenet5(k: int) -> list[dict]:

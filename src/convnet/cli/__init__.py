@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"convnet.cli.{name}")
         module.add_parser(sub)
+    from convnet.cli._common import one_line_errors
+
+    for p in (parser, *sub.choices.values()):
+        one_line_errors(p)
     return parser
 
 
@@ -79,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with blas_threads(getattr(args, "threads", None)):
             return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (`convnet ... | head`): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         print("convnet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except BrokenPipeError:  # the reader went away (`convnet ... | head`): not an error
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         except OSError:
             pass
         return 0

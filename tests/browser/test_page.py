@@ -1,0 +1,166 @@
+"""The drawing page in a real browser: headless Chromium (Debian's ``chromium``) via Playwright.
+
+A small digit model is trained here on a few thousand MNIST images, ``convnet
+serve`` runs on a free loopback port, the test draws a "1" (a vertical stroke)
+and a "0" (a ring) on the canvas with mouse events, and reads the predicted
+class back from the page. Screenshots go to ``$ARTIFACTS_DIR`` (default
+``tests/browser/artifacts/``).
+
+Needs: ``apt-get install chromium`` and ``pip install playwright`` (never
+``playwright install``: the system Chromium is used through executable_path).
+"""
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+pytest.importorskip("starlette", reason="pip install 'convnet[serve]'")
+pytest.importorskip("uvicorn", reason="pip install 'convnet[serve]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "tests" / "browser" / "artifacts"))
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def mnist_root() -> Path:
+    for root in (os.environ.get("CONVNET_DATA"), ROOT.parent / "shared" / "datasets"):
+        if root and (Path(root) / "mnist" / "train-images-idx3-ubyte.gz").exists():
+            return Path(root)
+    pytest.fail("MNIST not found: set CONVNET_DATA to a folder holding mnist/ (IDX files)")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A small CNN trained on 4,000 MNIST digits for 2 epochs (~10 s on one core)."""
+    from convnet import Model, nn, save
+    from convnet.data import MNIST_CLASSES, load_mnist
+    from convnet.train import fit
+
+    ds = load_mnist(mnist_root(), "train", download=False)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ds.labels))[:4000]
+    x, y = ds.images[idx], ds.labels[idx]
+    x = x[:, None] if x.ndim == 3 else x
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 5, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 10, rng=rng),
+    )
+    model = Model(
+        net, (1, 28, 28), MNIST_CLASSES, mean=[0.1307], std=[0.3081], meta={"dataset": "mnist"}
+    )
+    fit(model, (x, y), epochs=2, batch_size=64, lr=2e-3, progress=False)
+    path = tmp_path_factory.mktemp("model") / "digits.npz"
+    save(model, path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_file):
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convnet", "serve", str(model_file), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(url + "/api/model", timeout=1) as resp:
+                    resp.read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"convnet serve exited: {proc.stdout.read().decode()}")
+                time.sleep(0.1)
+        else:
+            pytest.fail("convnet serve did not answer within 15 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1200, "height": 900})
+        pg.goto(server + "/")
+        pg.wait_for_function(
+            "document.getElementById('model-info').textContent.includes('classes')"
+        )
+        yield pg
+        browser.close()
+
+
+def draw(page, points):
+    box = page.locator("#canvas").bounding_box()
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for px, py in points[1:]:
+        page.mouse.move(x0 + px, y0 + py, steps=2)
+    page.mouse.up()
+
+
+def prediction_after_drawing(page, points) -> str:
+    page.click("#clear")
+    draw(page, points)
+    page.wait_for_function("document.getElementById('prediction').dataset.class !== ''")
+    page.wait_for_timeout(800)  # let the debounced request for the last stroke land
+    return page.locator("#prediction").get_attribute("data-class")
+
+
+def test_draw_one_and_zero(page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    one = [(140, 40 + 10 * i) for i in range(21)]
+    got = prediction_after_drawing(page, one)
+    page.screenshot(path=str(ARTIFACTS / "draw-1.png"), full_page=True)
+    assert got == "1"
+    assert page.locator("#prob-1").get_attribute("class") == "top"
+    assert page.locator("#layers img").count() > 20  # input + every layer's maps
+
+    ring = [
+        (140 + 60 * math.sin(t), 140 - 90 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)
+    ]
+    got = prediction_after_drawing(page, ring)
+    page.screenshot(path=str(ARTIFACTS / "draw-0.png"), full_page=True)
+    assert got == "0"
+    assert page.locator("#error").text_content() == ""

@@ -440,7 +440,7 @@ def build(
 # -- default training settings --------------------------------------------------
 _RECIPES: dict[str, dict[str, Any]] = {
     "xo": dict(epochs=20, batch_size=32, optimizer="adam", lr=0.01, schedule="onecycle"),
-    "lenet5": dict(epochs=1, batch_size=64, optimizer="adamw", lr=4e-3, schedule="onecycle"),
+    "lenet5": dict(epochs=1, batch_size=32, optimizer="adamw", lr=3e-3, schedule="onecycle"),
     "simple": dict(epochs=1, batch_size=64, optimizer="adamw", lr=3e-3, schedule="onecycle"),
     "mnist": dict(
         epochs=12,

@@ -8,17 +8,17 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 pytest.importorskip("multipart")
-import warnings  # noqa: E402
+import warnings
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
 with warnings.catch_warnings():
     # newer Starlette suggests the httpx2 fork; plain httpx still works
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from convnet import Model, nn  # noqa: E402
-from convnet.serve import create_app  # noqa: E402
+from convnet import Model, nn
+from convnet.serve import create_app
 
 DIGITS = [str(i) for i in range(10)]
 
@@ -131,8 +131,13 @@ def test_limits_and_bad_uploads(client):
     assert r.status_code == 400 and "empty" in r.json()["error"]
     r = client.post("/api/predict", content=b"{", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "invalid JSON" in r.json()["error"]
-    for bad in ({"pixels": [[1, 2], [3]]}, {"pixels": [1, 2]}, {"pix": []},
-                {"pixels": [[-5, 0]]}, {"pixels": [[1e9, 0]]}):
+    for bad in (
+        {"pixels": [[1, 2], [3]]},
+        {"pixels": [1, 2]},
+        {"pix": []},
+        {"pixels": [[-5, 0]]},
+        {"pixels": [[1e9, 0]]},
+    ):
         r = client.post("/api/predict", json=bad)
         assert r.status_code == 400, bad
         assert "error" in r.json() and "Traceback" not in r.text
@@ -150,8 +155,15 @@ def test_static_files_no_listing_no_traversal(client):
     r = client.get("/static/app.js")
     assert r.status_code == 200 and "pointerdown" in r.text
     assert client.get("/static/style.css").status_code == 200
-    for path in ("/static/", "/static", "/static/index.html/..", "/static/..%2Fapp.py",
-                 "/static/%2e%2e/%2e%2e/pyproject.toml", "/static/../serve/app.py", "/nope"):
+    for path in (
+        "/static/",
+        "/static",
+        "/static/index.html/..",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e/%2e%2e/pyproject.toml",
+        "/static/../serve/app.py",
+        "/nope",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         assert r.headers["content-type"].startswith("application/json")

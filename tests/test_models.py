@@ -130,3 +130,45 @@ def test_recipes_have_every_setting():
     r = models.recipe("mnist")
     r["augment"]["shift"] = 99  # a copy: the defaults stay
     assert models.recipe("mnist")["augment"]["shift"] != 99
+
+
+def _first_down_block() -> dict:
+    """ResNet-18's layer2.0: stride 2, 64 -> 128, with the 1x1 projection shortcut."""
+    blocks = [c for c in models.config("resnet18")["layers"] if "shortcut" in c]
+    assert len(blocks) == 3 and blocks[0]["type"] == "Residual"
+    return blocks[0]
+
+
+def test_projection_shortcut_block_gradients_and_config_round_trip():
+    from convnet.nn import from_config, to_config
+    from gradcheck import check_layer
+
+    cfg = _first_down_block()
+    small = json.loads(json.dumps(cfg).replace("128", "4"))
+    block = from_config(small, (3, 6, 6), rng=np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6))
+    assert block(x).shape == (2, 4, 3, 3)
+    check_layer(block, x, training=False)
+    again = from_config(to_config(block), (3, 6, 6), rng=np.random.default_rng(0))
+    assert list(again.state_dict()) == list(block.state_dict())
+    assert "shortcut.0.weight" in block.state_dict()
+
+
+def test_resnet_block_matches_torch():
+    torch = pytest.importorskip("torch")
+    cfg = json.loads(json.dumps(_first_down_block()).replace("128", "4"))
+    from convnet.nn import from_config
+
+    block = from_config(cfg, (3, 6, 6), rng=np.random.default_rng(0))
+    tn = torch.nn
+    main = tn.Sequential(tn.Conv2d(3, 4, 3, 2, 1, bias=False), tn.BatchNorm2d(4), tn.ReLU(),
+                         tn.Conv2d(4, 4, 3, 1, 1, bias=False), tn.BatchNorm2d(4))  # fmt: skip
+    skip = tn.Sequential(tn.Conv2d(3, 4, 1, 2, bias=False), tn.BatchNorm2d(4))
+    own = block.state_dict()
+    with torch.no_grad():
+        for prefix, mod in (("block.", main), ("shortcut.", skip)):
+            for k, v in mod.state_dict().items():
+                v.copy_(torch.from_numpy(np.asarray(own[prefix + k])))
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    want = (main.eval()(torch.from_numpy(x)) + skip.eval()(torch.from_numpy(x))).detach().numpy()
+    np.testing.assert_allclose(block(x), want, rtol=1e-5, atol=1e-5)

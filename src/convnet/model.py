@@ -127,7 +127,15 @@ class Model(Module):
     def forward(self, x: Array, training: bool = False) -> Array:
         return self.net(x, training=training)
 
-    def backward(self, grad_out: Array) -> Array:
+    @property
+    def skips_input_grad(self) -> bool:  # type: ignore[override]
+        return bool(self.net.skips_input_grad)
+
+    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
+        """Backpropagate through the net; ``input_grad=False`` (training) skips the
+        input gradient where the net can (see ``Sequential.backward``)."""
+        if not input_grad and self.net.skips_input_grad:
+            return self.net.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
         return self.net.backward(grad_out)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -613,7 +613,7 @@ def fit(
                         f"the loss became {loss} at {where} (lr {opt.lr:.3g}); lower the "
                         f"learning rate{kept}"
                     )
-                model.backward(ce.backward())
+                model.backward(ce.backward(), input_grad=False)  # the data is not learned
                 opt.step()
                 if sched is not None and per_batch:
                     sched.step()

@@ -85,7 +85,10 @@ def to_config(module: Module) -> dict[str, Any]:
     if isinstance(module, _nn.Sequential):
         return {"type": "Sequential", "layers": [to_config(m) for m in module]}
     if isinstance(module, _nn.Residual):
-        return {"type": "Residual", "block": to_config(module.block)}
+        cfg = {"type": "Residual", "block": to_config(module.block)}
+        if module.shortcut is not None:
+            cfg["shortcut"] = to_config(module.shortcut)
+        return cfg
     if kind not in _ARGS:
         raise TypeError(f"to_config: no config for layer type {kind}; known: {LAYER_TYPES}")
     cfg: dict[str, Any] = {"type": kind}
@@ -142,9 +145,12 @@ def _build(cfg: Any, shape, rng, dtype, where: str) -> tuple[Module, tuple[int, 
             layers.append(m)
         return _nn.Sequential(*layers), shape
     if kind == "Residual":
-        _check_keys(cfg, ("block",), where)
+        _check_keys(cfg, ("block", "shortcut"), where)
         block, out = _build(cfg.get("block"), shape, rng, dtype, f"{where}.block")
-        res = _nn.Residual(block)
+        shortcut = None
+        if cfg.get("shortcut") is not None:
+            shortcut, _ = _build(cfg["shortcut"], shape, rng, dtype, f"{where}.shortcut")
+        res = _nn.Residual(block, shortcut)
         return res, (res.output_shape(shape) if shape is not None else None)
     if kind not in _ARGS:
         raise ValueError(f"{where}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")

@@ -127,15 +127,20 @@ class Sequential(Module):
 
 
 class Residual(Module):
-    """Skip connection: ``y = x + block(x)`` (the ResNet building block).
+    """Skip connection: ``y = x + block(x)`` (the ResNet building block), or
+    ``y = shortcut(x) + block(x)`` with a projection shortcut (torchvision's
+    ``downsample``: a strided 1x1 conv + BN where a stage changes size).
 
-    Backward: ``dx = g + block.backward(g)``. The child is named ``"block"``
-    (state_dict keys ``"block.0.weight"``, ...).
+    Backward: ``dx = g + block.backward(g)`` (``shortcut.backward(g)`` in place
+    of ``g`` with a shortcut). The children are named ``"block"`` and
+    ``"shortcut"`` (state_dict keys ``"block.0.weight"``, ``"shortcut.0.weight"``).
 
     Parameters
     ----------
     block : Module
-        Must keep the shape of its input.
+        Must keep the shape of its input (of the shortcut's output, if given).
+    shortcut : Module, optional
+        Applied to the input on the skip path.
 
     Shape: input ``(*)``, output ``(*)``, the same.
 
@@ -154,29 +159,35 @@ class Residual(Module):
     array([-1.,  4.])
     """
 
-    def __init__(self, block: Module) -> None:
+    def __init__(self, block: Module, shortcut: Module | None = None) -> None:
         self.block = _check_module("Residual", block)
+        self.shortcut = None if shortcut is None else _check_module("Residual", shortcut)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         out = tuple(self.block.output_shape(shape))
-        if out != shape:
+        skip = shape if self.shortcut is None else tuple(self.shortcut.output_shape(shape))
+        if out != skip:
+            what = "its input" if self.shortcut is None else "the shortcut's output"
             raise ValueError(
-                f"Residual: the block must keep the shape of its input, got {shape} -> {out}"
+                f"Residual: the block must keep the shape of {what}, got {skip} -> {out}"
             )
-        return shape
+        return skip
 
     def forward(self, x: Array, training: bool = False) -> Array:
         y = self.block(x, training=training)
-        if y.shape != x.shape:
+        skip = x if self.shortcut is None else self.shortcut(x, training=training)
+        if y.shape != skip.shape:
+            what = "its input" if self.shortcut is None else "the shortcut's output"
             raise ValueError(
-                f"Residual: the block must keep the shape of its input, "
-                f"got {tuple(x.shape)} -> {tuple(y.shape)}"
+                f"Residual: the block must keep the shape of {what}, "
+                f"got {tuple(skip.shape)} -> {tuple(y.shape)}"
             )
-        return x + y
+        return skip + y
 
     def backward(self, grad_out: Array) -> Array:
-        return grad_out + self.block.backward(grad_out)
+        skip = grad_out if self.shortcut is None else self.shortcut.backward(grad_out)
+        return skip + self.block.backward(grad_out)
 
     def __repr__(self) -> str:
         return _multiline_repr(self)

@@ -18,8 +18,13 @@ Flatten                   Flatten(axis=1), other dims as Reshape
 Linear                    Gemm(transB=1) on 2-D input, else MatMul + Add
 BatchNorm1d / 2d          BatchNormalization (running statistics)
 Dropout                   Dropout (the identity at inference)
-Residual                  the block, then Add(x, block(x))
+Residual                  the block (and shortcut), then Add(x or
+                          shortcut(x), block(x))
 ========================  ==============================================
+
+BatchNorm's training-only settings ``momentum=None`` and ``affine=False`` have
+no ONNX form: they come back from :func:`convnet.onnx.load` as momentum 0.1
+and ``affine=True`` with weight 1 and bias 0 (the same outputs).
 
 Weights are written as float32 initializers named by their ``state_dict``
 keys (``"0.weight"``); nodes are named by the layer's path (``"3.block.0"``).
@@ -37,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from convnet import nn
+from convnet.functional.pool import pool_out_size
 from convnet.onnx._common import (
     BATCH_DIM,
     INPUT_NAME,
@@ -98,6 +104,42 @@ def _onnx_pads(pairs: list[tuple[int, int]]) -> list[int]:
     return [b for b, _ in pairs] + [e for _, e in pairs]
 
 
+def _pool_window(m: Any, shape: tuple[int, ...]) -> tuple[int, list[tuple[int, int]]]:
+    """``ceil_mode`` and pads for a pool, so that ONNX's sizes equal PyTorch's.
+
+    PyTorch's ceil mode drops a last window that would start in the end padding;
+    the ONNX spec (and its shape inference) does not. Where the two disagree,
+    floor mode gives PyTorch's count exactly, or, when other axes need the ceil
+    window, floor mode with the end padded so that the extra window fits (max
+    pooling ignores padding, and so does an average that excludes it).
+    """
+    pairs = _spatial_pads(m)
+    if not m.ceil_mode:
+        return 0, pairs
+    axes = []
+    for size, k, s, (p, _), d in zip(shape[2:], m.kernel_size, m.stride, pairs, m.dilation):
+        span = size + 2 * p - d * (k - 1) - 1
+        want = pool_out_size(size, k, s, p, d, True)
+        axes.append((span // s + 1, want, -(-span // s) + 1))  # floor, PyTorch, ONNX ceil
+    if all(want == ceil for _, want, ceil in axes):
+        return 1, pairs  # the rules agree here
+    if all(want == floor for floor, want, _ in axes):
+        return 0, pairs  # PyTorch drops the window ONNX's ceil would add
+    if not isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) and m.count_include_pad:
+        raise ValueError(
+            f"cannot export {m!r} for input {shape[2:]}: with ceil_mode and "
+            "count_include_pad its border windows have no ONNX equivalent "
+            "(use count_include_pad=False or an input size where ceil_mode is exact)"
+        )
+    padded = []
+    for size, k, s, d, (b, e), (floor, want, _) in zip(
+        shape[2:], m.kernel_size, m.stride, m.dilation, pairs, axes
+    ):
+        extra = (want - 1) * s + d * (k - 1) + 1 - (size + b + e) if want != floor else 0
+        padded.append((b, e + max(extra, 0)))
+    return 0, padded
+
+
 def _param(module: Any, attr: str) -> np.ndarray | None:
     p = getattr(module, attr, None)
     return None if p is None else np.asarray(p.data)
@@ -117,7 +159,9 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
         return x, shape
     if isinstance(m, nn.Residual):
         y, _ = _emit(g, m.block, x, shape, f"{path}block.")
-        return g.node("Add", [x, y], f"{name}.add" if name else "add"), out_shape
+        shortcut = getattr(m, "shortcut", None)  # a projection: shortcut(x) + block(x)
+        skip = x if shortcut is None else _emit(g, shortcut, x, shape, f"{path}shortcut.")[0]
+        return g.node("Add", [skip, y], f"{name}.add" if name else "add"), out_shape
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         inputs = [x, g.const(pre + "weight", _param(m, "weight"))]
         if m.bias is not None:
@@ -134,6 +178,7 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
         )
         return y, out_shape
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+        ceil, pads = _pool_window(m, shape)
         y = g.node(
             "MaxPool",
             [x],
@@ -141,19 +186,20 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
             kernel_shape=list(m.kernel_size),
             strides=list(m.stride),
             dilations=list(m.dilation),
-            pads=_onnx_pads(_spatial_pads(m)),
-            ceil_mode=int(m.ceil_mode),
+            pads=_onnx_pads(pads),
+            ceil_mode=ceil,
         )
         return y, out_shape
     if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+        ceil, pads = _pool_window(m, shape)
         y = g.node(
             "AveragePool",
             [x],
             name,
             kernel_shape=list(m.kernel_size),
             strides=list(m.stride),
-            pads=_onnx_pads(_spatial_pads(m)),
-            ceil_mode=int(m.ceil_mode),
+            pads=_onnx_pads(pads),
+            ceil_mode=ceil,
             count_include_pad=int(m.count_include_pad),
         )
         return y, out_shape

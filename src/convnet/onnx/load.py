@@ -1,8 +1,9 @@
 """ONNX -> convnet: a graph of supported operators back into layers and weights.
 
 The graph must be what a CNN is: a chain from one input to one output, with
-skip connections whose one branch is the identity (``Add(x, block(x))``, the
-ResNet basic block, becomes :class:`nn.Residual`). Each node maps to one layer,
+skip connections (``Add(x, block(x))``, the ResNet basic block, and
+``Add(shortcut(x), block(x))`` with a projection shortcut, become
+:class:`nn.Residual`). Each node maps to one layer,
 built with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
 
 - Conv (+ bias; explicit, 'VALID' or 'SAME_*' pads) -> Conv1d / Conv2d;
@@ -18,13 +19,14 @@ built with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
 - Dropout -> Dropout(p) (the identity at inference, kept for fine-tuning);
   Identity is dropped; Constant nodes and initializers feed shapes and weights.
 
-Anything else (another operator, a grouped convolution, asymmetric padding, a
-projection shortcut, ...) is refused, never approximated: the error lists
+Anything else (another operator, a grouped convolution, asymmetric padding,
+branches that do not meet in an Add, ...) is refused, never approximated: the error lists
 every unsupported node with its type, name and offending attribute.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -44,6 +46,8 @@ from convnet.onnx._common import (
 )
 
 _N = "N"  # the symbolic batch size inside computed shapes
+# Whether nn.Residual takes a projection shortcut (shortcut(x) + block(x)).
+_HAS_SHORTCUT = "shortcut" in inspect.signature(nn.Residual.__init__).parameters
 
 
 class UnsupportedModelError(ValueError):
@@ -79,11 +83,16 @@ class Imported:
 
 @dataclass(frozen=True)
 class _Data:
-    """An activation: its shape (batch as in the graph, 1 when dynamic) and the
-    layers that compute it from the graph input, in order."""
+    """An activation: the layers that compute it from the graph input, in order,
+    and the shape after each (``shapes[0]`` the input's; batch as in the graph,
+    1 when dynamic)."""
 
-    shape: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
     layers: tuple[nn.Module, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.shapes[-1]
 
 
 class _Refuse(Exception):
@@ -301,7 +310,7 @@ class _Importer:
             shape = tuple(layer.output_shape(x.shape))
         except ValueError as exc:
             raise _Refuse(str(exc)) from None
-        return _Data(shape, (*x.layers, layer))
+        return _Data((*x.shapes, shape), (*x.layers, layer))
 
     # -- the walk -----------------------------------------------------------
     def run(self) -> Imported:
@@ -371,7 +380,7 @@ class _Importer:
                 return None
         self.batch = dims[0] if dims[0] else _N
         b = dims[0] or 1
-        self.values[inp.name] = _Data((b, *sample), ())
+        self.values[inp.name] = _Data(((b, *sample),), ())
         return tuple(int(s) for s in sample)
 
     def _meta(self, key: str) -> Any:
@@ -484,7 +493,9 @@ class _Importer:
         return self._simple(node, {"type": "ReLU"})
 
     def _op_LeakyRelu(self, node: Any, a: dict[str, Any]) -> list[Any]:
-        return self._simple(node, {"type": "LeakyReLU", "negative_slope": a.get("alpha", 0.01)})
+        return self._simple(
+            node, {"type": "LeakyReLU", "negative_slope": _f32(a.get("alpha", 0.01))}
+        )
 
     def _op_Sigmoid(self, node: Any, a: dict[str, Any]) -> list[Any]:
         return self._simple(node, {"type": "Sigmoid"})
@@ -512,7 +523,7 @@ class _Importer:
     def _op_Reshape(self, node: Any, a: dict[str, Any]) -> list[Any]:
         x = self._data(node)
         target = self._const(node, 1, "the shape")
-        t = list(np.asarray(target).reshape(-1))
+        t = [v if isinstance(v, str) else int(v) for v in np.asarray(target).reshape(-1)]
         s = x.shape
         per_sample = math.prod(s[1:])
         # Resolve the first entry: it must stand for the batch.
@@ -598,19 +609,34 @@ class _Importer:
         raise _Refuse("an Add of two constants")
 
     def _residual(self, x: _Data, y: _Data) -> _Data:
-        """``Add(x, y)`` where one is the other's input: Residual(the layers between)."""
+        """``Add`` of two branches from one tensor: a Residual of the layers between.
+
+        With one branch the tensor itself, ``x + block(x)``; with layers on both
+        (a projection shortcut, as torchvision's ``downsample``), the longer
+        branch is the block and the other the shortcut.
+        """
+        common = 0
+        for a, b in zip(x.layers, y.layers):
+            if a is not b:
+                break
+            common += 1
         short, long_ = (x, y) if len(x.layers) <= len(y.layers) else (y, x)
-        if long_.layers[: len(short.layers)] != short.layers:
+        inner, skip = long_.layers[common:], short.layers[common:]
+        if skip and not _HAS_SHORTCUT:
             raise _Refuse(
                 "an Add of two computed branches; only x + block(x) with an identity "
                 "shortcut is supported (a projection shortcut is not)"
             )
-        block = nn.Sequential(*long_.layers[len(short.layers) :])
+        block = inner[0] if len(inner) == 1 else nn.Sequential(*inner)
         try:
-            res = nn.Residual(block)
+            if skip:
+                shortcut = skip[0] if len(skip) == 1 else nn.Sequential(*skip)
+                res = nn.Residual(block, shortcut)
+            else:
+                res = nn.Residual(block)
         except (TypeError, ValueError) as exc:
             raise _Refuse(str(exc)) from None
-        return self._append(short, res)
+        return self._append(_Data(x.shapes[: common + 1], x.layers[:common]), res)
 
     def _fold_bias(self, x: _Data, c: np.ndarray, tensor: str) -> _Data:
         """Add a constant right after a bias-free Linear/Conv: it is that layer's bias."""
@@ -634,7 +660,7 @@ class _Importer:
         cfg = nn.to_config(last)
         cfg["bias"] = True
         layer = self._layer(cfg, {"weight": last.weight.data, "bias": bias})
-        return _Data(x.shape, (*x.layers[:-1], layer))
+        return _Data(x.shapes, (*x.layers[:-1], layer))
 
     def _op_BatchNormalization(self, node: Any, a: dict[str, Any]) -> list[Any]:
         x = self._data(node)
@@ -644,11 +670,11 @@ class _Importer:
         rank = len(x.shape)
         if rank not in (2, 3, 4):
             raise _Refuse(f"input of shape {x.shape}")
-        momentum = min(max(round(1.0 - float(a.get("momentum", 0.9)), 6), 0.0), 1.0)
+        momentum = min(max(round(1.0 - _f32(a.get("momentum", 0.9)), 7), 0.0), 1.0)
         cfg = {
             "type": "BatchNorm2d" if rank == 4 else "BatchNorm1d",
             "num_features": int(x.shape[1]),
-            "eps": float(a.get("epsilon", 1e-5)),
+            "eps": _f32(a.get("epsilon", 1e-5)),
             "momentum": momentum,
         }
         state = {
@@ -666,7 +692,7 @@ class _Importer:
         mode = self._const(node, 2, "training_mode", required=False)
         if mode is not None and bool(np.asarray(mode)):
             raise _Refuse("training_mode=True (dropout at inference)")
-        p = float(a.get("ratio", 0.5) if ratio is None else np.asarray(ratio))
+        p = _f32(a.get("ratio", 0.5) if ratio is None else np.asarray(ratio))
         outs = [x if p == 0.0 else self._append(x, self._layer({"type": "Dropout", "p": p}))]
         return outs + [None] * (len(node.output) - 1)
 
@@ -740,6 +766,12 @@ class _Importer:
         for st, en, ax, sp in zip(starts, ends, axes, steps):
             index[int(ax)] = slice(int(st), int(en), int(sp))
         return [_sym(data[tuple(index)])]
+
+
+def _f32(value: Any) -> float:
+    """An ONNX float attribute (stored as float32) as the decimal it was written
+    from: 1e-5 comes back as 1e-05, not 9.999999747378752e-06."""
+    return float(str(np.float32(value)))
 
 
 def _sym(values: Any) -> np.ndarray:

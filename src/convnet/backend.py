@@ -34,6 +34,29 @@ def as_strided(x: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Ar
     return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
 
 
+def empty_like_layout(shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
+    """An uninitialised array of ``shape`` whose memory order of axes follows ``like``.
+
+    The engine hands NCHW arrays from layer to layer whatever their memory
+    order (a convolution's output is stored channel-major, "CNHW", straight
+    from its matrix product). Buffers for results are laid out like their
+    inputs so that elementwise work runs over memory in order and no layer pays
+    for a transposing copy. ``like`` must have as many axes as ``shape``.
+    """
+    xp = xp_of(like)
+    # Axes from the largest stride to the smallest (ties keep their order).
+    order = sorted(range(like.ndim), key=lambda a: -abs(like.strides[a]))
+    buf = xp.empty([shape[a] for a in order], dtype=like.dtype if dtype is None else dtype)
+    return buf.transpose(np.argsort(order))
+
+
+def zeros_like_layout(shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
+    """As :func:`empty_like_layout`, filled with zeros."""
+    out = empty_like_layout(shape, like, dtype)
+    out[...] = 0
+    return out
+
+
 def to_numpy(x: Array) -> np.ndarray:
     """Copy ``x`` to host memory as a NumPy array (no copy when it is one)."""
     if _cupy is not None and isinstance(x, _cupy.ndarray):

@@ -12,11 +12,15 @@ of shape ``(C*kH*kW, N*OH*OW)`` with one strided-view copy, then computes
 The backward pass is two GEMMs, ``dW = dY @ cols.T`` and ``dcols = W.T @ dY``,
 and ``col2im`` scatters ``dcols`` back with one strided slice-add per kernel
 offset (``kH*kW`` adds over whole arrays, no ``np.add.at``).
+
+Memory order: results are NCHW arrays (shape and indexing as PyTorch) stored
+channel-major, the order the GEMM writes them in, so no step copies an
+activation just to transpose it.
 """
 
 from __future__ import annotations
 
-from convnet.backend import Array, as_strided, xp_of
+from convnet.backend import Array, as_strided, empty_like_layout, xp_of
 
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
 
@@ -34,9 +38,9 @@ def pad2d(x: Array, pads: Pads, value: float = 0.0) -> Array:
     (t, b), (lf, r) = pads
     if t == b == lf == r == 0:
         return x
-    xp = xp_of(x)
     n, c, h, w = x.shape
-    out = xp.full((n, c, h + t + b, w + lf + r), value, dtype=x.dtype)
+    out = empty_like_layout((n, c, h + t + b, w + lf + r), x)  # same memory order as x
+    out[...] = value
     out[:, :, t : t + h, lf : lf + w] = x
     return out
 
@@ -95,8 +99,8 @@ def col2im(
             dxpad[:, :, r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw] += d6[
                 :, i, j
             ]
-    # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding, back to NCHW.
-    return xp.ascontiguousarray(dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3))
+    # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
+    return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3)
 
 
 def conv2d_forward(
@@ -123,9 +127,10 @@ def conv2d_forward(
     out = weight.reshape(o, -1) @ cols  # (O, N*OH*OW)
     if bias is not None:
         out += bias[:, None]
-    xp = xp_of(x)
-    # (O, N, OH, OW) -> (N, O, OH, OW)
-    y = xp.ascontiguousarray(out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
+    # (O, N*OH*OW) -> (N, O, OH, OW): a view. The output stays channel-major
+    # ("CNHW") in memory; the next layers work in that order and the next
+    # convolution's im2col reads it as it is, so no transposing copy is made.
+    y = out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
     return y, cols
 
 
@@ -148,9 +153,9 @@ def conv2d_backward(
     """
     n, o, oh, ow = grad_out.shape
     kh, kw = weight.shape[2:]
-    xp = xp_of(grad_out)
-    # (N, O, OH, OW) -> (O, N*OH*OW), the layout of the forward's GEMM output.
-    g2 = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, -1)
+    # (N, O, OH, OW) -> (O, N*OH*OW), the layout of the forward's GEMM output:
+    # a free view when grad_out is channel-major, as the layers above leave it.
+    g2 = grad_out.transpose(1, 0, 2, 3).reshape(o, -1)
     dw = (g2 @ cols.T).reshape(weight.shape)
     db = g2.sum(axis=1) if need_bias else None
     if not input_grad:

@@ -11,7 +11,7 @@ row-major order, as PyTorch does; padding never wins (it is ``-inf``).
 
 from __future__ import annotations
 
-from convnet.backend import Array, xp_of
+from convnet.backend import Array, empty_like_layout, xp_of, zeros_like_layout
 
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -35,13 +35,13 @@ def _padded(x: Array, k, s, p, d, out_hw, value: float) -> Array:
     Left/top by ``p``; right/bottom by whatever the last window needs (>= 0),
     which covers ceil_mode. Rows and columns no window reaches are cropped.
     """
-    xp = xp_of(x)
     n, c, h, w = x.shape
     need_h = (out_hw[0] - 1) * s[0] + d[0] * (k[0] - 1) + 1
     need_w = (out_hw[1] - 1) * s[1] + d[1] * (k[1] - 1) + 1
     if p == (0, 0) and need_h <= h and need_w <= w:
         return x[:, :, :need_h, :need_w]
-    out = xp.full((n, c, need_h, need_w), value, dtype=x.dtype)
+    out = empty_like_layout((n, c, need_h, need_w), x)
+    out[...] = value
     hh, ww = min(h, need_h - p[0]), min(w, need_w - p[1])
     out[:, :, p[0] : p[0] + hh, p[1] : p[1] + ww] = x[:, :, :hh, :ww]
     return out
@@ -49,12 +49,11 @@ def _padded(x: Array, k, s, p, d, out_hw, value: float) -> Array:
 
 def _unpad(dpad: Array, x_shape, p) -> Array:
     """Adjoint of :func:`_padded`: crop or zero-extend back to ``x_shape``."""
-    xp = xp_of(dpad)
     n, c, h, w = x_shape
     hh, ww = min(h, dpad.shape[2] - p[0]), min(w, dpad.shape[3] - p[1])
     if (hh, ww) == (h, w) and p == (0, 0) and dpad.shape[2:] == (h, w):
         return dpad
-    dx = xp.zeros(x_shape, dtype=dpad.dtype)
+    dx = zeros_like_layout(x_shape, dpad)
     dx[:, :, :hh, :ww] = dpad[:, :, p[0] : p[0] + hh, p[1] : p[1] + ww]
     return dx
 
@@ -97,7 +96,7 @@ def _running_max(taps: list[Array]) -> tuple[Array, Array]:
     """Elementwise max over ``taps`` and the index of the first maximum (int8)."""
     xp = xp_of(taps[0])
     if len(taps) == 1:
-        return taps[0].copy(), xp.zeros(taps[0].shape, dtype=xp.int8)
+        return taps[0].copy(order="K"), xp.zeros(taps[0].shape, dtype=xp.int8)
     # Strict ">": an equal later value loses, so the first maximum wins.
     idx = (taps[1] > taps[0]).view(xp.int8)  # bool as 0/1, no copy
     best = xp.maximum(taps[0], taps[1])
@@ -112,17 +111,16 @@ def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
 
     Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
-    xp = xp_of(grad_out)
     col, row = winners
     n, c, oh, ow = grad_out.shape
     hp = col.shape[2]
     need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
     # Back through the H stage: (N, C, OH, OW) -> (N, C, Hp, OW).
-    dm = xp.zeros((n, c, hp, ow), dtype=grad_out.dtype)
+    dm = zeros_like_layout((n, c, hp, ow), grad_out)
     for i in range(k[0]):
         _rows(dm, i, s[0], d[0], oh)[...] += grad_out * (row == i)
     # Back through the W stage: (N, C, Hp, OW) -> (N, C, Hp, Wp).
-    dpad = xp.zeros((n, c, hp, need_w), dtype=grad_out.dtype)
+    dpad = zeros_like_layout((n, c, hp, need_w), grad_out)
     for j in range(k[1]):
         _cols(dpad, j, s[1], d[1], ow)[...] += dm * (col == j)
     return _unpad(dpad, x_shape, p)
@@ -159,10 +157,10 @@ def avg_pool2d_forward(x: Array, k, s, p, ceil_mode: bool, count_include_pad: bo
     oh = pool_out_size(h, k[0], s[0], p[0], 1, ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], 1, ceil_mode)
     xpad = _padded(x, k, s, p, d, (oh, ow), 0.0)
-    rowsum = _cols(xpad, 0, s[1], 1, ow).copy()  # (N, C, Hp, OW)
+    rowsum = _cols(xpad, 0, s[1], 1, ow).copy(order="K")  # (N, C, Hp, OW)
     for j in range(1, k[1]):
         rowsum += _cols(xpad, j, s[1], 1, ow)
-    acc = _rows(rowsum, 0, s[0], 1, oh).copy()  # (N, C, OH, OW)
+    acc = _rows(rowsum, 0, s[0], 1, oh).copy(order="K")  # (N, C, OH, OW)
     for i in range(1, k[0]):
         acc += _rows(rowsum, i, s[0], 1, oh)
     if _full_tiles(k, s, p, (h, w), (oh, ow)):
@@ -193,10 +191,10 @@ def avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bo
         g = grad_out / div
     need_h = (oh - 1) * s[0] + k[0]
     need_w = (ow - 1) * s[1] + k[1]
-    drow = xp.zeros((n, c, need_h, ow), dtype=grad_out.dtype)
+    drow = zeros_like_layout((n, c, need_h, ow), grad_out)
     for i in range(k[0]):
         _rows(drow, i, s[0], 1, oh)[...] += g
-    dpad = xp.zeros((n, c, need_h, need_w), dtype=grad_out.dtype)
+    dpad = zeros_like_layout((n, c, need_h, need_w), grad_out)
     for j in range(k[1]):
         _cols(dpad, j, s[1], 1, ow)[...] += drow
     return _unpad(dpad, x_shape, p)

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convnet._validate import check_dtype, check_int, check_rng
-from convnet.backend import Array
+from convnet.backend import Array, empty_like_layout
 from convnet.functional import linear as F
 from convnet.nn.activation import check_float_array
 from convnet.nn.init import default_weight_bias
@@ -48,6 +48,7 @@ class Flatten(Module):
         self.start_dim = check_int("Flatten", "start_dim", start_dim)
         self.end_dim = check_int("Flatten", "end_dim", end_dim)
         self._in_shape: tuple[int, ...] | None = None
+        self._x: Array | None = None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
@@ -73,12 +74,21 @@ class Flatten(Module):
         check_float_array(repr(self), x)
         out = self.output_shape(x.shape)
         self._in_shape = tuple(x.shape)
+        self._x = x  # a reference, kept for its memory order
         return x.reshape(out)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._in_shape is None:
+        if self._in_shape is None or self._x is None:
             raise RuntimeError(f"{self!r}.backward called before forward")
-        return grad_out.reshape(self._in_shape)
+        g = grad_out.reshape(self._in_shape)
+        if self._x.ndim != g.ndim or self._x.flags.c_contiguous:
+            return g
+        # Hand the gradient back in the memory order the input came in (a
+        # convolution's channel-major output), so the layers below it do not
+        # mix orders: one small transposing copy here instead of many there.
+        out = empty_like_layout(self._in_shape, self._x, g.dtype)
+        out[...] = g
+        return out
 
     def extra_repr(self) -> str:
         parts = []

@@ -1,0 +1,1 @@
+"""Benchmarks: convnet beside PyTorch on the same machine (see run.py)."""

@@ -642,3 +642,18 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "Erf 'e' (operator Erf is not supported)" in err
     assert main(["export", "lenet5", str(tmp_path / "x.txt")]) == 2
     assert "end in .onnx" in capsys.readouterr().err
+
+
+def test_imported_torch_model_can_be_inspected(tmp_path, capsys):
+    image = pytest.importorskip("PIL.Image")
+    torch, zoo = _torch_models()
+    make, shape = zoo["lenet5"]
+    onnx_path = tmp_path / "lenet.onnx"
+    onnx_path.write_bytes(_torch_export(torch, _torch_net(torch, make), shape))
+    npz = tmp_path / "lenet.npz"
+    assert main(["import", str(onnx_path), str(npz)]) == 0
+    pixels = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
+    image.fromarray(pixels).save(tmp_path / "digit.png")
+    html, png = tmp_path / "digit.html", tmp_path / "digit.png"
+    assert main(["inspect", str(npz), "--image", str(png), "--out", str(html)]) == 0
+    assert html.stat().st_size > 0

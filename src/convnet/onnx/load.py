@@ -19,6 +19,10 @@ built with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
 - Dropout -> Dropout(p) (the identity at inference, kept for fine-tuning);
   Identity is dropped; Constant nodes and initializers feed shapes and weights.
 
+Pooling with ``ceil_mode=1`` follows PyTorch's rule (a last window that would
+start in the end padding is dropped), as onnxruntime does and as
+``torch.onnx.export`` means it; the ONNX spec's formula can count one more.
+
 Anything else (another operator, a grouped convolution, asymmetric padding,
 branches that do not meet in an Add, ...) is refused, never approximated: the error lists
 every unsupported node with its type, name and offending attribute.

@@ -449,7 +449,8 @@ def fit(
     early_stopping : int or dict, optional
         Patience, or ``{"patience", "monitor": "val_loss"|"val_acc",
         "min_delta"}``; stops when the monitored value has not improved for
-        ``patience`` epochs and restores the best weights. Needs validation data.
+        ``patience`` epochs; the best epoch's weights are restored (also when
+        the run ends without stopping early). Needs validation data.
     progress : bool
         A tqdm bar (images/s, loss, ETA) when tqdm is installed and stderr is a TTY.
     on_epoch_end : callable, optional

@@ -278,3 +278,22 @@ def test_skipping_the_input_gradient_keeps_parameter_gradients():
     assert dx is not None and net.backward(g, input_grad=False) is None
     for a, b in zip(full, [p.grad for p in net.parameters()]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 700, 1 << 30])
+def test_cache_blocks_do_not_change_results(block_bytes):
+    # One sample per block, a few per block, and the whole batch in one block.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, 9, 8))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    pads, s, d = ((1, 2), (0, 1)), (2, 1), (1, 2)
+    y = F.conv2d_forward(x, w, b, s, pads, d, block_bytes=block_bytes)
+    ref = conv2d_loops(x, w, b, s, pads, d)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = F.conv2d_backward(g, x, w, s, pads, d, True, block_bytes=block_bytes)
+    dx1, dw1, db1 = F.conv2d_backward(g, x, w, s, pads, d, True, block_bytes=1 << 30)
+    np.testing.assert_allclose(dx, dx1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, db1, rtol=1e-12, atol=1e-12)

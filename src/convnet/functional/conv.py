@@ -1,4 +1,4 @@
-"""Convolution as windowed views plus one matrix product (im2col + GEMM).
+"""Convolution as windowed views plus matrix products (im2col + GEMM).
 
 Layout: activations NCHW, weights ``(O, C, kH, kW)`` as in PyTorch. The
 forward pass gathers every receptive field into a column matrix
@@ -7,11 +7,22 @@ forward pass gathers every receptive field into a column matrix
 
 of shape ``(C*kH*kW, N*OH*OW)`` with one strided-view copy, then computes
 
-    out = W.reshape(O, C*kH*kW) @ cols + b          # one GEMM
+    out = W.reshape(O, C*kH*kW) @ cols + b          # the GEMM
 
 The backward pass is two GEMMs, ``dW = dY @ cols.T`` and ``dcols = W.T @ dY``,
 and ``col2im`` scatters ``dcols`` back with one strided slice-add per kernel
 offset (``kH*kW`` adds over whole arrays, no ``np.add.at``).
+
+Cache blocking: the column matrix is ``kH*kW`` times the size of the input
+(nine times for a 3x3 kernel), too large to stay in the CPU cache between the
+copy that writes it and the product that reads it. So the batch is taken in
+blocks of samples whose columns fit in ``block_bytes`` (4 MiB by default):
+each block is one im2col into a reused buffer and one GEMM (two backward),
+all whole-array work; the loop runs over a handful of blocks, never over
+single samples or pixels for their own sake. The backward pass rebuilds each
+block's columns instead of keeping the forward's, which is cheaper than
+reading them back from memory and keeps training memory near the size of the
+activations.
 
 Memory order: results are NCHW arrays (shape and indexing as PyTorch) stored
 channel-major, the order the GEMM writes them in, so no step copies an
@@ -23,6 +34,9 @@ from __future__ import annotations
 from convnet.backend import Array, as_strided, empty_like_layout, xp_of
 
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
+
+#: Bytes of column matrix per block: sized to stay in a core's L2/L3 cache.
+BLOCK_BYTES = 1 << 22
 
 
 def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
@@ -45,29 +59,40 @@ def pad2d(x: Array, pads: Pads, value: float = 0.0) -> Array:
     return out
 
 
+def block_size(n: int, rows: int, positions: int, itemsize: int, block_bytes: int) -> int:
+    """Samples per block so that a block's ``rows x positions`` columns fit ``block_bytes``."""
+    return max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
+
+
 def im2col(
     xpad: Array,
     kernel: tuple[int, int],
     stride: tuple[int, int],
     dilation: tuple[int, int],
     out_hw: tuple[int, int],
+    out: Array | None = None,
 ) -> Array:
     """Gather receptive fields of a padded input into columns.
 
-    Shape: ``xpad`` (N, C, Hp, Wp) -> ``(C*kH*kW, N*OH*OW)``.
+    Shape: ``xpad`` (N, C, Hp, Wp) -> ``(C*kH*kW, N*OH*OW)``, written into
+    ``out`` (a buffer of that shape) when given.
     """
     n, c = xpad.shape[:2]
     kh, kw = kernel
     oh, ow = out_hw
     s_n, s_c, s_h, s_w = xpad.strides
     # A (C, kH, kW, N, OH, OW) view: no copy yet; the copy below is the im2col.
+    shape6 = (c, kh, kw, n, oh, ow)
     view = as_strided(
         xpad,
-        (c, kh, kw, n, oh, ow),
+        shape6,
         (s_c, dilation[0] * s_h, dilation[1] * s_w, s_n, stride[0] * s_h, stride[1] * s_w),
     )
     xp = xp_of(xpad)
-    return xp.ascontiguousarray(view).reshape(c * kh * kw, n * oh * ow)
+    if out is None:
+        return xp.ascontiguousarray(view).reshape(c * kh * kw, n * oh * ow)
+    xp.copyto(out.reshape(shape6), view)
+    return out
 
 
 def col2im(
@@ -86,11 +111,19 @@ def col2im(
     xp = xp_of(dcols)
     n, c, h, w = x_shape
     (t, b), (lf, r) = pads
+    dxpad = xp.zeros((c, n, h + t + b, w + lf + r), dtype=dcols.dtype)
+    _col2im_add(dcols, dxpad, kernel, stride, dilation, out_hw)
+    # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
+    return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3)
+
+
+def _col2im_add(dcols: Array, dxpad: Array, kernel, stride, dilation, out_hw) -> None:
+    """``dxpad`` (C, N, Hp, Wp) += the scatter of ``dcols`` (C*kH*kW, N*OH*OW)."""
+    c, n = dxpad.shape[:2]
     kh, kw = kernel
     oh, ow = out_hw
     sh, sw = stride
     dh, dw = dilation
-    dxpad = xp.zeros((c, n, h + t + b, w + lf + r), dtype=dcols.dtype)
     d6 = dcols.reshape(c, kh, kw, n, oh, ow)
     for i in range(kh):  # loops over kernel offsets only
         r0 = i * dh
@@ -99,8 +132,6 @@ def col2im(
             dxpad[:, :, r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw] += d6[
                 :, i, j
             ]
-    # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
-    return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3)
 
 
 def conv2d_forward(
@@ -110,56 +141,84 @@ def conv2d_forward(
     stride: tuple[int, int],
     pads: Pads,
     dilation: tuple[int, int],
-) -> tuple[Array, Array]:
+    block_bytes: int = BLOCK_BYTES,
+) -> Array:
     """2-D cross-correlation, PyTorch's ``conv2d`` (groups=1).
 
     ``y[n, o] = b[o] + sum_{c,i,j} W[o, c, i, j] * x_pad[n, c, s*oh + d*i, s*ow + d*j]``
 
     Shape: ``x`` (N, C, H, W), ``weight`` (O, C, kH, kW), ``bias`` (O,) ->
-    ``y`` (N, O, OH, OW) with ``OH = floor((H + t + b - dH*(kH-1) - 1)/sH) + 1``;
-    also returns the columns ``(C*kH*kW, N*OH*OW)`` for the backward pass.
+    ``y`` (N, O, OH, OW) with ``OH = floor((H + t + b - dH*(kH-1) - 1)/sH) + 1``.
     """
+    xp = xp_of(x)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     oh = out_size(h, kh, stride[0], sum(pads[0]), dilation[0])
     ow = out_size(w, kw, stride[1], sum(pads[1]), dilation[1])
-    cols = im2col(pad2d(x, pads), (kh, kw), stride, dilation, (oh, ow))
-    out = weight.reshape(o, -1) @ cols  # (O, N*OH*OW)
+    xpad = pad2d(x, pads)
+    rows, p = c * kh * kw, oh * ow
+    w2 = weight.reshape(o, rows)
+    out = xp.empty((o, n, oh, ow), dtype=x.dtype)
+    blk = block_size(n, rows, p, x.dtype.itemsize, block_bytes)
+    buf = xp.empty((rows, blk * p), dtype=x.dtype)
+    for n0 in range(0, n, blk):  # blocks of the batch that fit in cache, one GEMM each
+        nb = min(blk, n - n0)
+        cols = im2col(xpad[n0 : n0 + nb], (kh, kw), stride, dilation, (oh, ow), buf[:, : nb * p])
+        xp.matmul(w2, cols, out=out[:, n0 : n0 + nb].reshape(o, nb * p))
     if bias is not None:
-        out += bias[:, None]
-    # (O, N*OH*OW) -> (N, O, OH, OW): a view. The output stays channel-major
+        out += bias[:, None, None, None]
+    # (O, N, OH, OW) -> (N, O, OH, OW): a view. The output stays channel-major
     # ("CNHW") in memory; the next layers work in that order and the next
     # convolution's im2col reads it as it is, so no transposing copy is made.
-    y = out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
-    return y, cols
+    return out.transpose(1, 0, 2, 3)
 
 
 def conv2d_backward(
     grad_out: Array,
-    cols: Array,
+    x: Array,
     weight: Array,
-    x_shape: tuple[int, int, int, int],
     stride: tuple[int, int],
     pads: Pads,
     dilation: tuple[int, int],
     need_bias: bool,
     input_grad: bool = True,
+    block_bytes: int = BLOCK_BYTES,
 ) -> tuple[Array | None, Array, Array | None]:
-    """Gradients of :func:`conv2d_forward`.
+    """Gradients of :func:`conv2d_forward`, block by block.
 
-    Shape: ``grad_out`` (N, O, OH, OW), ``cols`` (C*kH*kW, N*OH*OW) ->
-    ``dx`` (N, C, H, W) or None when not ``input_grad``, ``dW`` (O, C, kH, kW),
-    ``db`` (O,) or None.
+    Shape: ``grad_out`` (N, O, OH, OW), ``x`` (N, C, H, W) -> ``dx`` (N, C, H, W)
+    or None when not ``input_grad``, ``dW`` (O, C, kH, kW), ``db`` (O,) or None.
     """
+    xp = xp_of(grad_out)
     n, o, oh, ow = grad_out.shape
+    c, h, w = x.shape[1:]
     kh, kw = weight.shape[2:]
-    # (N, O, OH, OW) -> (O, N*OH*OW), the layout of the forward's GEMM output:
+    rows, p = c * kh * kw, oh * ow
+    dt = grad_out.dtype
+    xpad = pad2d(x, pads)
+    w2 = weight.reshape(o, rows)
+    # (N, O, OH, OW) -> (O, N, OH, OW): the layout of the forward's GEMM output,
     # a free view when grad_out is channel-major, as the layers above leave it.
-    g2 = grad_out.transpose(1, 0, 2, 3).reshape(o, -1)
-    dw = (g2 @ cols.T).reshape(weight.shape)
-    db = g2.sum(axis=1) if need_bias else None
-    if not input_grad:
+    g = grad_out.transpose(1, 0, 2, 3)
+    dw = xp.zeros((o, rows), dtype=dt)
+    part = xp.empty((o, rows), dtype=dt)
+    blk = block_size(n, rows, p, dt.itemsize, block_bytes)
+    buf = xp.empty((rows, blk * p), dtype=dt)
+    dbuf = xp.empty((rows, blk * p), dtype=dt) if input_grad else None
+    dxpad = xp.zeros((c, n, *xpad.shape[2:]), dtype=dt) if input_grad else None
+    for n0 in range(0, n, blk):  # the forward's blocks, columns rebuilt in cache
+        nb = min(blk, n - n0)
+        cols = im2col(xpad[n0 : n0 + nb], (kh, kw), stride, dilation, (oh, ow), buf[:, : nb * p])
+        gb = g[:, n0 : n0 + nb].reshape(o, nb * p)
+        xp.matmul(gb, cols.T, out=part)
+        dw += part
+        if dbuf is not None and dxpad is not None:
+            dcols = xp.matmul(w2.T, gb, out=dbuf[:, : nb * p])
+            _col2im_add(dcols, dxpad[:, n0 : n0 + nb], (kh, kw), stride, dilation, (oh, ow))
+    db = g.sum(axis=(1, 2, 3)) if need_bias else None
+    dw = dw.reshape(weight.shape)
+    if dxpad is None:
         return None, dw, db
-    dcols = weight.reshape(o, -1).T @ g2  # (C*kH*kW, N*OH*OW)
-    dx = col2im(dcols, x_shape, pads, (kh, kw), stride, dilation, (oh, ow))
-    return dx, dw, db
+    (t, _), (lf, _) = pads
+    # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
+    return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3), dw, db

@@ -118,10 +118,8 @@ class _ConvNd(Module):
         w4 = w[:, :, None, :] if self.nd == 1 else w
         b = None if self.bias is None else self.bias.data.astype(x.dtype, copy=False)
         stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
-        y, cols = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
-        # Keep the columns for dW only when training; otherwise backward
-        # (saliency, inspection) recomputes them from x and memory stays low.
-        self._cache = (x4, cols if training else None)
+        y = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
+        self._cache = (x4,)  # backward rebuilds the columns block by block
         return y[:, :, 0, :] if self.nd == 1 else y
 
     skips_input_grad = True
@@ -130,17 +128,13 @@ class _ConvNd(Module):
         """Input gradient (None when ``input_grad=False``); adds dW and db."""
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
-        x4, cols = self._cache
+        (x4,) = self._cache
         stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
-        pads = self._pads2d()
         w = self.weight.data.astype(x4.dtype, copy=False)
         w4 = w[:, :, None, :] if self.nd == 1 else w
-        if cols is None:
-            oh, ow = grad_out.shape[-2:] if self.nd == 2 else (1, grad_out.shape[-1])
-            cols = F.im2col(F.pad2d(x4, pads), w4.shape[2:], stride, dil, (oh, ow))
         g4 = grad_out[:, :, None, :] if self.nd == 1 else grad_out
         dx, dw, db = F.conv2d_backward(
-            g4, cols, w4, x4.shape, stride, pads, dil, self.bias is not None, input_grad
+            g4, x4, w4, stride, self._pads2d(), dil, self.bias is not None, input_grad
         )
         self.weight.accumulate(dw.reshape(self.weight.shape))
         if self.bias is not None and db is not None:

@@ -454,9 +454,9 @@ _RECIPES: dict[str, dict[str, Any]] = {
     ),
     "resnet": dict(
         epochs=30,
-        batch_size=64,
+        batch_size=32,
         optimizer="adamw",
-        lr=3e-3,
+        lr=2e-3,
         schedule="onecycle",
         weight_decay=5e-4,
         augment={"shift": 3, "rotate": 15.0, "scale": 0.15, "flip": True},

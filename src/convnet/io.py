@@ -22,6 +22,7 @@ header + arrays file (training checkpoints use them).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -40,6 +41,9 @@ FORMAT = "convnet.model"
 VERSION = 1
 HEADER_KEY = "__header__"
 _DTYPES = ("float32", "float64")
+#: A model file may hold at most this many times its size once decompressed
+#: (``np.savez`` stores arrays uncompressed; ``savez_compressed`` weights ~1.1x).
+MAX_UNCOMPRESSED_RATIO = 100
 
 
 class ModelFileError(ValueError):
@@ -91,6 +95,49 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
     return path
 
 
+def _check_members(path: Path) -> None:
+    """Check every member's ``.npy`` header against the bytes it holds, before
+    ``np.load`` allocates anything: no pickles, no object dtypes, no shape that
+    needs more bytes than the member has, no zip bomb, no other compression."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > max(MAX_UNCOMPRESSED_RATIO * path.stat().st_size, 1 << 26):
+                raise ModelFileError(
+                    f"{path}: refusing a possible zip bomb ({total} bytes once decompressed)"
+                )
+            for info in infos:
+                what = f"{path}: member {info.filename!r}"
+                if not info.filename.endswith(".npy"):
+                    raise ModelFileError(f"{what} is not a .npy array")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise ModelFileError(f"{what} uses unsupported compression")
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ModelFileError(f"{what} has unsupported .npy version {version}")
+                if dtype.hasobject:
+                    raise ModelFileError(
+                        f"{what} holds object (pickled) arrays, which are refused for safety"
+                    )
+                need = math.prod(shape) * dtype.itemsize
+                if need > info.file_size:
+                    raise ModelFileError(
+                        f"{what} claims shape {shape} ({need} bytes) but holds {info.file_size}"
+                    )
+    except ModelFileError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise ModelFileError(f"{path}: damaged or not a .npz file ({exc})") from exc
+    except Exception as exc:  # numpy's header parser can raise tokenize/syntax errors
+        raise ModelFileError(f"{path}: damaged .npy header ({type(exc).__name__}: {exc})") from exc
+
+
 def load_arrays(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a file written by :func:`save_arrays`: ``(header, arrays)``.
 
@@ -107,6 +154,7 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.n
         raise FileNotFoundError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: damaged or not a .npz file (not a zip archive)")
+    _check_members(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             names = list(data.files)
@@ -121,14 +169,17 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.n
                 f"{path}: holds object (pickled) arrays, which are refused for safety"
             ) from exc
         raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError) as exc:
         raise ModelFileError(f"{path}: damaged or not a .npz file ({exc})") from exc
+    except MemoryError as exc:
+        raise ModelFileError(f"{path}: arrays too large to load") from exc
     raw = arrays.pop(HEADER_KEY)
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise ModelFileError(f"{path}: {HEADER_KEY} must be a JSON string, got {raw.dtype}")
     try:
         header = json.loads(str(raw))
-    except json.JSONDecodeError as exc:
+    except (ValueError, SystemError) as exc:
+        # SystemError: code points above U+10FFFF in the unicode array (found by fuzz.run)
         raise ModelFileError(f"{path}: the header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: the header must be a JSON object")

@@ -360,17 +360,19 @@ def _read_checkpoint(path: Path, model: Model, opt, sched, settings: dict) -> tu
             f"{path}: unknown checkpoint version {header.get('version')!r} "
             f"(this convnet reads version {CHECKPOINT_VERSION})"
         )
-    changed = {
-        k: (header["settings"].get(k), v)
-        for k, v in settings.items()
-        if header["settings"].get(k) != v
-    }
+    saved = header.get("settings")
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{path}: the checkpoint header has no settings")
+    changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if changed:
         parts = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise ValueError(
             f"{path}: cannot resume with different settings ({parts}); use the same ones "
             "or start a new run"
         )
+    bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    if bad:
+        raise ModelFileError(f"{path}: {', '.join(bad)} hold NaN or infinite values")
     state = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
@@ -542,21 +544,34 @@ def fit(
         if not ckpt.is_file():
             raise FileNotFoundError(f"fit: no checkpoint to resume from at {ckpt}")
         header, arrays = _read_checkpoint(ckpt, model, opt, sched, settings)
-        start_epoch, start_batch = int(header["epoch"]), int(header["batch"])
-        shuffle_rng.bit_generator.state = header["rng"]["shuffle"]
-        aug_rng.bit_generator.state = header["rng"]["augment"]
-        if len(header["rng"]["dropout"]) != len(dropouts):
-            raise ModelFileError(f"{ckpt}: holds {len(header['rng']['dropout'])} Dropout states")
-        for d, st in zip(dropouts, header["rng"]["dropout"], strict=True):
-            d.rng.bit_generator.state = st
-        h = header["history"]
-        history = History(list(h["records"]), h["best_epoch"], h["stopped_early"])
-        running = dict(header["running"])
-        order = arrays.get("order")
-        if early is not None and header.get("early"):
-            e = header["early"]
-            early.best, early.best_epoch, early.bad = e["best"], e["best_epoch"], e["bad"]
-            best_state = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")} or None
+        try:  # a damaged header is a ModelFileError, not a KeyError (found by fuzz.run)
+            start_epoch, start_batch = int(header["epoch"]), int(header["batch"])
+            shuffle_rng.bit_generator.state = header["rng"]["shuffle"]
+            aug_rng.bit_generator.state = header["rng"]["augment"]
+            if len(header["rng"]["dropout"]) != len(dropouts):
+                raise ModelFileError(
+                    f"{ckpt}: holds {len(header['rng']['dropout'])} Dropout states"
+                )
+            for d, st in zip(dropouts, header["rng"]["dropout"], strict=True):
+                d.rng.bit_generator.state = st
+            h = header["history"]
+            history = History(list(h["records"]), h["best_epoch"], h["stopped_early"])
+            running = dict(header["running"])
+            order = arrays.get("order")
+            if order is not None and (
+                order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n))
+            ):
+                raise ModelFileError(f"{ckpt}: the saved sample order is not a permutation of {n}")
+            if not (0 <= start_batch < steps or (start_batch == 0 and steps == 0)):
+                raise ModelFileError(f"{ckpt}: batch {start_batch} is outside 0..{steps - 1}")
+            if early is not None and header.get("early"):
+                e = header["early"]
+                early.best, early.best_epoch, early.bad = e["best"], e["best_epoch"], e["bad"]
+                best_state = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")} or None
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+            raise ModelFileError(f"{ckpt}: damaged checkpoint header ({exc!r})") from exc
         if history.stopped_early:
             return history
 

@@ -7,6 +7,7 @@ until an image is read; then a missing Pillow raises
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+#: Largest image file :func:`load_image` reads (256 MiB).
+MAX_IMAGE_FILE_BYTES = 1 << 28
 
 
 class MissingDependencyError(ImportError):
@@ -73,8 +76,11 @@ def load_image(
     Raises
     ------
     DataError
-        Unreadable or truncated file, or more pixels than
-        ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb); names the file.
+        Unreadable or truncated file, a file over :data:`MAX_IMAGE_FILE_BYTES`,
+        or more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression
+        bomb); names the file.
+    FileNotFoundError
+        No file at ``path``.
     MissingDependencyError
         Pillow is not installed.
 
@@ -94,11 +100,21 @@ def load_image(
         size = check_tuple("load_image", "size", size, 2, 1)
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_FILE_BYTES + 1)
+    except IsADirectoryError as exc:
+        raise DataError(f"{path}: cannot read image ({exc})") from exc
+    if len(data) > MAX_IMAGE_FILE_BYTES:
+        raise DataError(f"{path}: image file larger than {MAX_IMAGE_FILE_BYTES} bytes")
+    try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that:
             # refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            # Decoded from memory: Pillow trusts chunk lengths in the file and
+            # reads them from a real file with one allocation of that size
+            # (2 GB for a crafted PNG); from BytesIO a read stops at the end.
+            with Image.open(io.BytesIO(data)) as im:
                 im = ImageOps.exif_transpose(im)
                 if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                     rgba = im.convert("RGBA")
@@ -110,10 +126,8 @@ def load_image(
                 arr = np.asarray(im, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refusing a possible decompression bomb ({exc})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
+    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
     # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 

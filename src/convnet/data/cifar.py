@@ -92,7 +92,11 @@ def _folder(root) -> Path:
 def _class_names(folder: Path) -> list[str]:
     meta = folder / "batches.meta.txt"
     if meta.is_file():
-        names = [line.strip() for line in meta.read_text().splitlines() if line.strip()]
+        try:
+            text = meta.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{meta}: not UTF-8 text ({exc})") from exc
+        names = [line.strip() for line in text.splitlines() if line.strip()]
         if names:
             return names
     return list(CIFAR10_CLASSES)

@@ -353,7 +353,15 @@ class _Importer:
         return self._finish(net, input_shape, out.shape)
 
     def _to_array(self, tensor: Any) -> np.ndarray:
-        return np.asarray(self.onnx.numpy_helper.to_array(tensor))
+        if tensor.data_location == self.onnx.TensorProto.EXTERNAL:
+            raise ValueError(f"tensor {tensor.name!r} refers to external data, which is not read")
+        try:
+            return np.asarray(self.onnx.numpy_helper.to_array(tensor))
+        except (KeyError, TypeError, ValueError) as exc:
+            # an unknown data type code raised KeyError from onnx (found by fuzz.run)
+            raise ValueError(
+                f"tensor {tensor.name!r} (data type {tensor.data_type}) is unreadable: {exc!r}"
+            ) from None
 
     def _input(self, inputs: list[Any], problems: list[str]) -> tuple[int, ...] | None:
         """The graph input's shape per sample (from metadata when the graph leaves it open)."""
@@ -803,7 +811,8 @@ def read_proto(path: str | os.PathLike) -> Any:
     if not os.path.isfile(p):
         raise FileNotFoundError(f"{p}: no such ONNX file")
     try:
-        proto = onnx.load(p)
+        # external data files would be opened by paths the file names: never
+        proto = onnx.load(p, load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ValueError(f"{p}: not a valid ONNX file (truncated or corrupt?): {exc}") from None
     try:

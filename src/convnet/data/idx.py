@@ -120,7 +120,8 @@ def _read_idx(path: Path, max_bytes: int) -> np.ndarray:
         dims = tuple(int(d) for d in np.frombuffer(_read_exact(f, 4 * rank, path, "sizes"), ">u4"))
         dtype = _CODE_TO_DTYPE[code]
         nbytes = math.prod(dims) * dtype.itemsize
-        if nbytes > max_bytes:
+        # zero dims do not excuse absurd others: numpy cannot even shape (2**32, 0)
+        if math.prod(max(d, 1) for d in dims) * dtype.itemsize > max_bytes:
             raise DataError(
                 f"{path}: IDX sizes {dims} need {nbytes} bytes, more than the limit {max_bytes}"
             )

@@ -78,13 +78,20 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
             f"({exc.strerror or exc})"
         ) from exc
     try:
-        with os.fdopen(fd, "wb") as f:
-            payload = {HEADER_KEY: np.array(text)}
-            payload.update({k: np.asarray(v) for k, v in arrays.items()})
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                payload = {HEADER_KEY: np.array(text)}
+                payload.update({k: np.asarray(v) for k, v in arrays.items()})
+                np.savez(f, **payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:  # disk full, quota, I/O error: say which file and that
+            # the previous version is untouched (the raw errno named neither)
+            raise OSError(
+                exc.errno,
+                f"cannot write {path}: {exc.strerror or exc} (any previous {path.name} is kept)",
+            ) from exc
     except BaseException:
         # Never leave the temporary file behind (disk full, Ctrl-C, ...).
         try:

@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -325,6 +326,21 @@ def _progress_bar(enabled: bool, total: int, desc: str):
 
 
 # -- checkpoints ----------------------------------------------------------------------
+def _check_writable(path: Path) -> None:
+    """Raise a clear OSError now if a file cannot be created beside ``path``."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot write the checkpoint {path}: the folder {folder} is missing or not "
+            f"writable ({exc.strerror or exc})",
+        ) from exc
+
+
 def _write_checkpoint(path: Path, model: Model, opt, sched, run: dict, arrays: dict) -> None:
     opt_state = opt.state_dict()
     out: dict[str, Any] = {f"model.{k}": np.asarray(v) for k, v in model.state_dict().items()}
@@ -539,6 +555,8 @@ def fit(
     running = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
     best_state: dict[str, np.ndarray] | None = None
     ckpt = None if checkpoint is None else Path(checkpoint)
+    if ckpt is not None:
+        _check_writable(ckpt)  # an unwritable folder fails now, not after the first epoch
 
     if resume and ckpt is not None:
         if not ckpt.is_file():

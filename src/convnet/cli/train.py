@@ -9,7 +9,9 @@ weights, class names, normalisation and training metadata.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,6 +105,15 @@ def _check_args(args: argparse.Namespace) -> None:
     out_dir = Path(args.out).parent
     if not out_dir.is_dir():
         raise CLIError(f"--out {args.out}: folder {out_dir} does not exist")
+    # Probe now: an unwritable folder found after hours of training loses them.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".convnet-probe.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CLIError(
+            f"--out {args.out}: cannot write in {out_dir} ({exc.strerror or exc})"
+        ) from exc
 
 
 def settings(spec: str, args: argparse.Namespace) -> dict:

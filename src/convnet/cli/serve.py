@@ -51,5 +51,14 @@ def run(args: argparse.Namespace) -> int:
     model = io.load(path)
     app = create_app(model, max_bytes=args.max_bytes)
     print(f"serving {path.name} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # limit_concurrency: beyond 64 open requests uvicorn answers 503 at once
+    # instead of queueing without bound; idle keep-alive connections close after 5 s.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        limit_concurrency=64,
+        timeout_keep_alive=5,
+    )
     return 0

@@ -22,12 +22,14 @@ Routes
     "maps": [PNG data URI, ...]}]`` (at most 32 maps per layer).
 
 Errors are JSON ``{"error": message}`` without stack traces: 400 for an
-unreadable image or bad JSON, 404, 405, 413 for a body over the size limit
-(2 MB by default), 415 for a content type that is not an image or JSON.
+unreadable image or bad JSON, 404, 405, 408 for a body not sent within
+``BODY_TIMEOUT_S`` (10 s), 413 for a body over the size limit (2 MB by
+default), 415 for a content type that is not an image or JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from importlib import resources
@@ -49,6 +51,8 @@ from convnet.viz.inputs import ImageError, decode_image, prepare
 __all__ = ["MAX_BYTES", "create_app"]
 
 MAX_BYTES = 2 * 1024 * 1024
+#: Seconds a client has to send its whole request body (else 408).
+BODY_TIMEOUT_S = 10.0
 MAX_MAPS = 32
 _STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -72,11 +76,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if int(length) > limit:
             raise ApiError(413, f"request body of {int(length)} bytes is over the limit of {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():  # chunked uploads are counted as they come
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():  # chunked uploads are counted as they come
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+
+    # uvicorn times out idle keep-alive connections but not a slow body: a client
+    # trickling bytes would hold the request open forever.
+    try:
+        await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
     return b"".join(chunks)
 
 

@@ -208,3 +208,12 @@ def test_dropout_errors_and_repr():
     assert repr(Dropout()) == "Dropout()"
     assert repr(Dropout(0.2)) == "Dropout(p=0.2)"
     assert Dropout().output_shape((2, 3)) == (2, 3)
+
+
+def test_softmax_over_the_whole_float32_range_is_finite_and_silent():
+    from convnet.functional.activation import log_softmax, softmax
+
+    x = np.array([[3e38, -3e38, 0.0]], dtype=np.float32)
+    p = softmax(x, axis=1)
+    np.testing.assert_array_equal(p, [[1.0, 0.0, 0.0]])
+    assert log_softmax(x, axis=1)[0, 0] == 0.0

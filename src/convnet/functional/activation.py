@@ -7,6 +7,8 @@ otherwise (LeakyReLU, whose slope may be negative or zero).
 
 from __future__ import annotations
 
+import numpy as np
+
 from convnet.backend import Array, xp_of
 
 
@@ -66,7 +68,10 @@ def tanh_backward(grad_out: Array, y: Array) -> Array:
 def softmax(x: Array, axis: int) -> Array:
     """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (max subtracted for stability)."""
     xp = xp_of(x)
-    z = x - xp.max(x, axis=axis, keepdims=True)
+    # Rows spanning float32's whole range (3e38 beside -3e38) overflow to -inf
+    # here, which exp maps to the right 0: the warning is expected, not an error.
+    with np.errstate(over="ignore"):
+        z = x - xp.max(x, axis=axis, keepdims=True)
     e = xp.exp(z, out=z)
     e /= xp.sum(e, axis=axis, keepdims=True)
     return e
@@ -81,5 +86,6 @@ def softmax_backward(grad_out: Array, y: Array, axis: int) -> Array:
 def log_softmax(x: Array, axis: int) -> Array:
     """``x - max - log(sum(exp(x - max)))`` along ``axis``: finite for any finite ``x``."""
     xp = xp_of(x)
-    z = x - xp.max(x, axis=axis, keepdims=True)
+    with np.errstate(over="ignore"):  # see softmax: -inf is the right log-probability here
+        z = x - xp.max(x, axis=axis, keepdims=True)
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))

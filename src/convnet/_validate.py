@@ -7,7 +7,7 @@ reading the error knows what to change (the Keras habit; no ``assert``).
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -52,6 +52,12 @@ def check_float(
     return v
 
 
+@overload
+def check_tuple(
+    owner: str, name: str, value: Any, n: Literal[2], minimum: int
+) -> tuple[int, int]: ...
+@overload
+def check_tuple(owner: str, name: str, value: Any, n: int, minimum: int) -> tuple[int, ...]: ...
 def check_tuple(owner: str, name: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
     """Expand an int or an ``n``-sequence of ints to an ``n``-tuple, each >= ``minimum``."""
     if _is_int(value):

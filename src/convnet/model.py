@@ -87,8 +87,8 @@ class Model(Module):
         net: Module,
         input_shape: Sequence[int],
         class_names: Sequence[str],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        mean: Sequence[float] | np.ndarray | None = None,
+        std: Sequence[float] | np.ndarray | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(net, Module):

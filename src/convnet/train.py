@@ -522,6 +522,8 @@ def fit(
     _check_labels("fit", labels, model.num_classes)
     seeds = np.random.SeedSequence(seed).spawn(3)
     split_rng, shuffle_rng, aug_rng = (np.random.default_rng(s) for s in seeds)
+    val_images: np.ndarray | None
+    val_labels: np.ndarray | None
     if val_data is not None:
         val_images, val_labels = _as_data("fit", val_data)
         _check_labels("fit", val_labels, model.num_classes)
@@ -683,7 +685,7 @@ def fit(
                 "lr": float(opt.lr),
                 "seconds": running["seconds"],
             }
-            if val_images is not None and len(val_labels):
+            if val_images is not None and val_labels is not None and len(val_labels):
                 r = evaluate(model, val_images, val_labels, batch_size=max(batch_size, 256))
                 record["val_loss"], record["val_acc"] = r["loss"], r["accuracy"]
             history.records.append(record)

@@ -201,7 +201,11 @@ def load_folder(
             f"got {tuple(input_shape)}"
         )
     return load_image_folder(
-        root, tuple(input_shape[1:]), input_shape[0], split=split, class_names=class_names
+        root,
+        (input_shape[1], input_shape[2]),
+        input_shape[0],
+        split=split,
+        class_names=class_names,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     mnist = is_digit_model(model) and not args.no_mnist_preprocess
     proba = model.predict_proba(load_images(model, files, mnist))  # (N, K)
     order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]  # (N, top_k)
-    results = [
+    results: list[dict[str, Any]] = [
         {
             "file": str(f),
             "top": [

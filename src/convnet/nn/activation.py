@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from convnet._validate import FLOAT_DTYPES, check_float, check_int
 from convnet.backend import Array
@@ -21,9 +21,14 @@ def check_float_array(owner: str, x: Any) -> None:
         )
 
 
-def _need_forward(owner: str, cache: Any) -> None:
+_T = TypeVar("_T")
+
+
+def _need_forward(owner: str, cache: _T | None) -> _T:
+    """Return ``cache``, or raise if forward has not filled it yet."""
     if cache is None:
         raise RuntimeError(f"{owner}.backward called before forward")
+    return cache
 
 
 class ReLU(Module):
@@ -205,10 +210,10 @@ class Softmax(Module):
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(repr(self), self._y)
-        if self._y.ndim == 0:
+        y = _need_forward(repr(self), self._y)
+        if y.ndim == 0:
             return grad_out * 0  # the output is constant 1
-        return F.softmax_backward(grad_out, self._y, self._axis)
+        return F.softmax_backward(grad_out, y, self._axis)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         self._axis_for(len(input_shape))

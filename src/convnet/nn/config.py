@@ -85,10 +85,10 @@ def to_config(module: Module) -> dict[str, Any]:
     if isinstance(module, _nn.Sequential):
         return {"type": "Sequential", "layers": [to_config(m) for m in module]}
     if isinstance(module, _nn.Residual):
-        cfg = {"type": "Residual", "block": to_config(module.block)}
+        res: dict[str, Any] = {"type": "Residual", "block": to_config(module.block)}
         if module.shortcut is not None:
-            cfg["shortcut"] = to_config(module.shortcut)
-        return cfg
+            res["shortcut"] = to_config(module.shortcut)
+        return res
     if kind not in _ARGS:
         raise TypeError(f"to_config: no config for layer type {kind}; known: {LAYER_TYPES}")
     cfg: dict[str, Any] = {"type": kind}

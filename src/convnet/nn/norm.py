@@ -90,16 +90,19 @@ class _BatchNorm(Module):
 
     def _update_running(self, mean: Array, var: Array, m: int) -> None:
         # In place, so arrays handed out by state_dict() stay the live buffers.
-        self.num_batches_tracked += 1
+        count, r_mean, r_var = self.num_batches_tracked, self.running_mean, self.running_var
+        if count is None or r_mean is None or r_var is None:
+            raise RuntimeError(f"{self!r} keeps no running statistics to update")
+        count += 1
         if self.momentum is None:  # cumulative moving average
-            factor = 1.0 / float(self.num_batches_tracked)
+            factor = 1.0 / float(count)
         else:
             factor = self.momentum
         unbiased = var * (m / (m - 1))
-        self.running_mean *= 1 - factor
-        self.running_mean += factor * mean
-        self.running_var *= 1 - factor
-        self.running_var += factor * unbiased
+        r_mean *= 1 - factor
+        r_mean += factor * mean
+        r_var *= 1 - factor
+        r_var += factor * unbiased
 
     def backward(self, grad_out: Array) -> Array:
         if self._cache is None:
@@ -107,7 +110,7 @@ class _BatchNorm(Module):
         xhat, inv_std, batch = self._cache
         w = self.weight.data.astype(xhat.dtype, copy=False) if self.weight is not None else None
         dx, dw, db = F.batch_norm_backward(grad_out, xhat, inv_std, w, batch)
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:  # both exist iff affine
             self.weight.accumulate(dw)
             self.bias.accumulate(db)
         return dx

@@ -245,14 +245,14 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
         s = g.const(pre + "shape", target, np.int64)
         return g.node("Reshape", [x, s], name), out_shape
     if isinstance(m, nn.Linear):
-        w, b = _param(m, "weight"), _param(m, "bias")
+        weight, b = np.asarray(m.weight.data), _param(m, "bias")
         if len(shape) == 2:
-            inputs = [x, g.const(pre + "weight", w)]
+            inputs = [x, g.const(pre + "weight", weight)]
             if b is not None:
                 inputs.append(g.const(pre + "bias", b))
             return g.node("Gemm", inputs, name, transB=1), out_shape
         # (N, *, in) @ (in, out): Gemm takes matrices only.
-        y = g.node("MatMul", [x, g.const(pre + "weight_t", w.T)], name)
+        y = g.node("MatMul", [x, g.const(pre + "weight_t", weight.T)], name)
         if b is not None:
             y = g.node("Add", [y, g.const(pre + "bias", b)], f"{name}.bias")
         return y, out_shape

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -65,7 +66,9 @@ class ApiError(Exception):
 
 
 def _static(name: str) -> str:
-    return resources.files("convnet.serve").joinpath("static", name).read_text(encoding="utf-8")
+    # One name per joinpath: Python 3.10's Traversable.joinpath takes a single child.
+    static = resources.files("convnet.serve").joinpath("static")
+    return static.joinpath(name).read_text(encoding="utf-8")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -150,7 +153,7 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
     except MultiPartException as exc:
         raise ApiError(400, f"bad multipart body ({exc.message})") from exc
     for _, value in form.multi_items():
-        if hasattr(value, "read"):
+        if isinstance(value, UploadFile):
             data = await value.read()
             await value.close()
             return data

@@ -82,8 +82,9 @@ def colorize(
         lo = float(a.min()) if vmin is None else float(vmin)
         hi = float(a.max()) if vmax is None else float(vmax)
         t = (a - lo) / (hi - lo) if hi - lo > 1e-12 else np.full_like(a, 0.5)
-        rgb = np.repeat(np.clip(t, 0, 1)[..., None] * 255, 3, -1) if cmap == "gray" else None
-        if rgb is None:
+        if cmap == "gray":
+            rgb = np.repeat(np.clip(t, 0, 1)[..., None] * 255, 3, -1)
+        else:
             rgb = _interp(_VIRIDIS, t)
     else:
         raise ValueError(f"colorize: cmap must be 'gray', 'viridis' or 'diverging', got {cmap!r}")

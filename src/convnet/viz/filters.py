@@ -10,7 +10,7 @@ from convnet.viz._image import colorize, mosaic, normalize01
 __all__ = ["conv_layers", "filter_image", "filter_tiles"]
 
 
-def conv_layers(model: Module) -> list[tuple[str, Module]]:
+def conv_layers(model: Module) -> list[tuple[str, Conv1d | Conv2d]]:
     """``(dotted name, layer)`` of every convolution, in order."""
     net = getattr(model, "net", model)
     return [(n, m) for n, m in net.named_modules() if isinstance(m, (Conv1d, Conv2d))]

@@ -83,7 +83,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def bars(values: Sequence[float], labels: Sequence[str], fmt: str = "{:.3f}") -> str:
+def bars(values: Sequence[float] | np.ndarray, labels: Sequence[str], fmt: str = "{:.3f}") -> str:
     """A table of horizontal bars (for probabilities in [0, 1])."""
     rows = []
     for lab, v in zip(labels, values):

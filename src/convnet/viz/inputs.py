@@ -55,8 +55,7 @@ def decode_image(data: bytes, max_pixels: int = 16_000_000) -> np.ndarray:
                     raise ImageError(
                         f"image of {im.width}x{im.height} pixels is larger than {max_pixels}"
                     )
-                im = ImageOps.exif_transpose(im)
-                rgba = im.convert("RGBA")
+                rgba = ImageOps.exif_transpose(im).convert("RGBA")
                 out = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 out.alpha_composite(rgba)
                 return np.asarray(out.convert("RGB"), dtype=np.uint8)

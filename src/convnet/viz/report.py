@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet.nn import Module
+from convnet.model import Model
 from convnet.viz._image import colorize
 from convnet.viz.featuremaps import feature_maps, trace
 from convnet.viz.filters import conv_layers, filter_image
@@ -71,7 +71,7 @@ def _maps_html(out: np.ndarray, scale: str) -> str:
     return f'<div class="maps">{strip}</div>'
 
 
-def _summary_html(model: Module) -> str:
+def _summary_html(model: Model) -> str:
     try:
         from convnet import summary
 
@@ -83,7 +83,7 @@ def _summary_html(model: Module) -> str:
 
 
 def inspect_report(
-    model: Module, raw: np.ndarray, title: str = "convnet inspect", scale: str = "shared"
+    model: Model, raw: np.ndarray, title: str = "convnet inspect", scale: str = "shared"
 ) -> str:
     """The HTML report of one input walked through ``model`` (a :class:`convnet.Model`).
 
@@ -169,7 +169,7 @@ def _as_picture(a: np.ndarray) -> np.ndarray:
     return colorize(a[None] if a.ndim == 1 else a, "gray")
 
 
-def _attention_html(model: Module, x: np.ndarray, target: int) -> list[str]:
+def _attention_html(model: Model, x: np.ndarray, target: int) -> list[str]:
     if x.ndim != 4:
         return []
     parts = [

@@ -54,25 +54,28 @@ def tutorial_net(
     the canonical votes); with an ``rng`` a randomly initialised one of the same shape.
     """
     r = rng if rng is not None else np.random.default_rng(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 3, 3, bias=False, rng=r),
-        nn.ReLU(),
-        nn.MaxPool2d(2, ceil_mode=True),
-        nn.Flatten(),
-        nn.Linear(3 * 4 * 4, 2, bias=False, rng=r),
-    )
+    conv = nn.Conv2d(1, 3, 3, bias=False, rng=r)
+    fc = nn.Linear(3 * 4 * 4, 2, bias=False, rng=r)
+    net = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), fc)
     if rng is None:
-        net[0].weight.data = (xo_features()[:, None] / 9).astype(np.float32)
+        conv.weight.data = (xo_features()[:, None] / 9).astype(np.float32)
         if votes is None:
             pooled = net[:4](xo_canonical())  # (2, 48): the X's and the O's pooled maps
             votes = pooled / pooled.sum(axis=1, keepdims=True)
-        net[4].weight.data = np.asarray(votes, dtype=np.float32)
+        fc.weight.data = np.asarray(votes, dtype=np.float32)
     return net
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _weight(layer: nn.Module) -> np.ndarray:
+    """The weight of the tutorial's conv or linear layer (``net[0]`` or ``net[4]``)."""
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        raise TypeError(f"walkthrough: expected Conv2d or Linear, got {type(layer).__name__}")
+    return layer.weight.data
 
 
 def walkthrough(
@@ -106,12 +109,12 @@ def walkthrough(
     scores = net[4](flat)
     return {
         "images": x[:, 0],
-        "features": net[0].weight.data[:, 0] * 9,
+        "features": _weight(net[0])[:, 0] * 9,
         "conv": conv,
         "relu": relu,
         "pooled": pooled,
         "flat": flat,
-        "votes": net[4].weight.data,
+        "votes": _weight(net[4]),
         "scores": scores,
         "probabilities": _softmax(scores),
         "class_names": list(XO_CLASSES),

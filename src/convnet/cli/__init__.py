@@ -1,8 +1,10 @@
 """The ``convnet`` command: one module per subcommand, all clients of the public API.
 
-Each module in :data:`COMMANDS` defines ``add_parser(subparsers)`` (which sets
-``func`` to its ``run(args) -> int``). Bad input ends with one line on stderr
-and a non-zero exit, never a traceback (``--debug`` shows it).
+Each module in :data:`COMMANDS` defines ``add_parser(subparsers)``, which makes
+its parser with :func:`convnet.cli._common.add_command` (``func`` set to its
+``run(args) -> int``); :func:`build_parser` adds the common options to each.
+Bad input ends with one line on stderr and a non-zero exit, never a traceback
+(``--debug`` shows it).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(sub)
     from convnet.cli._common import one_line_errors
 
+    for p in sub.choices.values():
+        common_options(p)  # after the command's own options: --help lists them last
     for p in (parser, *sub.choices.values()):
         one_line_errors(p)
     return parser

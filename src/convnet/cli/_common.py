@@ -11,7 +11,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ __all__ = [
     "ARCH_SUFFIXES",
     "DATASETS",
     "DATASET_SHAPES",
+    "add_command",
     "add_data_dir",
     "as_batch",
     "data_root",
@@ -50,6 +51,19 @@ XO_SIZES = {"train": 2000, "test": 1000}
 ARCH_SUFFIXES = (".toml", ".json")
 #: Share of an image folder without FOLDER/test held out for testing.
 HELD_OUT_FRACTION = 0.2
+
+
+def add_command(
+    subparsers, name: str, run: Callable[[argparse.Namespace], int], *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, whose ``func`` is ``run``.
+
+    :func:`convnet.cli.build_parser` then gives every subcommand the common
+    options (after its own, so ``--help`` lists them last) and one-line errors.
+    """
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.set_defaults(func=run)
+    return p
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:

@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
 from convnet.cli._common import (
     DATASETS,
+    add_command,
     add_data_dir,
     data_root,
     format_table,
     load_named,
-    one_line_errors,
     print_json,
 )
 
@@ -27,8 +27,10 @@ _DESCRIPTIONS = {
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "datasets",
+        run,
         help="list, fetch or verify the known data sets",
         description="List the known data sets and where they are, download one "
         "(verified, resumable) or check its files' checksums.",
@@ -37,9 +39,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("name", nargs="?", help=f"data set for fetch/verify: {', '.join(_FILE_SETS)}")
     add_data_dir(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    common_options(p)
-    one_line_errors(p)
-    p.set_defaults(func=run)
 
 
 def _report(name: str, root: Path) -> dict[str, str]:

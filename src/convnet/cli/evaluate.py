@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
 from convnet.cli._common import (
     DATASET_SHAPES,
     DATASETS,
+    add_command,
     add_data_dir,
     data_root,
     format_table,
@@ -16,14 +17,15 @@ from convnet.cli._common import (
     load_folder,
     load_model_file,
     load_named,
-    one_line_errors,
     print_json,
 )
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "evaluate",
+        run,
         help="test a model file on a data set: accuracy, per-class scores, confusion matrix",
         description="Evaluate a model file on the test split of a named data set, or on an "
         "image folder (FOLDER/test when it exists, else all of FOLDER).",
@@ -43,9 +45,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     p.add_argument("--no-download", action="store_true", help="never download a missing data set")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    common_options(p)
-    one_line_errors(p)
-    p.set_defaults(func=run)
 
 
 def load_eval_data(model, args: argparse.Namespace):

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
+from convnet.cli._common import add_command
 
 
 def add_parser(subparsers) -> None:
     from convnet.onnx import OPSET
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "export",
+        run,
         help="write a model as ONNX (runs in onnxruntime, PyTorch, ...)",
         description="Write MODEL as an ONNX file: standard operators, input 'input' with a "
         "dynamic batch, output 'logits', class names and normalisation in the metadata. "
@@ -33,8 +36,6 @@ def add_parser(subparsers) -> None:
         default=None,
         help="one sample's shape for a zoo name or architecture file (default: its own)",
     )
-    common_options(p)
-    p.set_defaults(func=run)
 
 
 def _model(spec: str, input_shape, seed: int):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
+from convnet.cli._common import add_command
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "import",
+        run,
         help="read an ONNX model (e.g. from torch.onnx.export) into a .npz model file",
         description="Convert an ONNX CNN (Conv, BatchNormalization, pooling, activations, "
         "Flatten/Reshape, Gemm/MatMul, residual Add) into a convnet model file that "
@@ -23,8 +26,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("src", metavar="IN.onnx", help="the ONNX file to read")
     p.add_argument("out", metavar="OUT.npz", help="the model file to write")
-    common_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

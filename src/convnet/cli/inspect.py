@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
+from convnet.cli._common import add_command
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "inspect",
+        run,
         help="an HTML report of one image walked through a model, layer by layer",
         description="Write one self-contained HTML file: the image at every layer (feature "
         "maps, pooled maps, the flattened vector), class scores and probabilities, saliency "
@@ -25,8 +28,6 @@ def add_parser(subparsers) -> None:
         default="shared",
         help="colour scale of feature maps: one per layer (default) or one per map",
     )
-    common_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from convnet.cli import CLIError, common_options
-from convnet.cli._common import format_table, load_model_file, one_line_errors, print_json
+from convnet.cli import CLIError
+from convnet.cli._common import add_command, format_table, load_model_file, print_json
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "predict",
+        run,
         help="classify image files with a model file (top-k with probabilities)",
         description="Classify images with a model file. Each IMAGE is a file or a folder "
         "(its image files, sorted). Digit models (trained on MNIST) get the usual MNIST "
@@ -30,9 +32,6 @@ def add_parser(subparsers) -> None:
         help="for digit models, only resize to 28x28 (for images already MNIST-like)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    common_options(p)
-    one_line_errors(p)
-    p.set_defaults(func=run)
 
 
 def image_files(items: list[str]) -> list[Path]:

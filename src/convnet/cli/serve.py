@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
+from convnet.cli._common import add_command
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "serve",
+        run,
         help="a web page to draw on, with predictions and feature maps, and a JSON API",
         description="Serve a page with a canvas (mouse and touch) and an image upload that "
         "shows class probabilities and every layer's feature maps, plus a JSON API: "
@@ -26,8 +29,6 @@ def add_parser(subparsers) -> None:
         default=2 * 1024 * 1024,
         help="largest request body in bytes (default 2 MiB)",
     )
-    common_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,13 +6,15 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
-from convnet.cli._common import one_line_errors, parse_shape, print_json, resolve_model_spec
+from convnet.cli import CLIError
+from convnet.cli._common import add_command, parse_shape, print_json, resolve_model_spec
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "summary",
+        run,
         help="show a model's layers, shapes, parameters and multiply-adds",
         description="Table of a model's layers: output shape, parameters, multiply-adds "
         "and receptive field. MODEL is a zoo name (lenet5, resnet18, ...), a model "
@@ -26,9 +28,6 @@ def add_parser(subparsers) -> None:
         help="one sample's shape (default: the model's own)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    common_options(p)
-    one_line_errors(p)
-    p.set_defaults(func=run)
 
 
 def _net_and_shape(spec: str, input_shape):

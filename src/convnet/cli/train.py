@@ -17,25 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
 from convnet.cli._common import (
     DATASET_SHAPES,
     DATASETS,
+    add_command,
     add_data_dir,
     data_root,
     folder_classes,
     held_out_split,
     load_folder,
     load_named,
-    one_line_errors,
     parse_shape,
     resolve_model_spec,
 )
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
+        run,
         help="train a model on a data set or an image folder and save it",
         description="Train a zoo model (or one from a .toml/.json architecture file) on a "
         "known data set or an image folder FOLDER/CLASS/*.png|jpg, then write a model file. "
@@ -77,9 +79,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images")
     p.add_argument("--no-download", action="store_true", help="never download a missing data set")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    common_options(p)
-    one_line_errors(p)
-    p.set_defaults(func=run)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convnet.cli import CLIError, common_options
+from convnet.cli import CLIError
+from convnet.cli._common import add_command
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "xo",
+        run,
         help="the X/O walkthrough of the tutorials as an HTML report",
         description="Reproduce the tutorials' X/O example (features, filtering, ReLU, pooling, "
         "votes) with convnet's layers, then train the same network on generated X/O images "
@@ -19,8 +22,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="xo.html", help="HTML file to write (default xo.html)")
     p.add_argument("--epochs", type=int, default=30, help="training epochs (0: no training)")
     p.add_argument("--samples", type=int, default=400, help="generated training images")
-    common_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

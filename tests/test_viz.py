@@ -359,3 +359,15 @@ def test_inspect_cli_writes_the_report(tmp_path, digit_model):
     (tmp_path / "not.png").write_bytes(b"plain text")
     assert main(["inspect", str(tmp_path / "m.npz"), "--image", str(tmp_path / "not.png")]) == 2
     assert main(["inspect", str(tmp_path / "missing.npz"), "--image", "x.png"]) == 2
+
+
+def test_is_digit_model_one_rule_for_the_page_and_predict(rng, digit_model):
+    from convnet.viz.inputs import is_digit_model
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10, rng=rng))
+    letters = list("abcdefghij")
+    assert is_digit_model(Model(net, (1, 28, 28), DIGITS))  # named 0..9
+    assert is_digit_model(Model(net, (1, 28, 28), letters, meta={"dataset": "mnist"}))
+    assert is_digit_model(Model(net, (1, 28, 28), letters, meta={"preprocess": "mnist"}))
+    assert not is_digit_model(Model(net, (1, 28, 28), letters))
+    assert not is_digit_model(digit_model)  # 14x14: not MNIST's size

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
         run,
         help="classify image files with a model file (top-k with probabilities)",
         description="Classify images with a model file. Each IMAGE is a file or a folder "
-        "(its image files, sorted). Digit models (trained on MNIST) get the usual MNIST "
+        "(its image files, sorted). Digit models (1x28x28, trained on MNIST or with classes "
+        "0..9) get the usual MNIST "
         "preprocessing: grey, inverted when the background is light, cropped, fitted "
         "into 20x20 and centred by mass in 28x28; other models resize to their input.",
     )
@@ -53,16 +54,6 @@ def image_files(items: list[str]) -> list[Path]:
         else:
             raise CLIError(f"{path}: no such file or folder")
     return files
-
-
-def is_digit_model(model) -> bool:
-    """A model trained on MNIST digits: 1x28x28 input, 10 classes, recorded in its meta."""
-    meta = model.meta or {}
-    return (
-        tuple(model.input_shape) == (1, 28, 28)
-        and len(model.class_names) == 10
-        and (meta.get("preprocess") == "mnist" or meta.get("dataset") == "mnist")
-    )
 
 
 def load_images(model, files: list[Path], mnist: bool) -> np.ndarray:
@@ -99,6 +90,8 @@ def _as_xo(images: np.ndarray) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convnet.viz.inputs import is_digit_model
+
     model = load_model_file(args.model)
     k = len(model.class_names)
     if args.top_k < 1:

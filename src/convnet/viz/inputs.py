@@ -24,11 +24,19 @@ class ImageError(ValueError):
 
 
 def is_digit_model(model) -> bool:
-    """1x28x28 input and ten classes named "0".."9" (or a model trained on MNIST)."""
+    """Whether ``model`` reads MNIST-style digits (and so gets :func:`mnist_preprocess`).
+
+    1x28x28 input, and either ten classes named "0".."9" or MNIST recorded in
+    its meta (``dataset``, or ``preprocess`` with ten classes, as ``convnet
+    train`` writes). The one test used by ``prepare`` (page, inspect) and by
+    ``convnet predict``.
+    """
     meta = getattr(model, "meta", None) or {}
     digits = [str(i) for i in range(10)]
     return tuple(model.input_shape) == (1, 28, 28) and (
-        list(model.class_names) == digits or meta.get("dataset") == "mnist"
+        list(model.class_names) == digits
+        or meta.get("dataset") == "mnist"
+        or (meta.get("preprocess") == "mnist" and len(model.class_names) == 10)
     )
 
 

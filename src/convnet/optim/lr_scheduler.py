@@ -23,6 +23,14 @@ from convnet._validate import check_float, check_int
 from convnet.optim.optimizer import Optimizer, check_bool
 
 
+def _check_optimizer(owner: str, optimizer: Any) -> Optimizer:
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"{owner}: optimizer must be a convnet.optim Optimizer, got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
 class LRScheduler:
     """Base class: tracks the step count and writes each new lr into the optimizer.
 
@@ -50,12 +58,7 @@ class LRScheduler:
     """
 
     def __init__(self, optimizer: Optimizer) -> None:
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"{type(self).__name__}: optimizer must be a convnet.optim Optimizer, "
-                f"got {type(optimizer).__name__}"
-            )
-        self.optimizer = optimizer
+        self.optimizer = _check_optimizer(type(self).__name__, optimizer)
         self.base_lr = self._initial_lr()
         self.last_epoch = -1
         self._is_initial = True
@@ -383,10 +386,8 @@ class OneCycleLR(LRScheduler):
         max_momentum: float = 0.95,
     ) -> None:
         o = "OneCycleLR"
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"{o}: optimizer must be a convnet.optim Optimizer, got {type(optimizer).__name__}"
-            )
+        # Checked before the momentum settings below read it (the base checks again).
+        _check_optimizer(o, optimizer)
         self.max_lr = check_float(o, "max_lr", max_lr, minimum=0.0)
         self.total_steps = check_int(o, "total_steps", total_steps, minimum=1)
         pct_start = check_float(o, "pct_start", pct_start, 0.0, 1.0)

@@ -80,7 +80,8 @@ class _ConvNd(Module):
                 total = d * (k - 1)
                 per_axis.append((total // 2, total - total // 2))
         else:
-            per_axis = [(p, p) for p in self.padding]  # type: ignore[union-attr]
+            # An int tuple here: the strings were handled above.
+            per_axis = [(int(p), int(p)) for p in self.padding]
         return ((0, 0), per_axis[0]) if self.nd == 1 else (per_axis[0], per_axis[1])
 
     def _to2d(self, t: tuple[int, ...], fill: int) -> tuple[int, int]:

@@ -12,6 +12,8 @@ from convnet.functional import pool as F
 from convnet.nn.conv import _fmt
 from convnet.nn.module import Module
 
+Pair = tuple[int, int]
+
 
 class _PoolNd(Module):
     """Shared code of the max/avg pools; ``nd`` spatial axes, computed as 2-D."""
@@ -49,7 +51,14 @@ class _PoolNd(Module):
     def _2d(self, t: tuple[int, ...], fill: int) -> tuple[int, int]:
         return (fill, t[0]) if self.nd == 1 else (t[0], t[1])
 
-    def _args(self) -> tuple[tuple[int, int], ...]:
+    # Hooks of the max and average subclasses: the 2-D computation and its adjoint.
+    def _forward2d(self, x4: Array) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def _backward2d(self, g4: Array, x_shape: tuple[int, ...], aux: Any) -> Array:
+        raise NotImplementedError
+
+    def _args(self) -> tuple[Pair, Pair, Pair, Pair]:
         return (
             self._2d(self.kernel_size, 1),
             self._2d(self.stride, 1),
@@ -107,11 +116,13 @@ class _PoolNd(Module):
 
 
 class _MaxPool(_PoolNd):
-    def _forward2d(self, x4: Array) -> tuple[Array, Array]:
-        return F.max_pool2d_forward(x4, *self._args(), self.ceil_mode)
+    def _forward2d(self, x4: Array) -> tuple[Array, Any]:
+        k, s, p, d = self._args()
+        return F.max_pool2d_forward(x4, k, s, p, d, self.ceil_mode)
 
-    def _backward2d(self, g4: Array, x_shape, idx: Array) -> Array:
-        return F.max_pool2d_backward(g4, idx, x_shape, *self._args())
+    def _backward2d(self, g4: Array, x_shape: tuple[int, ...], winners: Any) -> Array:
+        k, s, p, d = self._args()
+        return F.max_pool2d_backward(g4, winners, x_shape, k, s, p, d)
 
 
 class _AvgPool(_PoolNd):
@@ -135,7 +146,7 @@ class _AvgPool(_PoolNd):
         k, s, p, _ = self._args()
         return F.avg_pool2d_forward(x4, k, s, p, self.ceil_mode, self.count_include_pad), None
 
-    def _backward2d(self, g4: Array, x_shape, _aux: None) -> Array:
+    def _backward2d(self, g4: Array, x_shape: tuple[int, ...], aux: Any) -> Array:
         k, s, p, _ = self._args()
         return F.avg_pool2d_backward(g4, x_shape, k, s, p, self.count_include_pad)
 

@@ -82,7 +82,9 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
             with os.fdopen(fd, "wb") as f:
                 payload = {HEADER_KEY: np.array(text)}
                 payload.update({k: np.asarray(v) for k, v in arrays.items()})
-                np.savez(f, **payload)
+                # savez's stub types **kwds as if a key could bind its
+                # ``allow_pickle: bool``; the keys here are array names.
+                np.savez(f, **payload)  # type: ignore[arg-type]
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -288,7 +290,7 @@ def _check_header(path: Path, h: dict[str, Any]) -> None:
     names = h["class_names"]
     _expect(
         path,
-        isinstance(names, list) and names and all(isinstance(c, str) for c in names),
+        isinstance(names, list) and bool(names) and all(isinstance(c, str) for c in names),
         f"header 'class_names' must be a non-empty list of strings, got {names!r}",
     )
     norm = h["normalization"]

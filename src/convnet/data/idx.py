@@ -11,11 +11,12 @@ instead of exhausting memory.
 from __future__ import annotations
 
 import gzip as _gzip
+import io
 import math
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ _MAX_RANK = 8
 _GZIP_MAGIC = b"\x1f\x8b"
 
 # IDX type code -> big-endian dtype of the stored values.
-_CODE_TO_DTYPE = {
+_CODE_TO_DTYPE: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -46,7 +47,7 @@ class DataError(ValueError):
     """
 
 
-def _read_exact(f: BinaryIO, n: int, path: Path, what: str) -> bytes:
+def _read_exact(f: io.BufferedIOBase, n: int, path: Path, what: str) -> bytes:
     data = f.read(n)
     if len(data) != n:
         raise DataError(
@@ -55,12 +56,12 @@ def _read_exact(f: BinaryIO, n: int, path: Path, what: str) -> bytes:
     return data
 
 
-def _open(path: Path) -> BinaryIO:
+def _open(path: Path) -> io.BufferedReader | _gzip.GzipFile:
     """Open raw or gzip by content (magic bytes), not by file name."""
     with open(path, "rb") as f:
         head = f.read(2)
     if head == _GZIP_MAGIC:
-        return _gzip.open(path, "rb")  # type: ignore[return-value]
+        return _gzip.open(path, "rb")
     return open(path, "rb")
 
 
@@ -148,10 +149,10 @@ def _read_idx(path: Path, max_bytes: int) -> np.ndarray:
                     f"found {found} after decompression"
                 )
         else:
-            found = os.fstat(f.fileno()).st_size - header
-            if found != nbytes:
+            payload = os.fstat(f.fileno()).st_size - header
+            if payload != nbytes:
                 raise DataError(
-                    f"{path}: IDX sizes {dims} need {nbytes} payload bytes, found {found}"
+                    f"{path}: IDX sizes {dims} need {nbytes} payload bytes, found {payload}"
                 )
             buf = bytearray(nbytes)
             if f.readinto(buf) != nbytes:

@@ -36,7 +36,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -210,7 +210,9 @@ def _static_problems(onnx: Any, nodes: list[Any]) -> list[str]:
         for key, value in _attrs(onnx, node).items():
             if key not in allowed:
                 problems.append(f"{_label(node)} (attribute {key}={value!r} is not supported)")
-            elif allowed[key] is not None and not allowed[key](value):
+                continue
+            check = allowed[key]
+            if check is not None and not check(value):
                 problems.append(f"{_label(node)} ({key}={value!r} is not supported)")
     return problems
 
@@ -279,6 +281,13 @@ class _Importer:
         self.batch: int | str = _N
 
     # -- values -----------------------------------------------------------
+    # required=True gives an array or raises _Refuse; only optional inputs may be None.
+    @overload
+    def _const(
+        self, node: Any, i: int, what: str, required: Literal[True] = True
+    ) -> np.ndarray: ...
+    @overload
+    def _const(self, node: Any, i: int, what: str, required: bool) -> np.ndarray | None: ...
     def _const(self, node: Any, i: int, what: str, required: bool = True) -> np.ndarray | None:
         if i >= len(node.input) or not node.input[i]:
             if required:
@@ -344,11 +353,12 @@ class _Importer:
                 outs = [None] * len(node.output)
             for t, v in zip(node.output, outs):
                 self.values[t] = v
-        out = self.values.get(g.output[0].name)
-        if not self.problems and not isinstance(out, _Data):
-            self.problems.append(f"the output {g.output[0].name!r} does not depend on the input")
         if self.problems:
             raise UnsupportedModelError(self.source, self.problems)
+        out = self.values.get(g.output[0].name)
+        if not isinstance(out, _Data):
+            problem = f"the output {g.output[0].name!r} does not depend on the input"
+            raise UnsupportedModelError(self.source, [problem])
         net = nn.Sequential(*out.layers)
         return self._finish(net, input_shape, out.shape)
 
@@ -381,9 +391,9 @@ class _Importer:
                 f"input {inp.name!r} has {len(dims)} dims; need (N, C, H, W), (N, C, L) or (N, F)"
             )
             return None
-        sample = dims[1:]
-        if any(d is None or d <= 0 for d in sample):
-            if isinstance(meta, list) and len(meta) == len(sample):
+        sample = [d for d in dims[1:] if d is not None and d > 0]
+        if len(sample) != len(dims) - 1:  # some size is open (None or <= 0)
+            if isinstance(meta, list) and len(meta) == len(dims) - 1:
                 sample = [int(v) for v in meta]
             else:
                 problems.append(
@@ -614,10 +624,10 @@ class _Importer:
         v0, v1 = (self.values.get(t) for t in node.input[:2])
         if isinstance(v0, _Data) and isinstance(v1, _Data):
             return [self._residual(v0, v1)]
-        if isinstance(v0, _Data) or isinstance(v1, _Data):
-            x, c = (v0, v1) if isinstance(v0, _Data) else (v1, v0)
-            tensor = node.input[0] if x is v0 else node.input[1]
-            return [self._fold_bias(x, np.asarray(c), tensor)]
+        if isinstance(v0, _Data):
+            return [self._fold_bias(v0, np.asarray(v1), node.input[0])]
+        if isinstance(v1, _Data):
+            return [self._fold_bias(v1, np.asarray(v0), node.input[1])]
         raise _Refuse("an Add of two constants")
 
     def _residual(self, x: _Data, y: _Data) -> _Data:
@@ -718,14 +728,17 @@ class _Importer:
         key, value = next(iter(a.items()))
         return [np.asarray(value, dtype=np.float32 if "float" in key else np.int64)]
 
-    def _shape_args(self, node: Any) -> list[np.ndarray | None]:
+    def _shape_args(self, node: Any) -> list[Any]:
+        """The node's inputs: int64 arrays, object arrays holding the symbolic
+        batch ``"N"``, or None for an omitted input; each op indexes them as
+        its ONNX schema says (hence Any, not ``np.ndarray | None``)."""
         vals = [self.values.get(t) if t else None for t in node.input]
         if any(isinstance(v, _Data) for v in vals):
             raise _Refuse("shape arithmetic on activations")
         return vals
 
     def _op_Shape(self, node: Any, a: dict[str, Any]) -> list[Any]:
-        v = self.values.get(node.input[0])
+        v: Any = self.values.get(node.input[0])  # _Data or an array
         dims: list[Any] = [self.batch, *v.shape[1:]] if isinstance(v, _Data) else list(v.shape)
         start, end = a.get("start", 0), a.get("end", len(dims))
         return [_sym(dims[start:end])]

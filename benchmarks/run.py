@@ -335,6 +335,7 @@ def markdown(info, threads, ceiling1, ceiling, layers, train, infer, flops, mem,
             f"| {r['layer']} | {r['convnet']:.3f} | {r.get('torch', float('nan')):.3f} | "
             f"{ratio(r['convnet'], r.get('torch'), False)} |"
         )
+    lines += _training_runs()
     lines += [
         "",
         "## Scaling",
@@ -345,6 +346,29 @@ def markdown(info, threads, ceiling1, ceiling, layers, train, infer, flops, mem,
         "",
     ]
     return "\n".join(lines)
+
+
+def _training_runs() -> list[str]:
+    """Full MNIST runs recorded by ``python -m benchmarks.training`` (minutes each)."""
+    path = RESULTS / "training_runs.json"
+    if not path.exists():
+        return []
+    runs = json.loads(path.read_text())
+    lines = [
+        "",
+        "## Full training runs on MNIST (recorded by `python -m benchmarks.training`)",
+        "",
+        "| model | epochs | test accuracy | wall time | threads | date | command |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in runs.values():
+        lines.append(
+            f"| {r['model']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
+            f"{r['wall_seconds']:.0f} s | {r['threads']} | {r['date']} | `{r['command']}` |"
+        )
+    if any(r.get("note") for r in runs.values()):
+        lines += ["", *(f"- {r['model']}: {r['note']}" for r in runs.values() if r.get("note"))]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

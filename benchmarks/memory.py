@@ -12,6 +12,17 @@ import sys
 
 
 def _peak_mib() -> float:
+    """This process's peak resident memory (VmHWM).
+
+    Not ``getrusage``: Linux carries ``ru_maxrss`` across fork and exec, so a
+    child started by a large benchmark process would report the parent's peak.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

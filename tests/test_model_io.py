@@ -163,3 +163,16 @@ def test_model_delegates_and_validates():
                 return (s[0], 2)
 
         model_header(Model(Custom(), (1, 2, 2), ["a", "b"]))
+
+
+def test_predict_proba_does_not_apply_softmax_twice():
+    # A net that already ends in Softmax (as an ONNX import of a torch model can)
+    # gives the same probabilities as the same net without it.
+    rng = np.random.default_rng(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, rng=rng))
+    with_softmax = nn.Sequential(nn.Flatten(), body[1], nn.Softmax(dim=1))
+    x = rng.standard_normal((5, 1, 2, 2)).astype(np.float32)
+    plain = Model(body, (1, 2, 2), ["a", "b", "c"]).predict_proba(x)
+    ending = Model(with_softmax, (1, 2, 2), ["a", "b", "c"]).predict_proba(x)
+    np.testing.assert_allclose(plain, ending, rtol=1e-6)
+    np.testing.assert_allclose(plain.sum(axis=1), 1.0, rtol=1e-6)

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 
 from convnet.backend import Array
+from convnet.functional.activation import softmax
+from convnet.nn.activation import Softmax
+from convnet.nn.container import Sequential
 from convnet.nn.module import Module
 from convnet.nn.parameter import Parameter
 
@@ -215,12 +218,14 @@ class Model(Module):
     def predict_proba(self, images: Array, batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``(N, K)`` (float32) of raw images, in eval mode."""
         x = self.preprocess(images)
+        # A net that already ends in Softmax (e.g. imported from ONNX) gives
+        # probabilities; applying softmax again would flatten them.
+        last = self.net[-1] if isinstance(self.net, Sequential) and len(self.net) else self.net
+        ends_in_softmax = isinstance(last, Softmax) and last.dim in (None, 1, -1)
         out = []
         for start in range(0, len(x), batch_size):  # batches, not samples
-            logits = self.net(x[start : start + batch_size], training=False)
-            z = logits - logits.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            out.append(e / e.sum(axis=1, keepdims=True))
+            scores = self.net(x[start : start + batch_size], training=False)
+            out.append(scores if ends_in_softmax else softmax(scores, axis=1))
         if not out:
             return np.zeros((0, self.num_classes), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)

@@ -70,11 +70,17 @@ def number_grid(a: np.ndarray, fmt: str = "{:.2f}", vmax: float | None = None) -
     rows = []
     for i in range(a.shape[0]):  # a handful of rows of a small grid, for display only
         cells = "".join(
-            f'<td style="background:rgb({r},{g},{b})">{esc(fmt.format(a[i, j]))}</td>'
+            f'<td style="background:rgb({r},{g},{b});color:{_ink(r, g, b)}">'
+            f"{esc(fmt.format(a[i, j]))}</td>"
             for j, (r, g, b) in enumerate(rgb[i].tolist())
         )
         rows.append(f"<tr>{cells}</tr>")
     return f'<table class="grid">{"".join(rows)}</table>'
+
+
+def _ink(r: int, g: int, b: int) -> str:
+    """Black or white text, whichever reads on this background (relative luminance)."""
+    return "#000" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else "#fff"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -11,6 +11,8 @@ row-major order, as PyTorch does; padding never wins (it is ``-inf``).
 
 from __future__ import annotations
 
+import numpy as np
+
 from convnet.backend import Array, empty_like_layout, xp_of, zeros_like_layout
 
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
@@ -137,8 +139,6 @@ def _divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: boo
     With ``count_include_pad`` a window counts the zero padding but not what
     lies past it (ceil_mode's overhang); without, only real input elements.
     """
-    import numpy as np
-
     start = np.arange(out) * s - p  # in input coordinates
     end = start + k
     if count_include_pad:
@@ -205,8 +205,6 @@ def adaptive_matrix(size: int, out: int, dtype) -> Array:
 
     Row ``o`` averages ``[floor(o*size/out), ceil((o+1)*size/out))``, PyTorch's bins.
     """
-    import numpy as np
-
     o = np.arange(out)
     start = (o * size) // out
     end = -((-(o + 1) * size) // out)

@@ -42,6 +42,33 @@ def conv2d_loops(x, w, b, stride, pads, dilation):
     return y
 
 
+def conv2d_grads_loops(x, w, g, stride, pads, dilation):
+    """(dx, dw) of conv2d_loops by the chain rule, one output element at a time.
+
+    Each output gradient ``g[n,o,i,j]`` flows to every input element its window
+    read (times the weight) and to every weight (times the input it met).
+    """
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    (t, bo), (le, r) = pads
+    xp = np.zeros((n, c, h + t + bo, wd + le + r), dtype=np.float64)
+    xp[:, :, t : t + h, le : le + wd] = x
+    dxp = np.zeros_like(xp)
+    dw = np.zeros(w.shape)
+    for ni in range(n):
+        for oi in range(o):
+            for i in range(g.shape[2]):
+                for j in range(g.shape[3]):
+                    for ci in range(c):
+                        for p in range(kh):
+                            for q in range(kw):
+                                r_ = i * stride[0] + p * dilation[0]
+                                c_ = j * stride[1] + q * dilation[1]
+                                dxp[ni, ci, r_, c_] += g[ni, oi, i, j] * w[oi, ci, p, q]
+                                dw[oi, ci, p, q] += g[ni, oi, i, j] * xp[ni, ci, r_, c_]
+    return dxp[:, :, t : t + h, le : le + wd], dw
+
+
 def _pool_len(size, k, s, p, d, ceil_mode):
     span = size + 2 * p - d * (k - 1) - 1
     out = (math.ceil(span / s) if ceil_mode else span // s) + 1

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from convnet import nn
 from convnet.functional import conv as F
 from tests.gradcheck import check_layer
-from tests.reference import conv2d_loops
+from tests.reference import conv2d_grads_loops, conv2d_loops
 
 
 def _f64(layer):
@@ -297,3 +297,28 @@ def test_cache_blocks_do_not_change_results(block_bytes):
     np.testing.assert_allclose(dx, dx1, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, dw1, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, db1, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
+@pytest.mark.parametrize(
+    ("pads", "stride", "dilation", "kernel"),
+    [
+        (((1, 1), (1, 1)), (1, 1), (1, 1), (3, 3)),  # the 'same' 3x3 of most nets
+        (((0, 0), (0, 0)), (1, 1), (1, 1), (5, 5)),  # 'valid', LeNet's second layer
+        (((2, 0), (1, 3)), (1, 1), (2, 3), (3, 2)),  # uneven pads, dilation, non-square
+        (((1, 1), (1, 1)), (2, 2), (1, 1), (3, 3)),  # strided: the col2im path
+    ],
+)
+def test_backward_matches_loops(pads, stride, dilation, kernel, block_bytes):
+    # Stride 1 scatters the input gradient on the padded grid, other strides by
+    # col2im; both, in one block or many, must equal the chain rule by loops.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 2, 9, 8))
+    w = rng.standard_normal((4, 2, *kernel))
+    y = F.conv2d_forward(x, w, None, stride, pads, dilation)
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = F.conv2d_backward(g, x, w, stride, pads, dilation, True, block_bytes=block_bytes)
+    ref_dx, ref_dw = conv2d_grads_loops(x, w, g, stride, pads, dilation)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, ref_dw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)

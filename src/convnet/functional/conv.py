@@ -186,6 +186,12 @@ def conv2d_backward(
 ) -> tuple[Array | None, Array, Array | None]:
     """Gradients of :func:`conv2d_forward`, block by block.
 
+    Per block of the batch, columns rebuilt in cache: ``dW += cols @ dY.T``
+    (``dW`` transposed, the orientation OpenBLAS runs fastest when ``O`` is
+    small) and ``dcols = W.T @ dY`` scattered back into the block's samples
+    of ``dx``: on the padded grid for stride 1 (:func:`_grid_scatter`), by
+    :func:`_col2im_add` otherwise.
+
     Shape: ``grad_out`` (N, O, OH, OW), ``x`` (N, C, H, W) -> ``dx`` (N, C, H, W)
     or None when not ``input_grad``, ``dW`` (O, C, kH, kW), ``db`` (O,) or None.
     """
@@ -196,29 +202,78 @@ def conv2d_backward(
     rows, p = c * kh * kw, oh * ow
     dt = grad_out.dtype
     xpad = pad2d(x, pads)
+    hp, wp = xpad.shape[2:]
     w2 = weight.reshape(o, rows)
     # (N, O, OH, OW) -> (O, N, OH, OW): the layout of the forward's GEMM output,
     # a free view when grad_out is channel-major, as the layers above leave it.
     g = grad_out.transpose(1, 0, 2, 3)
-    dw = xp.zeros((o, rows), dtype=dt)
-    part = xp.empty((o, rows), dtype=dt)
-    blk = block_size(n, rows, p, dt.itemsize, block_bytes)
-    buf = xp.empty((rows, blk * p), dtype=dt)
-    dbuf = xp.empty((rows, blk * p), dtype=dt) if input_grad else None
-    dxpad = xp.zeros((c, n, *xpad.shape[2:]), dtype=dt) if input_grad else None
+    grid = input_grad and stride == (1, 1)
+    per_sample = hp * wp if grid else p  # the widest matrix a block makes
+    blk = block_size(n, rows, per_sample, dt.itemsize, block_bytes)
+    dxpad = xp.zeros((c, n, hp, wp), dtype=dt) if input_grad else None
+    dwt = xp.zeros((rows, o), dtype=dt)  # dW transposed, (C*kH*kW, O)
+    tmp = xp.empty((rows, o), dtype=dt)
+    buf = xp.empty((rows, blk * per_sample), dtype=dt)
+    gbuf = xp.zeros((o, blk, hp, wp), dtype=dt) if grid else None
     for n0 in range(0, n, blk):  # the forward's blocks, columns rebuilt in cache
         nb = min(blk, n - n0)
         cols = im2col(xpad[n0 : n0 + nb], (kh, kw), stride, dilation, (oh, ow), buf[:, : nb * p])
         gb = g[:, n0 : n0 + nb].reshape(o, nb * p)
-        xp.matmul(gb, cols.T, out=part)
-        dw += part
-        if dbuf is not None and dxpad is not None:
-            dcols = xp.matmul(w2.T, gb, out=dbuf[:, : nb * p])
+        dwt += xp.matmul(cols, gb.T, out=tmp)
+        if dxpad is None:
+            continue
+        if gbuf is not None:
+            gbuf[:, :nb, :oh, :ow] = g[:, n0 : n0 + nb]  # its borders stay zero
+            _grid_scatter(gbuf[:, :nb], w2, dxpad[:, n0 : n0 + nb], (kh, kw), dilation, buf)
+        else:
+            dcols = xp.matmul(w2.T, gb, out=buf[:, : nb * p])
             _col2im_add(dcols, dxpad[:, n0 : n0 + nb], (kh, kw), stride, dilation, (oh, ow))
     db = g.sum(axis=(1, 2, 3)) if need_bias else None
-    dw = dw.reshape(weight.shape)
+    dw = dwt.T.reshape(weight.shape)
     if dxpad is None:
         return None, dw, db
     (t, _), (lf, _) = pads
     # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
     return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3), dw, db
+
+
+def _grid_scatter(
+    g_grid: Array,
+    w2: Array,
+    dxpad: Array,
+    kernel: tuple[int, int],
+    dilation: tuple[int, int],
+    buf: Array,
+) -> None:
+    """``dxpad`` += the input gradient of a stride-1 convolution, on the padded grid.
+
+    With stride 1, output position ``(oh, ow)`` reads padded input position
+    ``(oh + i*dH, ow + j*dW)`` for kernel offset ``(i, j)``. With ``dY`` laid
+    out on the padded input's grid (zeros where no output is) and each
+    sample's ``Hp x Wp`` grid flattened, every kernel offset is one fixed
+    shift ``i*dH*Wp + j*dW`` along that flat axis:
+
+        dcols = W.T @ dY_grid                       # (C*kH*kW, nb*Hp*Wp)
+        dx_flat[c, q + shift(i, j)] += dcols[(c, i, j), q]
+
+    so the scatter is ``kH*kW`` adds over long contiguous runs instead of
+    short strided rows. Grid positions with no output hold zeros in
+    ``dY_grid``, so their columns are zero and add nothing, and no shift
+    leaves its sample's grid.
+
+    Shape: ``g_grid`` (O, nb, Hp, Wp), ``w2`` (O, C*kH*kW), ``dxpad``
+    (C, nb, Hp, Wp) contiguous per channel, ``buf`` at least (C*kH*kW, nb*Hp*Wp).
+    """
+    xp = xp_of(g_grid)
+    o, nb, hp, wp = g_grid.shape
+    c = dxpad.shape[0]
+    kh, kw = kernel
+    rows, lb = w2.shape[1], nb * hp * wp
+    out = buf.reshape(-1)[: rows * lb].reshape(rows, lb)  # contiguous, in buf's memory
+    dcols = xp.matmul(w2.T, g_grid.reshape(o, lb), out=out)
+    d3 = dcols.reshape(c, kh * kw, lb)
+    dx = dxpad.reshape(c, lb)  # a view: the block's samples are adjacent in memory
+    for i in range(kh):  # loops over kernel offsets only
+        for j in range(kw):
+            shift = i * dilation[0] * wp + j * dilation[1]
+            dx[:, shift:] += d3[:, i * kw + j, : lb - shift]

@@ -103,7 +103,11 @@ def _running_max(taps: list[Array]) -> tuple[Array, Array]:
     idx = (taps[1] > taps[0]).view(xp.int8)  # bool as 0/1, no copy
     best = xp.maximum(taps[0], taps[1])
     for t, tap in enumerate(taps[2:], start=2):
-        xp.copyto(idx, t, where=tap > best)
+        # Where tap t beats the best so far the index becomes t, larger than any
+        # index yet: a max with t*(tap > best) (int8 work, no masked copy).
+        won = (tap > best).view(xp.int8)
+        won *= t
+        xp.maximum(idx, won, out=idx)
         xp.maximum(best, tap, out=best)
     return best, idx
 

@@ -10,8 +10,10 @@ of shape ``(C*kH*kW, N*OH*OW)`` with one strided-view copy, then computes
     out = W.reshape(O, C*kH*kW) @ cols + b          # the GEMM
 
 The backward pass is two GEMMs, ``dW = dY @ cols.T`` and ``dcols = W.T @ dY``,
-and ``col2im`` scatters ``dcols`` back with one strided slice-add per kernel
-offset (``kH*kW`` adds over whole arrays, no ``np.add.at``).
+and a scatter of ``dcols`` back to the input: for stride 1 on the padded grid
+(each kernel offset one fixed shift along the flattened maps, see
+:func:`_grid_scatter`), otherwise ``col2im`` with one strided slice-add per
+kernel offset (``kH*kW`` adds over whole arrays, no ``np.add.at``).
 
 Cache blocking: the column matrix is ``kH*kW`` times the size of the input
 (nine times for a 3x3 kernel), too large to stay in the CPU cache between the

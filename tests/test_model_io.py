@@ -11,7 +11,7 @@ import pytest
 
 import convnet
 from convnet import Model, ModelFileError, load, models, nn, save
-from convnet.io import HEADER_KEY
+from convnet.io import HEADER_KEY, load_arrays, save_arrays
 
 
 def _model(name: str = "lenet5", seed: int = 0) -> Model:
@@ -176,3 +176,26 @@ def test_predict_proba_does_not_apply_softmax_twice():
     ending = Model(with_softmax, (1, 2, 2), ["a", "b", "c"]).predict_proba(x)
     np.testing.assert_allclose(plain, ending, rtol=1e-6)
     np.testing.assert_allclose(plain.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_save_arrays_any_name_round_trips_and_object_arrays_are_refused(tmp_path):
+    # np.savez(f, **arrays) would take an array named "allow_pickle" as its flag;
+    # save_arrays writes every name as a member, np.load reads the file as usual.
+    arrays = {
+        "allow_pickle": np.arange(3, dtype=np.float32),
+        "file": np.ones((2, 2), np.float64),
+        "opt.state.0.exp_avg": np.zeros((0, 4), np.float32),
+        "step": np.int64(7),
+    }
+    path = save_arrays(tmp_path / "a.npz", {"k": [1, "x"]}, arrays)
+    header, got = load_arrays(path)
+    assert header == {"k": [1, "x"]}
+    assert set(got) == set(arrays)
+    for k, v in arrays.items():
+        assert got[k].dtype == np.asarray(v).dtype and np.array_equal(got[k], v)
+    with np.load(path, allow_pickle=False) as f:  # still a plain NumPy .npz
+        assert sorted(f.files) == sorted([HEADER_KEY, *arrays])
+        assert zipfile.ZipFile(path).getinfo("step.npy").compress_type == zipfile.ZIP_STORED
+    with pytest.raises(ValueError, match=r"[Oo]bject arrays"):
+        save_arrays(tmp_path / "b.npz", {}, {"x": np.array([None, 1], dtype=object)})
+    assert os.listdir(tmp_path) == ["a.npz"]  # the failed write left nothing behind

@@ -158,17 +158,18 @@ def test_permission_denied_is_reported_before_training(tmp_path, monkeypatch):
 
 
 def _disk_full_after(monkeypatch, n_ok: int):
-    real = np.savez
+    """Make the writes after the first ``n_ok`` fail half-way with ENOSPC."""
+    real = convnet.io._write_npz
     calls = {"n": 0}
 
-    def savez(f, **arrays):
+    def write_npz(f, arrays):
         calls["n"] += 1
         if calls["n"] > n_ok:
             f.write(b"partial bytes")
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(f, **arrays)
+        return real(f, arrays)
 
-    monkeypatch.setattr(convnet.io.np, "savez", savez)
+    monkeypatch.setattr(convnet.io, "_write_npz", write_npz)
 
 
 def test_disk_full_keeps_the_last_good_checkpoint_and_says_so(tmp_path, monkeypatch):

@@ -82,9 +82,7 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
             with os.fdopen(fd, "wb") as f:
                 payload = {HEADER_KEY: np.array(text)}
                 payload.update({k: np.asarray(v) for k, v in arrays.items()})
-                # savez's stub types **kwds as if a key could bind its
-                # ``allow_pickle: bool``; the keys here are array names.
-                np.savez(f, **payload)  # type: ignore[arg-type]
+                _write_npz(f, payload)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -102,6 +100,20 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
             pass
         raise
     return path
+
+
+def _write_npz(f: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to the open binary file ``f`` as ``np.savez`` does: a
+    stored (uncompressed) zip with one ``NAME.npy`` member per array.
+
+    Done with NumPy's own ``.npy`` writer rather than ``np.savez(f, **arrays)``
+    because savez's keyword arguments would take an array named
+    ``allow_pickle`` as its flag. Object arrays are refused (no pickles).
+    """
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
 def _check_members(path: Path) -> None:

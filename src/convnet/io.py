@@ -113,7 +113,7 @@ def _write_npz(f: Any, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in arrays.items():
             with zf.open(f"{name}.npy", mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+                np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
 def _check_members(path: Path) -> None:

@@ -28,8 +28,10 @@ from fuzz.targets import TARGETS  # noqa: E402
 def test_short_fuzz_run_of_every_reader(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     env["PYTHONPATH"] = str(ROOT)
+    # 200 inputs per target is the run; 8 s is only a ceiling, so that a slow
+    # moment of a shared machine cannot end a target before it has 50 inputs.
     cmd = [sys.executable, "-m", "fuzz.run", "--engine", "mutate", "--target", "all",
-           "--seconds", "2.5", "--max-inputs", "200", "--crashes", str(tmp_path)]  # fmt: skip
+           "--seconds", "8", "--max-inputs", "200", "--crashes", str(tmp_path)]  # fmt: skip
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     results = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [x["target"] for x in results] == list(TARGETS), r.stderr[-2000:]

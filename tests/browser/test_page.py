@@ -143,8 +143,11 @@ def draw(page, points):
 def prediction_after_drawing(page, points) -> str:
     page.click("#clear")
     draw(page, points)
-    page.wait_for_function("document.getElementById('prediction').dataset.class !== ''")
-    page.wait_for_timeout(800)  # let the debounced request for the last stroke land
+    # busy stays "1" until the answer for the last stroke is shown
+    page.wait_for_function(
+        "document.body.dataset.busy === '0'"
+        " && document.getElementById('prediction').dataset.class !== ''"
+    )
     return page.locator("#prediction").get_attribute("data-class")
 
 

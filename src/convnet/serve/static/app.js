@@ -12,6 +12,11 @@ let timer = null;
 let inflight = false;
 let pending = false;
 
+// data-busy on <body>: "1" from the first stroke until the answer for the
+// latest drawing is shown, "0" otherwise (for scripts and tests that wait).
+function setBusy(b) { document.body.dataset.busy = b ? "1" : "0"; }
+setBusy(false);
+
 function clearCanvas() {
   ctx.fillStyle = "#ffffff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
@@ -82,11 +87,16 @@ document.getElementById("upload").addEventListener("change", (ev) => {
 });
 
 function schedule() {
+  setBusy(true);
   clearTimeout(timer);
-  timer = setTimeout(() => canvas.toBlob((blob) => send(blob), "image/png"), DEBOUNCE_MS);
+  timer = setTimeout(() => {
+    timer = null;
+    canvas.toBlob((blob) => send(blob), "image/png");
+  }, DEBOUNCE_MS);
 }
 
 async function send(blob) {
+  setBusy(true);
   if (inflight) { pending = true; return; }  // one request at a time; the latest drawing wins
   inflight = true;
   try {
@@ -104,6 +114,7 @@ async function send(blob) {
   } finally {
     inflight = false;
     if (pending) { pending = false; schedule(); }
+    else if (timer === null) setBusy(false);  // no newer drawing waiting
   }
 }
 

@@ -186,18 +186,32 @@ def test_same_padding_keeps_size_and_output_shape_agrees():
         assert layer(x).shape == (1, 3, 7, 6) == layer.output_shape(x.shape)
 
 
-def test_im2col_col2im_are_adjoint():
-    # <im2col(x), c> == <x, col2im(c)>: the scatter is the exact transpose.
+def test_im2row_row2im_are_adjoint():
+    # <im2row(x), r> == <x, row2im(r)>: the scatter is the exact transpose.
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 7, 6))
     pads = ((1, 2), (0, 1))
     k, s, d = (3, 2), (2, 1), (1, 2)
     oh = F.out_size(7, 3, 2, 3, 1)
     ow = F.out_size(6, 2, 1, 1, 2)
-    cols = F.im2col(F.pad2d(x, pads), k, s, d, (oh, ow))
-    c = rng.standard_normal(cols.shape)
-    back = F.col2im(c, x.shape, pads, k, s, d, (oh, ow))
-    assert np.isclose(np.sum(cols * c), np.sum(x * back))
+    xpad = F.pad_nhwc(x, pads)  # (N, Hp, Wp, C)
+    rows = F.im2row(xpad, k, s, d, (oh, ow))
+    r = rng.standard_normal(rows.shape)
+    back = np.zeros_like(xpad)
+    F.row2im_add(r, back, k, s, d, (oh, ow))
+    assert np.isclose(np.sum(rows * r), np.sum(xpad * back))
+
+
+def test_im2col_and_im2row_gather_the_same_fields():
+    # Channel-major columns (for NCHW inputs) hold the rows' values, reordered.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 6))
+    pads, k, s, d = ((1, 0), (2, 1)), (2, 3), (1, 2), (2, 1)
+    oh, ow = F.out_size(7, 2, 1, 1, 2), F.out_size(6, 3, 2, 3, 1)
+    cols = F.im2col(F.pad2d(x, pads), k, s, d, (oh, ow))  # (C*kH*kW, N*OH*OW)
+    rows = F.im2row(F.pad_nhwc(x, pads), k, s, d, (oh, ow))  # (N*OH*OW, kH*kW*C)
+    as_rows = cols.reshape(3, 2, 3, -1).transpose(3, 1, 2, 0).reshape(rows.shape)
+    np.testing.assert_array_equal(as_rows, rows)
 
 
 @pytest.mark.parametrize(
@@ -299,6 +313,13 @@ def test_cache_blocks_do_not_change_results(block_bytes):
     np.testing.assert_allclose(db, db1, rtol=1e-12, atol=1e-12)
 
 
+def _channels_last(a):
+    """The same (N, C, H, W) values stored channels-last, as layers hand them on."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("out_last_from", [1, 1 << 30])  # outputs channels-last or not
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
 @pytest.mark.parametrize(
     ("pads", "stride", "dilation", "kernel"),
@@ -309,14 +330,25 @@ def test_cache_blocks_do_not_change_results(block_bytes):
         (((1, 1), (1, 1)), (2, 2), (1, 1), (3, 3)),  # strided: the col2im path
     ],
 )
-def test_backward_matches_loops(pads, stride, dilation, kernel, block_bytes):
+def test_backward_matches_loops(
+    pads, stride, dilation, kernel, block_bytes, layout, out_last_from, monkeypatch
+):
     # Stride 1 scatters the input gradient on the padded grid, other strides by
-    # col2im; both, in one block or many, must equal the chain rule by loops.
+    # row2im; both, in one block or many, and from inputs gathered as columns
+    # (NCHW) or rows (channels-last), must equal the chain rule by loops.
+    monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, 2, 9, 8))
     w = rng.standard_normal((4, 2, *kernel))
-    y = F.conv2d_forward(x, w, None, stride, pads, dilation)
-    g = rng.standard_normal(y.shape)
+    if layout == "channels_last":
+        x = _channels_last(x)
+    y = F.conv2d_forward(x, w, None, stride, pads, dilation, block_bytes=block_bytes)
+    np.testing.assert_allclose(y, conv2d_loops(x, w, None, stride, pads, dilation), atol=1e-12)
+    assert F.channels_last(y) == (out_last_from == 1)
+    # The gradient in the output's own memory order, as the layers above leave
+    # it, or in plain NCHW order.
+    g = np.empty_like(y) if layout == "channels_last" else np.empty(y.shape)
+    g[...] = rng.standard_normal(y.shape)
     dx, dw, db = F.conv2d_backward(g, x, w, stride, pads, dilation, True, block_bytes=block_bytes)
     ref_dx, ref_dw = conv2d_grads_loops(x, w, g, stride, pads, dilation)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)

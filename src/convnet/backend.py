@@ -38,10 +38,10 @@ def empty_like_layout(shape: tuple[int, ...], like: Array, dtype: Any = None) ->
     """An uninitialised array of ``shape`` whose memory order of axes follows ``like``.
 
     The engine hands NCHW arrays from layer to layer whatever their memory
-    order (a convolution's output is stored channel-major, "CNHW", straight
-    from its matrix product). Buffers for results are laid out like their
-    inputs so that elementwise work runs over memory in order and no layer pays
-    for a transposing copy. ``like`` must have as many axes as ``shape``.
+    order (a convolution's output is stored as its matrix product writes it:
+    channels-last, "NHWC", or channel-major, "CNHW"). Buffers for results are
+    laid out like their inputs so that elementwise work runs over memory in
+    order and no layer pays for a transposing copy. ``like`` must have as many axes as ``shape``.
     """
     xp = xp_of(like)
     # Axes from the largest stride to the smallest (ties keep their order).

@@ -84,7 +84,7 @@ class Flatten(Module):
         if self._x.ndim != g.ndim or self._x.flags.c_contiguous:
             return g
         # Hand the gradient back in the memory order the input came in (a
-        # convolution's channel-major output), so the layers below it do not
+        # convolution's channels-last or channel-major output), so the layers below it do not
         # mix orders: one small transposing copy here instead of many there.
         out = empty_like_layout(self._in_shape, self._x, g.dtype)
         out[...] = g

@@ -4,38 +4,55 @@ Usage::
 
     python -m benchmarks.run [--threads 2] [--quick] [--out BENCHMARKS.md]
 
-Both frameworks get the same thread count (BLAS threads via threadpoolctl for
-convnet, ``torch.set_num_threads`` for PyTorch), the same model, weights and
-data; runs are interleaved and the median of several is reported. PyTorch
-2.13.0 (CPU) is the peer when installed; without it only convnet's column is filled.
+This script only orchestrates: every timing happens in a long-lived
+``benchmarks.worker`` process per framework, each pinned once to the same
+thread count (BLAS threads via threadpoolctl for convnet,
+``torch.set_num_threads`` for PyTorch) and given the same model, weights and
+data. Each figure is the median of several rounds; a round asks convnet and
+PyTorch once each, in an order that flips every round, after a short pause so
+the other process's spinning BLAS/OpenMP threads have gone idle.
+
+Why separate processes: timing both in this one process, in alternating
+0.25 s chunks (``benchmarks.timing.compare``), slowed PyTorch by about
+1.5-2x after convnet's work (LeNet-5 training at ~3,900 images/s instead of
+6,000-8,800 alone), because OpenBLAS's and torch's OpenMP thread pools got in
+each other's way; the ratios flattered convnet. This script does not import
+torch. PyTorch 2.13.0 (CPU) is the peer when installed; without it only
+convnet's column is filled.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 import convnet
-from benchmarks.models import ARCHS, build_convnet, build_torch
-from benchmarks.timing import compare
-from convnet import nn, optim
-
-try:
-    import torch
-except ImportError:  # convnet alone
-    torch = None
+from benchmarks.models import ARCHS, build_convnet
+from benchmarks.worker import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+FRAMEWORKS = ("convnet", "torch") if HAVE_TORCH else ("convnet",)
+PAUSE = 0.2  # seconds before each request: the other worker's threads stop spinning
+MAX_STEAL = 0.05  # a sample with more of its CPU time stolen is taken again ...
+RETRIES = 3  # ... at most this many times
+SCALING_REPEATS = 3
 
 
 def machine() -> dict[str, str]:
@@ -53,132 +70,139 @@ def machine() -> dict[str, str]:
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "numpy": f"{np.__version__} ({blas})",
-        "torch": torch.__version__ if torch is not None else "not installed",
+        "torch": importlib.metadata.version("torch") if HAVE_TORCH else "not installed",
         "convnet": convnet.__version__,
     }
 
 
-def gemm_gflops(n: int = 2048) -> float:
-    """float32 n^3 matrix product rate: the ceiling every conv layer works under."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    t = compare({"gemm": lambda: a @ b}, repeats=3, min_time=0.5)["gemm"]
-    return 2 * n**3 / t / 1e9
+# -- workers ------------------------------------------------------------------
 
 
-# -- layers -------------------------------------------------------------------
+class Workers:
+    """One long-lived ``benchmarks.worker`` process per framework, all on ``threads`` threads.
 
-LAYERS = [
-    ("Conv2d(1, 6, 5, padding=2) 64x1x28x28", lambda: nn.Conv2d(1, 6, 5, padding=2),
-     lambda: torch.nn.Conv2d(1, 6, 5, padding=2), (64, 1, 28, 28)),
-    ("Conv2d(32, 32, 3, padding=1) 64x32x28x28", lambda: nn.Conv2d(32, 32, 3, padding=1),
-     lambda: torch.nn.Conv2d(32, 32, 3, padding=1), (64, 32, 28, 28)),
-    ("Conv2d(64, 64, 3, stride=2, padding=1) 64x64x14x14",
-     lambda: nn.Conv2d(64, 64, 3, stride=2, padding=1),
-     lambda: torch.nn.Conv2d(64, 64, 3, stride=2, padding=1), (64, 64, 14, 14)),
-    ("MaxPool2d(2) 64x32x28x28", lambda: nn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2),
-     (64, 32, 28, 28)),
-    ("MaxPool2d(3, 2, 1) 64x32x28x28", lambda: nn.MaxPool2d(3, 2, 1),
-     lambda: torch.nn.MaxPool2d(3, 2, 1), (64, 32, 28, 28)),
-    ("AvgPool2d(2) 64x32x28x28", lambda: nn.AvgPool2d(2), lambda: torch.nn.AvgPool2d(2),
-     (64, 32, 28, 28)),
-    ("BatchNorm2d(32) 64x32x28x28", lambda: nn.BatchNorm2d(32),
-     lambda: torch.nn.BatchNorm2d(32), (64, 32, 28, 28)),
-    ("ReLU 64x32x28x28", nn.ReLU, lambda: torch.nn.ReLU(), (64, 32, 28, 28)),
-    ("Linear(3136, 256) 64x3136", lambda: nn.Linear(3136, 256),
-     lambda: torch.nn.Linear(3136, 256), (64, 3136)),
-]  # fmt: skip
+    Use as a context manager so the workers are closed (EOF on stdin, then
+    wait) also when a measurement fails. ``steal`` collects the hypervisor's
+    steal fraction reported with every answer.
+    """
 
-
-def layer_rows(repeats: int) -> list[dict]:
-    rows = []
-    rng = np.random.default_rng(0)
-    for name, make, make_torch, shape in LAYERS:
-        layer = make()
-        x = rng.standard_normal(shape, dtype=np.float32)
-        g = None
-
-        def ours(layer=layer, x=x):
-            y = layer(x, training=True)
-            layer.backward(np.ones_like(y))
-
-        fns = {"convnet": ours}
-        if torch is not None:
-            tl = make_torch()
-            if layer.parameters():
-                tl.load_state_dict(
-                    {k: torch.from_numpy(np.array(v)) for k, v in layer.state_dict().items()},
-                    strict=False,
+    def __init__(self, frameworks: Sequence[str], threads: int) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.steal: list[float] = []  # of the samples kept
+        self.retried = 0  # samples taken again for stolen time
+        try:
+            for fw in frameworks:
+                self.procs[fw] = subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.worker", fw, str(threads)],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
-            xt = torch.tensor(x, requires_grad=True)
+        except BaseException:
+            self.close()
+            raise
 
-            def theirs(tl=tl, xt=xt):
-                y = tl(xt)
-                y.backward(torch.ones_like(y))
+    def __enter__(self) -> Workers:
+        return self
 
-            fns["torch"] = theirs
-        t = compare(fns, repeats=repeats, min_time=0.15)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ask(self, fw: str, request: dict) -> float:
+        """Seconds per call of ``request`` as timed by ``fw``'s worker.
+
+        A sample during which the hypervisor stole more than ``MAX_STEAL`` of
+        the CPU time is taken again, up to ``RETRIES`` times: on a shared
+        virtual machine such a sample measures the neighbours, not the code.
+        """
+        for attempt in range(RETRIES + 1):
+            answer = self._ask_once(fw, request)
+            steal = answer.get("steal")
+            if steal is None or steal <= MAX_STEAL or attempt == RETRIES:
+                break
+            self.retried += 1
+        if steal is not None:
+            self.steal.append(steal)
+        return answer["seconds"]
+
+    def _ask_once(self, fw: str, request: dict) -> dict:
+        proc = self.procs[fw]
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{fw} worker ended (exit code {proc.poll()}) on {request}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{fw} worker: {answer['error']} (request {request})")
+        return answer
+
+    def close(self) -> None:
+        """End every worker: EOF on its stdin, then wait for it (kill after 30 s)."""
+        for proc in self.procs.values():
+            with contextlib.suppress(OSError):  # a worker that died leaves a broken pipe
+                proc.stdin.close()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
+
+
+def measure(
+    workers: Workers, request: dict, repeats: int, frameworks: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Median seconds per call of ``request`` for each framework, over ``repeats`` rounds.
+
+    A round asks each framework once; the order flips every round so neither
+    always goes first, and each request waits ``PAUSE`` seconds so the other
+    process's BLAS/OpenMP threads have gone idle.
+    """
+    fws = list(frameworks if frameworks is not None else workers.procs)
+    samples: dict[str, list[float]] = {fw: [] for fw in fws}
+    for i in range(repeats):
+        for fw in fws if i % 2 == 0 else fws[::-1]:
+            time.sleep(PAUSE)
+            samples[fw].append(workers.ask(fw, request))
+    return {fw: statistics.median(v) for fw, v in samples.items()}
+
+
+def gemm_gflops(workers: Workers, n: int = 2048, rounds: int = 5) -> float:
+    """float32 n^3 matrix product rate in the convnet worker: the ceiling of every conv layer.
+
+    The best of ``rounds``: a ceiling is what the machine reaches, not its average.
+    """
+    request = {"task": "gemm", "n": n, "min_time": 0.5}
+    best = min(workers.ask("convnet", request) for _ in range(rounds))
+    return 2 * n**3 / best / 1e9
+
+
+# -- measurements -------------------------------------------------------------
+
+
+def layer_rows(workers: Workers, repeats: int) -> list[dict]:
+    """Forward + backward of each row of ``LAYERS``, in ms."""
+    rows = []
+    for index, (name, *_) in enumerate(LAYERS):
+        t = measure(workers, {"task": "layer", "index": index, "min_time": 0.15}, repeats)
         rows.append({"layer": name, **{k: v * 1e3 for k, v in t.items()}})
-        del g
     return rows
 
 
-# -- whole networks -----------------------------------------------------------
-
-
-def _data(batch: int):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 1, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    return x, y
-
-
-def training_rate(model: str, batch: int, repeats: int) -> dict[str, float]:
+def training_rate(workers: Workers, model: str, batch: int, repeats: int) -> dict[str, float]:
     """Images per second of a full Adam + cross-entropy training step."""
-    x, y = _data(batch)
-    net = build_convnet(model)
-    loss = nn.CrossEntropyLoss()
-    opt = optim.Adam(net.parameters(), 1e-3)
-
-    def ours():
-        opt.zero_grad()
-        loss(net(x, training=True), y)
-        net.backward(loss.backward(), input_grad=False)
-        opt.step()
-
-    fns = {"convnet": ours}
-    if torch is not None:
-        tnet = build_torch(model, net)
-        topt = torch.optim.Adam(tnet.parameters(), 1e-3)
-        tloss = torch.nn.CrossEntropyLoss()
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-        def theirs():
-            topt.zero_grad()
-            tloss(tnet(xt), yt).backward()
-            topt.step()
-
-        fns["torch"] = theirs
-    t = compare(fns, repeats=repeats)
+    t = measure(workers, {"task": "train", "model": model, "batch": batch}, repeats)
     return {k: batch / v for k, v in t.items()}
 
 
-def inference_time(model: str, batch: int, repeats: int) -> dict[str, float]:
+def inference_time(workers: Workers, model: str, batch: int, repeats: int) -> dict[str, float]:
     """Seconds per forward pass (eval mode, no gradient bookkeeping in torch)."""
-    x, _ = _data(batch)
-    net = build_convnet(model)
-    fns = {"convnet": lambda: net(x)}
-    if torch is not None:
-        tnet = build_torch(model, net).eval()
-        xt = torch.from_numpy(x)
-
-        def theirs():
-            with torch.inference_mode():
-                tnet(xt)
-
-        fns["torch"] = theirs
-    return compare(fns, repeats=repeats, min_time=0.3 if batch > 1 else 0.2)
+    request = {"task": "infer", "model": model, "batch": batch}
+    return measure(workers, {**request, "min_time": 0.3 if batch > 1 else 0.2}, repeats)
 
 
 def conv_flops(model: str) -> float:
@@ -189,7 +213,7 @@ def conv_flops(model: str) -> float:
 
 def memory(model: str, batch: int, threads: int, steps: int = 5) -> dict[str, dict]:
     out = {}
-    for fw in ("convnet", "torch") if torch is not None else ("convnet",):
+    for fw in FRAMEWORKS:
         cmd = [sys.executable, "-m", "benchmarks.memory", fw, model, str(batch), str(steps),
                str(threads)]  # fmt: skip
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -200,34 +224,17 @@ def memory(model: str, batch: int, threads: int, steps: int = 5) -> dict[str, di
 # -- scaling ------------------------------------------------------------------
 
 
-def conv_step(batch: int, size: int, repeats: int) -> dict[str, float]:
+def conv_step(workers: Workers, batch: int, size: int, repeats: int) -> dict[str, float]:
     """Forward + backward of Conv2d(16, 32, 3, padding=1) on (batch, 16, size, size)."""
-    rng = np.random.default_rng(0)
-    layer = nn.Conv2d(16, 32, 3, padding=1, rng=rng)
-    x = rng.standard_normal((batch, 16, size, size), dtype=np.float32)
-
-    def ours():
-        y = layer(x, training=True)
-        layer.backward(np.ones_like(y))
-
-    fns = {"convnet": ours}
-    if torch is not None:
-        tl = torch.nn.Conv2d(16, 32, 3, padding=1)
-        xt = torch.tensor(x, requires_grad=True)
-
-        def theirs():
-            y = tl(xt)
-            y.backward(torch.ones_like(y))
-
-        fns["torch"] = theirs
-    return compare(fns, repeats=repeats, min_time=0.1, warmup=1)
+    request = {"task": "conv_step", "batch": batch, "size": size, "min_time": 0.1, "warmup": 1}
+    return measure(workers, request, repeats)
 
 
-def scaling(repeats: int, quick: bool) -> dict[str, list]:
+def scaling(workers: Workers, repeats: int, quick: bool) -> dict[str, list]:
     batches = [1, 4, 16, 64, 256] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
     sizes = [28, 56, 112] if quick else [28, 56, 84, 112, 168, 224]
-    by_batch = [{"x": b, **conv_step(b, 28, repeats)} for b in batches]
-    by_size = [{"x": s, **conv_step(8, s, repeats)} for s in sizes]
+    by_batch = [{"x": b, **conv_step(workers, b, 28, repeats)} for b in batches]
+    by_size = [{"x": s, **conv_step(workers, 8, s, repeats)} for s in sizes]
     return {"batch": by_batch, "size": by_size}
 
 
@@ -266,8 +273,22 @@ def ratio(ours: float, theirs: float | None, higher_is_better: bool) -> str:
     return f"{r:.2f}"
 
 
-def markdown(info, threads, ceiling1, ceiling, layers, train, infer, flops, mem, cmd) -> str:
-    t = "torch" if torch is not None else None
+def steal_line(steal: list[float], retried: int) -> str:
+    """The header line on the CPU time the hypervisor stole while the workers timed."""
+    head = "- CPU time stolen by the hypervisor during the timed samples kept: "
+    if not steal:
+        return head + "unknown (no /proc/stat)"
+    return head + (
+        f"median {100 * statistics.median(steal):.1f}%, max {100 * max(steal):.1f}% "
+        f"({retried} samples with more than {100 * MAX_STEAL:.0f}% stolen were taken again,"
+        f" up to {RETRIES} times each)"
+    )
+
+
+def markdown(
+    info, threads, ceiling1, ceiling, layers, train, infer, flops, mem, cmd, *, repeats, steal,
+    retried,
+) -> str:  # fmt: skip
     lines = [
         "# Benchmarks",
         "",
@@ -276,9 +297,12 @@ def markdown(info, threads, ceiling1, ceiling, layers, train, infer, flops, mem,
         f"PyTorch {info['torch']}; convnet {info['convnet']}",
         f"- command: `{cmd}`",
         f"- threads: {threads} for both (BLAS via threadpoolctl; `torch.set_num_threads`);"
-        " runs interleaved, medians of several",
+        " each framework runs in its own worker process (`benchmarks/worker.py`), requests"
+        f" alternate between them, medians of {repeats} rounds ({SCALING_REPEATS} for the"
+        " scaling plot)",
+        steal_line(steal, retried),
         f"- float32 matrix product 2048^3 (NumPy/OpenBLAS): {ceiling1:.0f} GFLOP/s on one"
-        f" thread, {ceiling:.0f} GFLOP/s on {threads} (the ceiling)",
+        f" thread, {ceiling:.0f} GFLOP/s on {threads} (the ceiling; best of 5 runs each)",
         "",
         "Ratio = how many times faster convnet is (> 1 means faster than PyTorch).",
         "",
@@ -290,7 +314,7 @@ def markdown(info, threads, ceiling1, ceiling, layers, train, infer, flops, mem,
     for (model, batch), r in train.items():
         lines.append(
             f"| {model} | {batch} | {r['convnet']:,.0f} | "
-            f"{r.get('torch', float('nan')):,.0f} | {ratio(r['convnet'], r.get(t), True)} |"
+            f"{r.get('torch', float('nan')):,.0f} | {ratio(r['convnet'], r.get('torch'), True)} |"
         )
     lines += [
         "",
@@ -379,35 +403,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 5
     cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")
-    if torch is not None:
-        torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
-    with threadpool_limits(1):
-        ceiling1 = gemm_gflops()
-    with threadpool_limits(args.threads):
-        ceiling = gemm_gflops()
+    with Workers(("convnet",), 1) as one:
+        ceiling1 = gemm_gflops(one)
+    with Workers(FRAMEWORKS, args.threads) as workers:
+        ceiling = gemm_gflops(workers)
         print(f"GEMM ceiling: {ceiling1:.0f} / {ceiling:.0f} GFLOP/s", flush=True)
         train = {}
         for model in ARCHS:
             for batch in (64, 128):
-                train[(model, batch)] = training_rate(model, batch, repeats)
+                train[(model, batch)] = training_rate(workers, model, batch, repeats)
                 print("train", model, batch, train[(model, batch)], flush=True)
         infer = {}
         for model in ARCHS:
             for batch in (256, 1):
-                infer[(model, batch)] = inference_time(model, batch, repeats)
+                infer[(model, batch)] = inference_time(workers, model, batch, repeats)
                 print("infer", model, batch, infer[(model, batch)], flush=True)
-        flops = {m: conv_flops(m) for m in ARCHS}
-        layers = layer_rows(repeats)
+        layers = layer_rows(workers, repeats)
         print("layers done", flush=True)
-        scale = scaling(3, args.quick)
+        scale = scaling(workers, SCALING_REPEATS, args.quick)
+    steal = one.steal + workers.steal
+    retried = one.retried + workers.retried
+    flops = {m: conv_flops(m) for m in ARCHS}
     mem = memory("conv4", 128, args.threads)
     print("memory", mem, flush=True)
     plot_scaling(scale, RESULTS / "scaling.png")
     raw = {
         "machine": info,
         "threads": args.threads,
+        "method": "one worker process per framework; requests alternate; medians of rounds",
+        "repeats": repeats,
+        "steal": {
+            "median": statistics.median(steal) if steal else None,
+            "max": max(steal, default=None),
+            "samples": len(steal),
+            "retried": retried,
+        },
         "gemm_gflops": {"1": ceiling1, str(args.threads): ceiling},
         "training_images_per_s": {f"{m}@{b}": v for (m, b), v in train.items()},
         "inference_seconds": {f"{m}@{b}": v for (m, b), v in infer.items()},
@@ -416,7 +448,21 @@ def main(argv: list[str] | None = None) -> int:
         "scaling_seconds": scale,
     }
     (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
-    md = markdown(info, args.threads, ceiling1, ceiling, layers, train, infer, flops, mem, cmd)
+    md = markdown(
+        info,
+        args.threads,
+        ceiling1,
+        ceiling,
+        layers,
+        train,
+        infer,
+        flops,
+        mem,
+        cmd,
+        repeats=repeats,
+        steal=steal,
+        retried=retried,
+    )
     Path(args.out).write_text(md)
     print(md)
     return 0

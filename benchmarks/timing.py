@@ -1,4 +1,11 @@
-"""Interleaved, median-of-runs timing of two implementations of the same work."""
+"""Timing helpers: seconds per call, and interleaved median-of-runs comparison.
+
+``per_call`` is what ``benchmarks.worker`` times each request with. ``compare``
+interleaves several functions in one process; ``benchmarks.run`` no longer uses
+it for convnet against PyTorch, because in one process the two thread pools
+(OpenBLAS's and torch's OpenMP) interfere and slowed PyTorch by ~1.5-2x right
+after convnet's work. Use it only for functions that share one thread pool.
+"""
 
 from __future__ import annotations
 

@@ -47,6 +47,8 @@ activations.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from convnet.backend import Array, as_strided, empty_like_layout, xp_of
 
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
@@ -104,6 +106,45 @@ def block_size(n: int, rows: int, positions: int, itemsize: int, block_bytes: in
     return max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
 
 
+def _gather(xpad: Array, shape6, strides6, out: Array | None, matrix: tuple[int, int]) -> Array:
+    """The one copy of a gather: a 6-axis window view of ``xpad`` into a matrix.
+
+    The view overlaps itself (neighbouring windows share values) and costs
+    nothing; copying it, into ``out`` when given, is the im2row / im2col.
+    """
+    view = as_strided(xpad, shape6, strides6)
+    xp = xp_of(xpad)
+    if out is None:
+        return xp.ascontiguousarray(view).reshape(matrix)
+    xp.copyto(out.reshape(shape6), view)
+    return out
+
+
+def _taps(kernel, stride, dilation, out_hw) -> Iterator[tuple[int, int, slice, slice]]:
+    """``(i, j, rows, cols)`` per kernel offset: the padded input's rows and columns it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    for i in range(kh):  # loops over kernel offsets only
+        for j in range(kw):
+            yield (
+                i,
+                j,
+                slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                slice(j * dw, j * dw + sw * (ow - 1) + 1, sw),
+            )
+
+
+def _shifts(kernel, dilation, wp: int) -> Iterator[tuple[int, int]]:
+    """``(tap, shift)`` per kernel offset of a stride-1 convolution on the padded grid.
+
+    Offset ``(i, j)`` (tap ``i*kW + j``) reads ``i*dH*Wp + j*dW`` positions
+    further along a sample's flattened ``Hp x Wp`` grid.
+    """
+    kh, kw = kernel
+    for i in range(kh):  # loops over kernel offsets only
+        for j in range(kw):
+            yield i * kw + j, i * dilation[0] * wp + j * dilation[1]
+
+
 def im2row(
     xpad: Array,
     kernel: tuple[int, int],
@@ -121,18 +162,10 @@ def im2row(
     kh, kw = kernel
     oh, ow = out_hw
     s_n, s_h, s_w, s_c = xpad.strides
-    # A (N, OH, OW, kH, kW, C) view: no copy yet; the copy below is the gather.
+    # Gathered through a (N, OH, OW, kH, kW, C) view.
     shape6 = (n, oh, ow, kh, kw, c)
-    view = as_strided(
-        xpad,
-        shape6,
-        (s_n, stride[0] * s_h, stride[1] * s_w, dilation[0] * s_h, dilation[1] * s_w, s_c),
-    )
-    xp = xp_of(xpad)
-    if out is None:
-        return xp.ascontiguousarray(view).reshape(n * oh * ow, kh * kw * c)
-    xp.copyto(out.reshape(shape6), view)
-    return out
+    strides6 = (s_n, stride[0] * s_h, stride[1] * s_w, dilation[0] * s_h, dilation[1] * s_w, s_c)
+    return _gather(xpad, shape6, strides6, out, (n * oh * ow, kh * kw * c))
 
 
 def row2im_add(
@@ -147,18 +180,9 @@ def row2im_add(
 
     Shape: ``drows`` (N*OH*OW, kH*kW*C), ``dxpad`` (N, Hp, Wp, C).
     """
-    n, c = dxpad.shape[0], dxpad.shape[3]
-    kh, kw = kernel
-    oh, ow = out_hw
-    sh, sw = stride
-    d6 = drows.reshape(n, oh, ow, kh, kw, c)
-    for i in range(kh):  # loops over kernel offsets only
-        r0 = i * dilation[0]
-        for j in range(kw):
-            c0 = j * dilation[1]
-            dxpad[:, r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw] += d6[
-                :, :, :, i, j
-            ]
+    d6 = drows.reshape(dxpad.shape[0], *out_hw, *kernel, dxpad.shape[3])  # (N, OH, OW, kH, kW, C)
+    for i, j, rows, cols in _taps(kernel, stride, dilation, out_hw):
+        dxpad[:, rows, cols] += d6[:, :, :, i, j]
 
 
 def im2col(
@@ -181,18 +205,10 @@ def im2col(
     kh, kw = kernel
     oh, ow = out_hw
     s_n, s_c, s_h, s_w = xpad.strides
-    # A (C, kH, kW, N, OH, OW) view: no copy yet; the copy below is the gather.
+    # Gathered through a (C, kH, kW, N, OH, OW) view.
     shape6 = (c, kh, kw, n, oh, ow)
-    view = as_strided(
-        xpad,
-        shape6,
-        (s_c, dilation[0] * s_h, dilation[1] * s_w, s_n, stride[0] * s_h, stride[1] * s_w),
-    )
-    xp = xp_of(xpad)
-    if out is None:
-        return xp.ascontiguousarray(view).reshape(c * kh * kw, n * oh * ow)
-    xp.copyto(out.reshape(shape6), view)
-    return out
+    strides6 = (s_c, dilation[0] * s_h, dilation[1] * s_w, s_n, stride[0] * s_h, stride[1] * s_w)
+    return _gather(xpad, shape6, strides6, out, (c * kh * kw, n * oh * ow))
 
 
 def col2im_add(
@@ -207,18 +223,9 @@ def col2im_add(
 
     Shape: ``dcols`` (C*kH*kW, N*OH*OW), ``dxpad`` (C, N, Hp, Wp).
     """
-    c, n = dxpad.shape[:2]
-    kh, kw = kernel
-    oh, ow = out_hw
-    sh, sw = stride
-    d6 = dcols.reshape(c, kh, kw, n, oh, ow)
-    for i in range(kh):  # loops over kernel offsets only
-        r0 = i * dilation[0]
-        for j in range(kw):
-            c0 = j * dilation[1]
-            dxpad[:, :, r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw] += d6[
-                :, i, j
-            ]
+    d6 = dcols.reshape(dxpad.shape[0], *kernel, dxpad.shape[1], *out_hw)  # (C, kH, kW, N, OH, OW)
+    for i, j, rows, cols in _taps(kernel, stride, dilation, out_hw):
+        dxpad[:, :, rows, cols] += d6[:, i, j]
 
 
 #: Output channels from which a convolution writes its result channels-last
@@ -463,10 +470,8 @@ def _grid_scatter_rows(
     drows = xp.matmul(g_grid.reshape(lb, o), w2, out=buf[: lb * k].reshape(lb, k))
     d3 = drows.reshape(lb, kh * kw, c)
     dx = dxpad.reshape(lb, c)  # a view: the block's samples are adjacent in memory
-    for i in range(kh):  # loops over kernel offsets only
-        for j in range(kw):
-            shift = i * dilation[0] * wp + j * dilation[1]
-            dx[shift:] += d3[: lb - shift, i * kw + j]
+    for tap, shift in _shifts(kernel, dilation, wp):
+        dx[shift:] += d3[: lb - shift, tap]
 
 
 def _grid_scatter_cols(
@@ -493,7 +498,5 @@ def _grid_scatter_cols(
     dcols = xp.matmul(w2.T, g_grid.reshape(o, lb), out=buf[: k * lb].reshape(k, lb))
     d3 = dcols.reshape(c, kh * kw, lb)
     dx = dxpad.reshape(c, lb)  # a view: the block's samples are adjacent in memory
-    for i in range(kh):  # loops over kernel offsets only
-        for j in range(kw):
-            shift = i * dilation[0] * wp + j * dilation[1]
-            dx[:, shift:] += d3[:, i * kw + j, : lb - shift]
+    for tap, shift in _shifts(kernel, dilation, wp):
+        dx[:, shift:] += d3[:, tap, : lb - shift]

@@ -328,14 +328,17 @@ def _channels_last(a):
         (((0, 0), (0, 0)), (1, 1), (1, 1), (5, 5)),  # 'valid', LeNet's second layer
         (((2, 0), (1, 3)), (1, 1), (2, 3), (3, 2)),  # uneven pads, dilation, non-square
         (((1, 1), (1, 1)), (2, 2), (1, 1), (3, 3)),  # strided: the col2im path
+        (((2, 0), (0, 1)), (1, 1), (1, 1), (2, 2)),  # a pad past the kernel's reach
     ],
 )
 def test_backward_matches_loops(
     pads, stride, dilation, kernel, block_bytes, layout, out_last_from, monkeypatch
 ):
-    # Stride 1 scatters the input gradient on the padded grid, other strides by
-    # row2im; both, in one block or many, and from inputs gathered as columns
-    # (NCHW) or rows (channels-last), must equal the chain rule by loops.
+    # Stride 1 computes the input gradient as a convolution of dY, or for few
+    # channel-major channels scatters it on the padded grid; other strides and
+    # pads past the kernel's reach scatter by row2im / col2im. All of them, in
+    # one block or many, from inputs gathered as columns (NCHW) or rows
+    # (channels-last), must equal the chain rule by loops.
     monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, 2, 9, 8))

@@ -95,10 +95,14 @@ def check_rng(owner: str, rng: Any) -> np.random.Generator:
     return rng
 
 
-def check_input(owner: str, x: Any, expected: str, ndim: int, channels: int | None = None) -> None:
+def check_input(
+    owner: object, x: Any, expected: str, ndim: int, channels: int | None = None
+) -> None:
     """Check rank, channel count and dtype of a forward input.
 
     ``expected`` is the shape as a person would write it, e.g. ``"(N, 3, H, W)"``.
+    ``owner`` (a layer, or its name) is formatted only into an error message:
+    a layer's repr costs more than the check itself at batch 1.
     """
     shape = getattr(x, "shape", None)
     if shape is None or not hasattr(x, "dtype"):

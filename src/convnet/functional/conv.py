@@ -375,7 +375,7 @@ def conv2d_backward(
     dw = fields.to_weight(dwt)
     if not input_grad:
         return None, dw, db
-    if as_conv:
+    if as_conv and tpads is not None:  # (as_conv implies it; said again for the type checker)
         return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
     scatter = _dx_rows if fields.rows else _dx_cols
     dx = scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk, buf)

@@ -10,7 +10,7 @@ from convnet.functional import activation as F
 from convnet.nn.module import Module
 
 
-def check_float_array(owner: str, x: Any) -> None:
+def check_float_array(owner: object, x: Any) -> None:
     """Require a float32/float64 array of any shape (elementwise layers)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{owner} expected a float32 or float64 array, got {type(x).__name__}")
@@ -24,7 +24,7 @@ def check_float_array(owner: str, x: Any) -> None:
 _T = TypeVar("_T")
 
 
-def _need_forward(owner: str, cache: _T | None) -> _T:
+def _need_forward(owner: object, cache: _T | None) -> _T:
     """Return ``cache``, or raise if forward has not filled it yet."""
     if cache is None:
         raise RuntimeError(f"{owner}.backward called before forward")
@@ -54,12 +54,12 @@ class ReLU(Module):
         self._y: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         self._y = F.relu(x)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(repr(self), self._y)
+        _need_forward(self, self._y)
         return F.relu_backward(grad_out, self._y)
 
 
@@ -90,12 +90,12 @@ class LeakyReLU(Module):
         self._mask: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         y, self._mask = F.leaky_relu(x, self.negative_slope)
         return y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(repr(self), self._mask)
+        _need_forward(self, self._mask)
         return F.leaky_relu_backward(grad_out, self._mask, self.negative_slope)
 
     def extra_repr(self) -> str:
@@ -120,12 +120,12 @@ class Sigmoid(Module):
         self._y: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         self._y = F.sigmoid(x)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(repr(self), self._y)
+        _need_forward(self, self._y)
         return F.sigmoid_backward(grad_out, self._y)
 
 
@@ -145,12 +145,12 @@ class Tanh(Module):
         self._y: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         self._y = F.tanh(x)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(repr(self), self._y)
+        _need_forward(self, self._y)
         return F.tanh_backward(grad_out, self._y)
 
 
@@ -201,7 +201,7 @@ class Softmax(Module):
         return dim % span
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         self._axis = self._axis_for(x.ndim)
         if x.ndim == 0:
             self._y = F.softmax(x.reshape(1), 0).reshape(())
@@ -210,7 +210,7 @@ class Softmax(Module):
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        y = _need_forward(repr(self), self._y)
+        y = _need_forward(self, self._y)
         if y.ndim == 0:
             return grad_out * 0  # the output is constant 1
         return F.softmax_backward(grad_out, y, self._axis)

@@ -112,7 +112,7 @@ class _ConvNd(Module):
 
     # -- computation ------------------------------------------------------
     def forward(self, x: Array, training: bool = False) -> Array:
-        v.check_input(repr(self), x, self._expected(), self.nd + 2, self.in_channels)
+        v.check_input(self, x, self._expected(), self.nd + 2, self.in_channels)
         self.output_shape(x.shape)  # validates the window against the padded input
         x4 = x[:, :, None, :] if self.nd == 1 else x  # (N, C, L) -> (N, C, 1, L)
         w = self.weight.data.astype(x.dtype, copy=False)

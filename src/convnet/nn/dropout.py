@@ -55,7 +55,7 @@ class Dropout(Module):
         self._ran = False
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         self._ran = True
         if not training or self.p == 0.0:
             self._mask = None

@@ -71,7 +71,7 @@ class Flatten(Module):
         return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         out = self.output_shape(x.shape)
         self._in_shape = tuple(x.shape)
         self._x = x  # a reference, kept for its memory order
@@ -165,7 +165,7 @@ class Linear(Module):
         self._w: Array | None = None
 
     def _check(self, x: Array) -> None:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{self!r} expected input of shape (N, {self.in_features}), got {tuple(x.shape)}"

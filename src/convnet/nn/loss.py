@@ -9,7 +9,7 @@ from convnet.backend import Array
 from convnet.functional import loss as F
 
 
-def _check_float(owner: str, name: str, x: Any) -> None:
+def _check_float(owner: object, name: str, x: Any) -> None:
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{owner} expected {name} as an array, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
@@ -79,7 +79,7 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, logits: Array, labels: Array) -> Array:
         """Mean loss for ``logits`` ``(N, C)`` and integer ``labels`` ``(N,)``."""
-        owner = repr(self)
+        owner = self  # formatted (repr) only into an error message
         _check_float(owner, "logits", logits)
         if logits.ndim != 2:
             raise ValueError(f"{owner} expected logits of shape (N, C), got {tuple(logits.shape)}")
@@ -147,7 +147,7 @@ class MSELoss(_Loss):
 
     def forward(self, pred: Array, target: Array) -> Array:
         """Mean squared error of ``pred`` against ``target`` (same shape)."""
-        owner = repr(self)
+        owner = self  # formatted (repr) only into an error message
         _check_float(owner, "pred", pred)
         _check_float(owner, "target", target)
         if tuple(pred.shape) != tuple(target.shape):

@@ -63,7 +63,7 @@ class _BatchNorm(Module):
         return tuple(input_shape)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(repr(self), x)
+        check_float_array(self, x)
         self._check(tuple(x.shape))
         dt = x.dtype
         w = self.weight.data.astype(dt, copy=False) if self.weight is not None else None

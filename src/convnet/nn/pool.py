@@ -87,7 +87,7 @@ class _PoolNd(Module):
         return (*input_shape[:2], *out)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        v.check_input(repr(self), x, self._expected(), self.nd + 2)
+        v.check_input(self, x, self._expected(), self.nd + 2)
         self.output_shape(x.shape)
         x4 = x[:, :, None, :] if self.nd == 1 else x  # (N, C, L) -> (N, C, 1, L)
         y, aux = self._forward2d(x4)
@@ -287,7 +287,7 @@ class AdaptiveAvgPool2d(Module):
         return (*input_shape[:2], *self._out_hw(*input_shape[2:]))
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        v.check_input(repr(self), x, "(N, C, H, W)", 4)
+        v.check_input(self, x, "(N, C, H, W)", 4)
         xp = xp_of(x)
         h, w = x.shape[2:]
         oh, ow = self._out_hw(h, w)

@@ -84,3 +84,32 @@ def test_model_on_constant_and_extreme_images_gives_probabilities():
     for images in (np.zeros((2, 1, 8, 8), np.uint8), np.full((2, 1, 8, 8), 255, np.uint8)):
         p = model.predict_proba(images)
         assert _finite(p) and np.allclose(p.sum(axis=1), 1)
+
+
+# OpenBLAS can raise FE_INVALID on finite inputs (numpy#24067), which NumPy turns into
+# a random "invalid value encountered in matmul" warning: the engine's products silence
+# that flag. Here the flag is raised for real (inf * 0): no warning, and the NaN the
+# product makes still reaches the output.
+PRODUCT_LAYERS = {
+    "linear": (lambda: nn.Linear(4, 3), (2, 4)),
+    "conv-channel-major": (lambda: nn.Conv2d(2, 3, 3, padding=1), (2, 2, 5, 5)),
+    "conv-channels-last": (lambda: nn.Conv2d(32, 32, 3, padding=1), (2, 32, 5, 5)),
+    "conv-strided": (lambda: nn.Conv2d(2, 32, 3, stride=2), (2, 2, 7, 7)),
+    "adaptive-avg-pool": (lambda: nn.AdaptiveAvgPool2d(2), (2, 2, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PRODUCT_LAYERS))
+def test_products_keep_nan_and_do_not_warn(key):
+    make, shape = PRODUCT_LAYERS[key]
+    layer = make()
+    for p in layer.parameters():
+        p.data[...] = 0.0
+    x = np.zeros(shape, np.float32)
+    x[(0,) * x.ndim] = np.inf
+    y = layer(x, training=True)
+    assert np.isnan(y).any()
+    g = np.zeros_like(y)  # laid out like y, which may not be C-contiguous
+    g[(0,) * g.ndim] = np.inf
+    dx = layer.backward(g)
+    assert not np.isfinite(dx).all()

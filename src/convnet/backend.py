@@ -27,6 +27,19 @@ def xp_of(x: Array) -> Any:
     return np
 
 
+def quiet_products() -> contextlib.AbstractContextManager[Any]:
+    """A context in which matrix products do not warn "invalid value encountered in matmul".
+
+    OpenBLAS's small-matrix kernels can raise the FE_INVALID flag on finite
+    inputs (stale vector lanes: numpy#24067, OpenBLAS#1924), and NumPy then
+    warns at random, depending on what ran before. Only that flag is silenced,
+    and only around the engine's products: a NaN or infinity that a product
+    makes still reaches its output (and the training loop stops on a
+    non-finite loss). A fresh context per call, so threads may share layers.
+    """
+    return np.errstate(invalid="ignore")
+
+
 def as_strided(x: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Array:
     """A read-only strided view of ``x`` (windows without copying)."""
     if _cupy is not None and isinstance(x, _cupy.ndarray):

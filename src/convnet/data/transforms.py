@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet._validate import check_int
+from convnet.backend import quiet_products
 
 __all__ = ["channel_stats", "mnist_preprocess", "normalize", "resize_linear", "to_float"]
 
@@ -132,7 +133,8 @@ def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
 def resize_linear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a 2-D float image with anti-aliased linear interpolation (two matrix products)."""
     h, w = image.shape
-    return _linear_weights(h, size[0]) @ image @ _linear_weights(w, size[1]).T
+    with quiet_products():
+        return _linear_weights(h, size[0]) @ image @ _linear_weights(w, size[1]).T
 
 
 def mnist_preprocess(img: np.ndarray, threshold: float = 0.2) -> np.ndarray:

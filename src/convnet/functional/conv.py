@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from convnet.backend import Array, as_strided, empty_like_layout, xp_of
+from convnet.backend import Array, as_strided, empty_like_layout, quiet_products, xp_of
 
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
 
@@ -306,13 +306,14 @@ def conv2d_forward(
     out = xp.empty((n * p, o) if last else (o, n * p), dtype=x.dtype)
     blk = block_size(n, fields.k, p, x.dtype.itemsize, block_bytes)
     buf = xp.empty(blk * p * fields.k, dtype=x.dtype)
-    for n0 in range(0, n, blk):  # blocks of the batch that fit in cache, one GEMM each
-        nb = min(blk, n - n0)
-        f = fields.block(n0, nb, buf)  # (nb*OH*OW, K)
-        if last:
-            xp.matmul(f, wmat, out=out[n0 * p : (n0 + nb) * p])  # (nb*OH*OW, O)
-        else:
-            xp.matmul(wmat.T, f.T, out=out[:, n0 * p : (n0 + nb) * p])  # (O, nb*OH*OW)
+    with quiet_products():
+        for n0 in range(0, n, blk):  # blocks of the batch that fit in cache, one GEMM each
+            nb = min(blk, n - n0)
+            f = fields.block(n0, nb, buf)  # (nb*OH*OW, K)
+            if last:
+                xp.matmul(f, wmat, out=out[n0 * p : (n0 + nb) * p])  # (nb*OH*OW, O)
+            else:
+                xp.matmul(wmat.T, f.T, out=out[:, n0 * p : (n0 + nb) * p])  # (O, nb*OH*OW)
     if bias is not None:
         out += bias if last else bias[:, None]
     # Views, no copy: (N*OH*OW, O) -> (N, OH, OW, O) -> (N, O, OH, OW), or
@@ -368,9 +369,10 @@ def conv2d_backward(
     buf = xp.empty(blk * per_sample * k, dtype=dt)
     dwt = xp.zeros((k, o), dtype=dt)  # dW as (K, O)
     tmp = xp.empty((k, o), dtype=dt)
-    for n0 in range(0, n, blk):  # the forward's blocks, fields gathered again in cache
-        nb = min(blk, n - n0)
-        dwt += xp.matmul(fields.block(n0, nb, buf).T, g[n0 * p : (n0 + nb) * p], out=tmp)
+    with quiet_products():
+        for n0 in range(0, n, blk):  # the forward's blocks, fields gathered again in cache
+            nb = min(blk, n - n0)
+            dwt += xp.matmul(fields.block(n0, nb, buf).T, g[n0 * p : (n0 + nb) * p], out=tmp)
     db = g.sum(axis=0) if need_bias else None
     dw = fields.to_weight(dwt)
     if not input_grad:
@@ -378,7 +380,8 @@ def conv2d_backward(
     if as_conv and tpads is not None:  # (as_conv implies it; said again for the type checker)
         return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
     scatter = _dx_rows if fields.rows else _dx_cols
-    dx = scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk, buf)
+    with quiet_products():
+        dx = scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk, buf)
     return dx, dw, db
 
 

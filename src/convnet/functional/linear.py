@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convnet.backend import Array
+from convnet.backend import Array, quiet_products
 
 
 def linear(x: Array, weight: Array, bias: Array | None) -> Array:
@@ -11,7 +11,8 @@ def linear(x: Array, weight: Array, bias: Array | None) -> Array:
     Shape: ``x`` ``(..., in)``, ``weight`` ``(out, in)``, ``bias`` ``(out,)``;
     output ``(..., out)``.
     """
-    y = x @ weight.T
+    with quiet_products():
+        y = x @ weight.T
     if bias is not None:
         y += bias
     return y
@@ -29,7 +30,8 @@ def linear_backward(
     out_f, in_f = weight.shape
     g2 = grad_out.reshape(-1, out_f)  # (..., out) -> (M, out)
     x2 = x.reshape(-1, in_f)  # (..., in) -> (M, in)
-    dx = grad_out @ weight  # (..., out) @ (out, in) -> (..., in)
-    dw = g2.T @ x2  # (out, M) @ (M, in) -> (out, in)
+    with quiet_products():
+        dx = grad_out @ weight  # (..., out) @ (out, in) -> (..., in)
+        dw = g2.T @ x2  # (out, M) @ (M, in) -> (out, in)
     db = g2.sum(axis=0) if need_bias else None
     return dx, dw, db

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from convnet import _validate as v
-from convnet.backend import Array, xp_of
+from convnet.backend import Array, quiet_products, xp_of
 from convnet.functional import pool as F
 from convnet.nn.conv import _fmt
 from convnet.nn.module import Module
@@ -296,7 +296,8 @@ class AdaptiveAvgPool2d(Module):
             return x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)
         ah = xp.asarray(F.adaptive_matrix(h, oh, x.dtype))  # (OH, H)
         aw = xp.asarray(F.adaptive_matrix(w, ow, x.dtype))  # (OW, W)
-        return ah @ x @ aw.T  # (N, C, OH, W) @ (W, OW)
+        with quiet_products():
+            return ah @ x @ aw.T  # (N, C, OH, W) @ (W, OW)
 
     def backward(self, grad_out: Array) -> Array:
         if self._cache is None:
@@ -308,7 +309,8 @@ class AdaptiveAvgPool2d(Module):
             return xp.broadcast_to(grad_out / (h * w), shape).copy()
         ah = xp.asarray(F.adaptive_matrix(h, oh, grad_out.dtype))
         aw = xp.asarray(F.adaptive_matrix(w, ow, grad_out.dtype))
-        return ah.T @ grad_out @ aw
+        with quiet_products():
+            return ah.T @ grad_out @ aw
 
     def extra_repr(self) -> str:
         oh, ow = self.output_size

@@ -118,11 +118,17 @@ STACKS = {
         (2, 10, 12),
     ),
     # ceil_mode adds a window along W only; along H PyTorch drops the window that
-    # ONNX's ceil rule would add: exported as floor mode with the end of W padded.
+    # ONNX's ceil rule would add: exported in ceil mode and cropped by a Slice.
     "maxpool2d-ceil-mixed-axes": (nn.MaxPool2d((1, 2), 2, ceil_mode=True), (2, 6, 7)),
     "avgpool2d-ceil-mixed-axes": (
         nn.AvgPool2d((1, 2), 2, ceil_mode=True, count_include_pad=False),
         (2, 6, 7),
+    ),
+    # The same with a dilated window: padding the end of H for the extra window
+    # would take a pad as wide as the kernel, which onnxruntime refuses.
+    "maxpool2d-ceil-mixed-dilated": (
+        nn.MaxPool2d((2, 1), 3, ceil_mode=True, dilation=2),
+        (2, 7, 5),
     ),
     "maxpool1d": (nn.MaxPool1d(3, 2, 1, ceil_mode=True, dilation=1), (2, 8)),
     "avgpool2d-include-pad": (nn.AvgPool2d(3, 2, 1, ceil_mode=True), (2, 8, 8)),

@@ -7,8 +7,8 @@ dynamic batch ``N`` and one output ``"logits"``. Layers map one to one:
 convnet                   ONNX
 ========================  ==============================================
 Conv1d / Conv2d           Conv (explicit ``pads``; 'same' as its pads)
-MaxPool1d / MaxPool2d     MaxPool (pads, dilations, ceil_mode)
-AvgPool1d / AvgPool2d     AveragePool (pads, ceil_mode, count_include_pad)
+MaxPool1d / MaxPool2d     MaxPool (pads, dilations, ceil_mode), + Slice (see _pool_window)
+AvgPool1d / AvgPool2d     AveragePool (pads, ceil_mode, count_include_pad), + Slice
 AdaptiveAvgPool2d         GlobalAveragePool for size 1, else AveragePool
                           when the input divides evenly (else refused)
 ReLU, LeakyReLU           Relu, LeakyRelu(alpha)
@@ -104,40 +104,49 @@ def _onnx_pads(pairs: list[tuple[int, int]]) -> list[int]:
     return [b for b, _ in pairs] + [e for _, e in pairs]
 
 
-def _pool_window(m: Any, shape: tuple[int, ...]) -> tuple[int, list[tuple[int, int]]]:
-    """``ceil_mode`` and pads for a pool, so that ONNX's sizes equal PyTorch's.
+def _pool_window(
+    m: Any, shape: tuple[int, ...]
+) -> tuple[int, list[tuple[int, int]], list[int] | None]:
+    """``ceil_mode``, pads and a crop for a pool, so that ONNX's sizes equal PyTorch's.
 
     PyTorch's ceil mode drops a last window that would start in the end padding;
-    the ONNX spec (and its shape inference) does not. Where the two disagree,
-    floor mode gives PyTorch's count exactly, or, when other axes need the ceil
-    window, floor mode with the end padded so that the extra window fits (max
-    pooling ignores padding, and so does an average that excludes it).
+    the ONNX spec (and its shape inference) does not. Where the two disagree on
+    every axis, floor mode gives PyTorch's count exactly. Where they disagree
+    on some axes only, the pool runs in ceil mode and a Slice keeps PyTorch's
+    count (the third value; None when no Slice is needed). Padding the end
+    instead would need pads as wide as a dilated kernel, which onnxruntime
+    refuses. An average that counts padding has no equivalent there.
     """
     pairs = _spatial_pads(m)
     if not m.ceil_mode:
-        return 0, pairs
+        return 0, pairs, None
     axes = []
     for size, k, s, (p, _), d in zip(shape[2:], m.kernel_size, m.stride, pairs, m.dilation):
         span = size + 2 * p - d * (k - 1) - 1
         want = pool_out_size(size, k, s, p, d, True)
         axes.append((span // s + 1, want, -(-span // s) + 1))  # floor, PyTorch, ONNX ceil
     if all(want == ceil for _, want, ceil in axes):
-        return 1, pairs  # the rules agree here
+        return 1, pairs, None  # the rules agree here
     if all(want == floor for floor, want, _ in axes):
-        return 0, pairs  # PyTorch drops the window ONNX's ceil would add
+        return 0, pairs, None  # PyTorch drops the window ONNX's ceil would add
     if not isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) and m.count_include_pad:
         raise ValueError(
             f"cannot export {m!r} for input {shape[2:]}: with ceil_mode and "
             "count_include_pad its border windows have no ONNX equivalent "
             "(use count_include_pad=False or an input size where ceil_mode is exact)"
         )
-    padded = []
-    for size, k, s, d, (b, e), (floor, want, _) in zip(
-        shape[2:], m.kernel_size, m.stride, m.dilation, pairs, axes
-    ):
-        extra = (want - 1) * s + d * (k - 1) + 1 - (size + b + e) if want != floor else 0
-        padded.append((b, e + max(extra, 0)))
-    return 0, padded
+    return 1, pairs, [want for _, want, _ in axes]
+
+
+def _crop(g: _Graph, y: str, name: str, keep: list[int] | None) -> str:
+    """``y[..., :keep[0], :keep[1]]`` over the spatial axes (a Slice), or ``y``."""
+    if keep is None:
+        return y
+    nd = len(keep)
+    starts = g.const(f"{name}.crop_starts", [0] * nd, np.int64)
+    ends = g.const(f"{name}.crop_ends", keep, np.int64)
+    axes = g.const(f"{name}.crop_axes", list(range(2, 2 + nd)), np.int64)
+    return g.node("Slice", [y, starts, ends, axes], name)
 
 
 def _param(module: Any, attr: str) -> np.ndarray | None:
@@ -178,7 +187,7 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
         )
         return y, out_shape
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-        ceil, pads = _pool_window(m, shape)
+        ceil, pads, keep = _pool_window(m, shape)
         y = g.node(
             "MaxPool",
             [x],
@@ -189,9 +198,9 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
             pads=_onnx_pads(pads),
             ceil_mode=ceil,
         )
-        return y, out_shape
+        return _crop(g, y, name, keep), out_shape
     if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
-        ceil, pads = _pool_window(m, shape)
+        ceil, pads, keep = _pool_window(m, shape)
         y = g.node(
             "AveragePool",
             [x],
@@ -202,7 +211,7 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
             ceil_mode=ceil,
             count_include_pad=int(m.count_include_pad),
         )
-        return y, out_shape
+        return _crop(g, y, name, keep), out_shape
     if isinstance(m, nn.AdaptiveAvgPool2d):
         (h, w), (oh, ow) = shape[2:], out_shape[2:]
         if (oh, ow) == (1, 1):

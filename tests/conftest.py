@@ -8,6 +8,12 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI draws the same examples on every run, so that whether a change lands does not
+# hang on a draw; a run anywhere else draws new ones and may find new failures.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture

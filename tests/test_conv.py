@@ -357,3 +357,25 @@ def test_backward_matches_loops(
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, ref_dw, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("channels", [4, 40])  # outputs channel-major or channels-last
+def test_results_outlive_the_reused_work_buffers(layout, channels):
+    # The gathered fields and padded copies live in per-thread buffers reused by
+    # every call (convnet.backend.workspace); what a call returns must not.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, channels, 7, 6)).astype(np.float32)
+    x = _channels_last(x) if layout == "channels_last" else x
+    w = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32)
+    pads, s, d = ((1, 1), (1, 1)), (1, 1), (1, 1)
+    y = F.conv2d_forward(x, w, b, s, pads, d)
+    dx, dw, db = F.conv2d_backward(y, x, w, s, pads, d, True)
+    kept = [a.copy() for a in (y, dx, dw, db)]
+    other = rng.standard_normal((2, channels, 9, 9)).astype(np.float32)
+    F.conv2d_backward(F.conv2d_forward(other, w, b, s, pads, d), other, w, s, pads, d, True)
+    for a, k in zip((y, dx, dw, db), kept):
+        np.testing.assert_array_equal(a, k)
+    ref = conv2d_loops(x.astype(np.float64), w, b, s, pads, d)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)

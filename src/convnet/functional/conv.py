@@ -56,7 +56,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from convnet.backend import Array, as_strided, empty_like_layout, quiet_products, xp_of
+from convnet.backend import (
+    Array,
+    as_strided,
+    empty_like_layout,
+    quiet_products,
+    workspace,
+    xp_of,
+)
 
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
 
@@ -77,35 +84,54 @@ def channels_last(x: Array) -> bool:
     return x.shape[1] > 1 and abs(x.strides[1]) < abs(x.strides[3])
 
 
-def pad2d(x: Array, pads: Pads, value: float = 0.0) -> Array:
+def _fill_padded(out: Array, x: Array, pads: Pads, value: float) -> Array:
+    """Write ``x`` into the middle of ``out`` and ``value`` into its border only.
+
+    Shape: ``out`` (..., H+t+b, W+l+r), ``x`` (..., H, W) -> ``out``.
+    """
+    (t, b), (lf, r) = pads
+    h, w = x.shape[-2:]
+    out[..., :t, :] = value
+    out[..., t + h :, :] = value
+    out[..., t : t + h, :lf] = value
+    out[..., t : t + h, lf + w :] = value
+    out[..., t : t + h, lf : lf + w] = x
+    return out
+
+
+def pad2d(x: Array, pads: Pads, value: float = 0.0, scratch: bool = False) -> Array:
     """Pad the last two axes of ``x`` (N, C, H, W) -> (N, C, H+t+b, W+l+r).
 
     The result keeps the memory order of ``x``; ``x`` itself when every pad is
-    zero (no copy).
+    zero (no copy). With ``scratch`` it lives in this thread's reused
+    ``"pad"`` work buffer (:func:`convnet.backend.workspace`), valid only until
+    the next scratch pad: for a padded copy used and dropped inside one call.
     """
     (t, b), (lf, r) = pads
     if t == b == lf == r == 0:
         return x
     n, c, h, w = x.shape
-    out = empty_like_layout((n, c, h + t + b, w + lf + r), x)
-    out[...] = value
-    out[:, :, t : t + h, lf : lf + w] = x
-    return out
+    shape = (n, c, h + t + b, w + lf + r)
+    buf = workspace("pad", n * c * shape[2] * shape[3], x) if scratch else None
+    return _fill_padded(empty_like_layout(shape, x, buffer=buf), x, pads, value)
 
 
-def pad_nhwc(x: Array, pads: Pads) -> Array:
+def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
     """Zero-pad ``x`` (N, C, H, W) into a channels-last (N, H+t+b, W+l+r, C).
 
-    A transposed view of ``x`` (no copy) when every pad is zero.
+    A transposed view of ``x`` (no copy) when every pad is zero; ``scratch``
+    as in :func:`pad2d`.
     """
     (t, b), (lf, r) = pads
     xl = x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C): a view
     if t == b == lf == r == 0:
         return xl
     n, h, w, c = xl.shape
-    out = xp_of(x).zeros((n, h + t + b, w + lf + r, c), dtype=x.dtype)
-    out[:, t : t + h, lf : lf + w] = xl
-    return out
+    shape = (n, c, h + t + b, w + lf + r)  # NCHW; stored as NHWC below
+    size = n * c * shape[2] * shape[3]
+    buf = workspace("pad", size, x) if scratch else xp_of(x).empty(size, dtype=x.dtype)
+    out = buf.reshape(n, shape[2], shape[3], c).transpose(0, 3, 1, 2)  # an NCHW view
+    return _fill_padded(out, x, pads, 0.0).transpose(0, 2, 3, 1)
 
 
 def block_size(n: int, rows: int, positions: int, itemsize: int, block_bytes: int) -> int:
@@ -260,7 +286,8 @@ class _Fields:
         self, x: Array, weight: Array, stride, pads: Pads, dilation, out_hw, ones: bool = False
     ) -> None:
         self.rows = channels_last(x)
-        self.src = pad_nhwc(x, pads) if self.rows else pad2d(x, pads)
+        pad = pad_nhwc if self.rows else pad2d
+        self.src = pad(x, pads, scratch=True)  # gathered from, then dropped
         self.geometry = ((weight.shape[2], weight.shape[3]), stride, dilation, out_hw)
         self.k = weight[0].size
         self.kb = self.k + int(ones)
@@ -336,7 +363,7 @@ def conv2d_forward(
     last = o >= CHANNELS_LAST_MIN
     out = xp.empty((n * p, o) if last else (o, n * p), dtype=x.dtype)
     blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes)
-    buf = xp.empty(blk * p * fields.kb, dtype=x.dtype)
+    buf = workspace("fields", blk * p * fields.kb, x)
     with quiet_products():
         for n0 in range(0, n, blk):  # blocks of the batch that fit in cache, one GEMM each
             nb = min(blk, n - n0)
@@ -396,7 +423,7 @@ def conv2d_backward(
     grid = input_grad and stride == (1, 1) and not as_conv  # _grid_scatter_cols
     per_sample = hp * wp if grid else p  # the tallest matrix a block makes
     blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes)
-    buf = xp.empty(blk * per_sample * kb, dtype=dt)
+    buf = workspace("fields", blk * per_sample * kb, grad_out)
     dwt = xp.zeros((kb, o), dtype=dt)  # dW as (K, O); with need_bias, db as row K
     tmp = xp.empty((kb, o), dtype=dt)
     with quiet_products():

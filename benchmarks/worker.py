@@ -5,9 +5,10 @@ Usage::
     python -m benchmarks.worker {convnet,torch} THREADS
 
 The worker pins its thread count once for its whole life (BLAS threads via
-threadpoolctl; ``torch.set_num_threads`` as well for PyTorch), then reads JSON
-requests from stdin, one per line, and answers each with one JSON line on
-stdout until EOF::
+threadpoolctl; ``torch.set_num_threads`` as well for PyTorch), says
+``{"ready": FRAMEWORK}`` on stdout once its imports are done (or
+``{"error": "..."}`` when it cannot serve), then reads JSON requests from
+stdin, one per line, and answers each with one JSON line on stdout until EOF::
 
     {"task": "train", "model": "lenet5", "batch": 64}   -> {"seconds": s, "steal": f}
     {"task": "infer", "model": "lenet5", "batch": 1}
@@ -344,7 +345,8 @@ def pin_threads(framework: str, threads: int) -> tuple[dict, object]:
 
 
 def _refuse(message: str) -> int:
-    """Answer every request with ``message`` (so a client stays in step), then fail."""
+    """Say ``message`` instead of ready, answer every request with it, then fail."""
+    print(json.dumps({"error": message}), flush=True)
     for line in sys.stdin:
         if line.strip():
             print(json.dumps({"error": message}), flush=True)
@@ -364,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as e:
         return _refuse(str(e))
     worker = Worker(tasks)
+    print(json.dumps({"ready": framework}), flush=True)
     for line in sys.stdin:
         if line.strip():
             print(json.dumps(worker.answer(line)), flush=True)

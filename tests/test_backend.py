@@ -2,13 +2,18 @@
 
 import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from convnet.backend import (
+    _blas,
     as_strided,
     empty_like_layout,
+    engine,
+    engine_threads,
+    parallel_map,
     release_workspace,
     workspace,
     zeros_like_layout,
@@ -79,3 +84,82 @@ def test_workspace_is_private_to_each_thread():
     worker.start()
     worker.join()
     assert not np.shares_memory(mine, theirs[0])
+
+
+# -- the engine's threads ------------------------------------------------------
+
+try:  # the cli extra; the engine shares no work without it (a test below says so)
+    import threadpoolctl
+except ImportError:  # pragma: no cover - test installs have it
+    threadpoolctl = None
+needs_threadpoolctl = pytest.mark.skipif(threadpoolctl is None, reason="needs threadpoolctl")
+
+
+def _blas_threads():
+    """BLAS's thread count as the engine reads it (a new threadpoolctl controller would
+    probe BLAS from a thread of its own and take control of it away from this one)."""
+    return _blas().num_threads
+
+
+@needs_threadpoolctl
+def test_engine_holds_blas_at_one_thread_and_gives_its_threads_back():
+    like = np.zeros(1, np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert engine_threads(like) == 2
+        with engine():
+            assert _blas_threads() == 1 and engine_threads(like) == 2
+            with engine():  # re-entrant: only the outermost entry acts
+                assert _blas_threads() == 1
+            assert _blas_threads() == 1
+        assert _blas_threads() == 2
+        with pytest.raises(RuntimeError), engine():
+            raise RuntimeError("boom")
+        assert _blas_threads() == 2  # given back on an exception too
+
+
+@needs_threadpoolctl
+def test_parallel_map_shares_items_among_threads_in_order():
+    like = np.zeros(1, np.float32)
+
+    def item(i):
+        time.sleep(0.005)  # long enough for the helper to take some items
+        return i * i, threading.get_ident(), _blas_threads(), np.geterr()["invalid"]
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"), np.errstate(invalid="ignore"):
+        out = parallel_map(item, range(12), like)
+        assert _blas_threads() == 2
+    assert [r[0] for r in out] == [i * i for i in range(12)]
+    assert len({r[1] for r in out}) == 2  # the caller and one helper
+    assert {r[2] for r in out} == {1}  # each item's products on one core
+    assert {r[3] for r in out} == {"ignore"}  # the caller's error state in every thread
+
+
+@needs_threadpoolctl
+def test_parallel_map_runs_in_the_caller_with_one_thread_or_nested():
+    like = np.zeros(1, np.float32)
+    me = threading.get_ident()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert parallel_map(lambda i: threading.get_ident(), range(4), like) == [me] * 4
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        inner = parallel_map(
+            lambda i: {t for t in parallel_map(lambda j: threading.get_ident(), range(3), like)},
+            range(4),
+            like,
+        )
+    assert all(len(s) == 1 for s in inner)  # a section inside a section runs in one thread
+
+
+@needs_threadpoolctl
+def test_parallel_map_raises_an_items_error_and_gives_blas_back():
+    like = np.zeros(1, np.float32)
+
+    def item(i):
+        time.sleep(0.002)
+        if i == 5:
+            raise ValueError("item 5")
+        return i
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with pytest.raises(ValueError, match="item 5"):
+            parallel_map(item, range(10), like)
+        assert _blas_threads() == 2

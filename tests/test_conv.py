@@ -318,6 +318,14 @@ def _channels_last(a):
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """The engine's threads: blocks run in the caller, or shared between two threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # the cli extra; test installs have it
+    with threadpoolctl.threadpool_limits(request.param, user_api="blas"):
+        yield request.param
+
+
 @pytest.mark.parametrize("out_last_from", [1, 1 << 30])  # outputs channels-last or not
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
@@ -332,7 +340,7 @@ def _channels_last(a):
     ],
 )
 def test_backward_matches_loops(
-    pads, stride, dilation, kernel, block_bytes, layout, out_last_from, monkeypatch
+    pads, stride, dilation, kernel, block_bytes, layout, out_last_from, threads, monkeypatch
 ):
     # Stride 1 computes the input gradient as a convolution of dY, or for few
     # channel-major channels scatters it on the padded grid; other strides and
@@ -340,8 +348,9 @@ def test_backward_matches_loops(
     # one block or many, from inputs gathered as columns (NCHW) or rows
     # (channels-last), must equal the chain rule by loops.
     monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
+    assert F.engine_threads(np.zeros(1)) == threads
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((3, 2, 9, 8))
+    x = rng.standard_normal((5, 2, 9, 8))
     w = rng.standard_normal((4, 2, *kernel))
     if layout == "channels_last":
         x = _channels_last(x)

@@ -50,6 +50,14 @@ samples or pixels for their own sake. The backward pass gathers each block
 again instead of keeping the forward's matrix, which is cheaper than reading
 it back from memory and keeps training memory near the size of the
 activations.
+
+Threads: the blocks are independent (each writes its own rows of the output,
+its own samples of the input gradient, its own partial ``dW``), so
+:func:`convnet.backend.parallel_map` shares them among the engine's threads,
+each gathering and multiplying its block on one core with BLAS held at one
+thread, and the partial ``dW`` are summed in block order, the same sum
+whichever thread made each. The work buffer and padded copy are per thread
+(:func:`convnet.backend.workspace`).
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ from convnet.backend import (
     Array,
     as_strided,
     empty_like_layout,
+    engine_threads,
+    parallel_map,
     quiet_products,
     workspace,
     xp_of,
@@ -134,9 +144,16 @@ def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
     return _fill_padded(out, x, pads, 0.0).transpose(0, 2, 3, 1)
 
 
-def block_size(n: int, rows: int, positions: int, itemsize: int, block_bytes: int) -> int:
-    """Samples per block so that a block's ``rows x positions`` matrix fits ``block_bytes``."""
-    return max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
+def block_size(
+    n: int, rows: int, positions: int, itemsize: int, block_bytes: int, threads: int = 1
+) -> int:
+    """Samples per block so that a block's ``rows x positions`` matrix fits ``block_bytes``.
+
+    With ``threads`` > 1, also small enough for two blocks per thread, so that
+    :func:`convnet.backend.parallel_map` can share them out evenly.
+    """
+    blk = max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
+    return blk if threads < 2 else max(1, min(blk, -(-n // (2 * threads))))
 
 
 def _gather(xpad: Array, shape6, strides6, out: Array | None, matrix: tuple[int, int]) -> Array:
@@ -362,16 +379,18 @@ def conv2d_forward(
     p = oh * ow
     last = o >= CHANNELS_LAST_MIN
     out = xp.empty((n * p, o) if last else (o, n * p), dtype=x.dtype)
-    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes)
-    buf = workspace("fields", blk * p * fields.kb, x)
-    with quiet_products():
-        for n0 in range(0, n, blk):  # blocks of the batch that fit in cache, one GEMM each
-            nb = min(blk, n - n0)
-            f = fields.block(n0, nb, buf)  # (nb*OH*OW, kb)
+    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, engine_threads(x))
+
+    def block(n0: int) -> None:  # a block of the batch that fits in cache: one gather, one GEMM
+        nb = min(blk, n - n0)
+        with quiet_products():
+            f = fields.block(n0, nb, workspace("fields", blk * p * fields.kb, x))  # (nb*P, kb)
             if last:
                 xp.matmul(f, wmat, out=out[n0 * p : (n0 + nb) * p])  # (nb*OH*OW, O)
             else:
                 xp.matmul(wmat.T, f.T, out=out[:, n0 * p : (n0 + nb) * p])  # (O, nb*OH*OW)
+
+    parallel_map(block, range(0, n, blk), x)
     # Views, no copy: (N*OH*OW, O) -> (N, OH, OW, O) -> (N, O, OH, OW), or
     # (O, N*OH*OW) -> (O, N, OH, OW) -> (N, O, OH, OW). The layers after work in
     # this memory order and the next convolution gathers from it as it is.
@@ -422,14 +441,20 @@ def conv2d_backward(
     hp, wp = x.shape[2] + t + bo, x.shape[3] + lf + r
     grid = input_grad and stride == (1, 1) and not as_conv  # _grid_scatter_cols
     per_sample = hp * wp if grid else p  # the tallest matrix a block makes
-    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes)
-    buf = workspace("fields", blk * per_sample * kb, grad_out)
-    dwt = xp.zeros((kb, o), dtype=dt)  # dW as (K, O); with need_bias, db as row K
-    tmp = xp.empty((kb, o), dtype=dt)
-    with quiet_products():
-        for n0 in range(0, n, blk):  # the forward's blocks, fields gathered again in cache
-            nb = min(blk, n - n0)
-            dwt += xp.matmul(fields.block(n0, nb, buf).T, g[n0 * p : (n0 + nb) * p], out=tmp)
+    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, engine_threads(grad_out))
+
+    starts = range(0, n, blk)
+    parts = xp.empty((len(starts), kb, o), dtype=dt)  # each block's dW, allocated here
+
+    def block_dw(i: int) -> None:  # the block's fields gathered again, in cache
+        n0 = starts[i]
+        nb = min(blk, n - n0)
+        with quiet_products():
+            f = fields.block(n0, nb, workspace("fields", blk * p * kb, grad_out))
+            xp.matmul(f.T, g[n0 * p : (n0 + nb) * p], out=parts[i])
+
+    parallel_map(block_dw, range(len(starts)), grad_out)
+    dwt = _sum(parts)  # dW as (K, O), summed in block order; with need_bias, db as row K
     db = dwt[k].copy() if need_bias else None  # the ones column's products: sum of dY
     dw = fields.to_weight(dwt)
     if not input_grad:
@@ -437,9 +462,18 @@ def conv2d_backward(
     if as_conv and tpads is not None:  # (as_conv implies it; said again for the type checker)
         return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
     scatter = _dx_rows if fields.rows else _dx_cols
-    with quiet_products():
-        dx = scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk, buf)
-    return dx, dw, db
+    return scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk), dw, db
+
+
+def _sum(parts: Array) -> Array:
+    """``parts[0] + parts[1] + ...``, in that order (the same sum whichever thread made each).
+
+    Shape: ``parts`` (B, K, O) -> (K, O), a view of ``parts[0]``.
+    """
+    total = parts[0]
+    for part in parts[1:]:  # a handful of blocks' (K, O) matrices
+        total += part
+    return total
 
 
 def _transposed_pads(kernel, pads: Pads, dilation) -> Pads | None:
@@ -479,7 +513,7 @@ def _dx_as_conv(grad_out: Array, weight: Array, tpads: Pads, dilation, block_byt
     return conv2d_forward(grad_out, flipped, None, (1, 1), tpads, dilation, block_bytes)
 
 
-def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk, buf) -> Array:
+def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
     """The input gradient, channels-last: ``drows = dY @ W2`` scattered per block.
 
     ``W2`` is ``W`` as ``(O, kH*kW*C)``; the scatter is :func:`row2im_add`.
@@ -493,15 +527,20 @@ def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk, buf) -> Ar
     p, k = out_hw[0] * out_hw[1], weight[0].size
     w2 = xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, k)
     dxpad = xp.zeros((n, h + t + bo, w + lf + r, c), dtype=g.dtype)
-    for n0 in range(0, n, blk):
+
+    def block(n0: int) -> None:  # its samples of dxpad are its own
         nb = min(blk, n - n0)
-        drows = xp.matmul(g[n0 * p : (n0 + nb) * p], w2, out=buf[: nb * p * k].reshape(nb * p, k))
+        buf = workspace("fields", nb * p * k, g).reshape(nb * p, k)
+        with quiet_products():
+            drows = xp.matmul(g[n0 * p : (n0 + nb) * p], w2, out=buf)
         row2im_add(drows, dxpad[n0 : n0 + nb], kernel, stride, dilation, out_hw)
+
+    parallel_map(block, range(0, n, blk), g)
     # (N, Hp, Wp, C) -> (N, C, H, W): crop the padding; a view, kept channels-last.
     return dxpad[:, t : t + h, lf : lf + w].transpose(0, 3, 1, 2)
 
 
-def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk, buf) -> Array:
+def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
     """The input gradient, channel-major: ``dcols = W2.T @ dY.T`` scattered per block.
 
     ``W2`` is ``W`` as ``(O, C*kH*kW)``. Stride 1 scatters on the padded grid
@@ -516,18 +555,24 @@ def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk, buf) -> Ar
     oh, ow = out_hw
     p, k = oh * ow, weight[0].size
     w2 = weight.reshape(o, k)
-    dxpad = xp.zeros((c, n, h + t + bo, w + lf + r), dtype=g.dtype)
-    grid = stride == (1, 1)
-    gbuf = xp.zeros((o, blk, *dxpad.shape[2:]), dtype=g.dtype) if grid else None
-    for n0 in range(0, n, blk):
+    hp, wp = h + t + bo, w + lf + r
+    dxpad = xp.zeros((c, n, hp, wp), dtype=g.dtype)
+
+    def block(n0: int) -> None:  # its samples of dxpad are its own
         nb = min(blk, n - n0)
         gb = g[n0 * p : (n0 + nb) * p].T  # (O, nb*OH*OW)
-        if gbuf is not None:
-            gbuf[:, :nb, :oh, :ow] = gb.reshape(o, nb, oh, ow)  # its borders stay zero
-            _grid_scatter_cols(gbuf[:, :nb], w2, dxpad[:, n0 : n0 + nb], kernel, dilation, buf)
-        else:
-            dcols = xp.matmul(w2.T, gb, out=buf[: k * nb * p].reshape(k, nb * p))
-            col2im_add(dcols, dxpad[:, n0 : n0 + nb], kernel, stride, dilation, out_hw)
+        with quiet_products():
+            if stride == (1, 1):  # dY on the padded grid, zeros where no output is
+                g_grid = workspace("grid", o * nb * hp * wp, g).reshape(o, nb, hp, wp)
+                g_grid[:, :, oh:] = 0
+                g_grid[:, :, :oh, ow:] = 0
+                g_grid[:, :, :oh, :ow] = gb.reshape(o, nb, oh, ow)
+                _grid_scatter_cols(g_grid, w2, dxpad[:, n0 : n0 + nb], kernel, dilation)
+            else:
+                dcols = xp.matmul(w2.T, gb, out=workspace("fields", k * nb * p, g).reshape(k, -1))
+                col2im_add(dcols, dxpad[:, n0 : n0 + nb], kernel, stride, dilation, out_hw)
+
+    parallel_map(block, range(0, n, blk), g)
     # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
     return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3)
 
@@ -538,7 +583,6 @@ def _grid_scatter_cols(
     dxpad: Array,
     kernel: tuple[int, int],
     dilation: tuple[int, int],
-    buf: Array,
 ) -> None:
     """``dxpad`` += the input gradient of a stride-1 convolution, on the padded grid.
 
@@ -556,14 +600,16 @@ def _grid_scatter_cols(
     columns are zero and add nothing, and no shift leaves its sample's grid.
 
     Shape: ``g_grid`` (O, nb, Hp, Wp), ``w2`` (O, C*kH*kW), ``dxpad``
-    (C, nb, Hp, Wp) contiguous per channel, ``buf`` at least C*kH*kW*nb*Hp*Wp values.
+    (C, nb, Hp, Wp) contiguous per channel; ``dcols`` lives in this thread's
+    ``"fields"`` work buffer.
     """
     xp = xp_of(g_grid)
     o, nb, hp, wp = g_grid.shape
     c = dxpad.shape[0]
     kh, kw = kernel
     k, lb = w2.shape[1], nb * hp * wp
-    dcols = xp.matmul(w2.T, g_grid.reshape(o, lb), out=buf[: k * lb].reshape(k, lb))
+    dcols = workspace("fields", k * lb, g_grid).reshape(k, lb)
+    xp.matmul(w2.T, g_grid.reshape(o, lb), out=dcols)
     d3 = dcols.reshape(c, kh * kw, lb)
     dx = dxpad.reshape(c, lb)  # a view: the block's samples are adjacent in memory
     for tap, shift in _shifts(kernel, dilation, wp):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from convnet.backend import Array
+from convnet.backend import Array, engine
 from convnet.nn.module import Module
 
 
@@ -91,8 +91,9 @@ class Sequential(Module):
         return self._layers[index]
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        for layer in self._layers:
-            x = layer(x, training=training)
+        with engine():  # the layers' products share the threads (convnet.backend.engine)
+            for layer in self._layers:
+                x = layer(x, training=training)
         return x
 
     def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
@@ -103,17 +104,18 @@ class Sequential(Module):
         first convolution, and returns None; parameter gradients are unchanged.
         """
         layers = self._layers
-        for layer in reversed(layers[1:]):
-            grad_out = layer.backward(grad_out)
-        if not layers:
-            return grad_out
-        first = layers[0]
-        if input_grad:
-            return first.backward(grad_out)
-        if first.skips_input_grad:
-            first.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
-        elif first.parameters():
-            first.backward(grad_out)
+        with engine():  # as in forward
+            for layer in reversed(layers[1:]):
+                grad_out = layer.backward(grad_out)
+            if not layers:
+                return grad_out
+            first = layers[0]
+            if input_grad:
+                return first.backward(grad_out)
+            if first.skips_input_grad:
+                first.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
+            elif first.parameters():
+                first.backward(grad_out)
         return None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -257,6 +257,31 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], like: Array) ->
         return results
 
 
+#: Values (or multiply-adds) below which :func:`parallel_slices` keeps work in one thread:
+#: handing a chunk to another thread costs tens of microseconds.
+MIN_PARALLEL_WORK = 1 << 18
+
+
+def outer_axis(a: Array) -> int:
+    """The axis of ``a`` with the largest stride: slices along it are contiguous blocks."""
+    return max(range(a.ndim), key=lambda ax: abs(a.strides[ax])) if a.ndim else 0
+
+
+def parallel_slices(fn: Callable[[slice], Any], length: int, like: Array, work: int) -> list[Any]:
+    """``fn(slice)`` over a few slices that cover ``range(length)``, via :func:`parallel_map`.
+
+    For elementwise work along one axis (a layer's outermost axis in memory,
+    :func:`outer_axis`): two slices per engine thread, or one slice for all
+    when ``work`` (values or multiply-adds in all) is under
+    :data:`MIN_PARALLEL_WORK` per slice. Results in slice order.
+    """
+    pieces = min(length, 2 * engine_threads(like), work // MIN_PARALLEL_WORK)
+    if pieces < 2:
+        return [fn(slice(0, length))]
+    bounds = [length * i // pieces for i in range(pieces + 1)]
+    return parallel_map(lambda i: fn(slice(bounds[i], bounds[i + 1])), range(pieces), like)
+
+
 def to_numpy(x: Array) -> np.ndarray:
     """Copy ``x`` to host memory as a NumPy array (no copy when it is one)."""
     if _cupy is not None and isinstance(x, _cupy.ndarray):

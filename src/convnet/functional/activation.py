@@ -9,19 +9,52 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.backend import Array, xp_of
+from convnet.backend import Array, outer_axis, parallel_slices, xp_of
+
+
+def _along(axis: int, sl: slice) -> tuple[slice, ...]:
+    """An index taking ``sl`` of axis ``axis`` and everything of the axes before it."""
+    return (slice(None),) * axis + (sl,)
 
 
 def relu(x: Array) -> Array:
-    """``max(x, 0)`` elementwise, same dtype as ``x``."""
+    """``max(x, 0)`` elementwise, same dtype and memory order as ``x``.
+
+    Large inputs are done in slices of their outermost axis in memory, shared
+    among the engine's threads (:func:`convnet.backend.parallel_slices`).
+    """
     xp = xp_of(x)
-    return xp.maximum(x, 0)
+    if x.ndim == 0:
+        return xp.maximum(x, 0)
+    y = xp.empty_like(x)
+    axis = outer_axis(x)
+
+    def part(sl: slice) -> None:
+        i = _along(axis, sl)
+        xp.maximum(x[i], 0, out=y[i])
+
+    parallel_slices(part, x.shape[axis], x, x.size)
+    return y
 
 
 def relu_backward(grad_out: Array, y: Array) -> Array:
-    """Input gradient of ReLU from its output ``y``: ``grad_out * (y > 0)``."""
-    # A multiply by the boolean mask is several times faster than np.where here.
-    return grad_out * (y > 0)
+    """Input gradient of ReLU from its output ``y``: ``grad_out * (y > 0)``.
+
+    In the memory order of ``grad_out``, in slices as :func:`relu`.
+    """
+    xp = xp_of(grad_out)
+    if grad_out.ndim == 0:
+        return grad_out * (y > 0)
+    dx = xp.empty_like(grad_out, dtype=xp.result_type(grad_out.dtype, bool))
+    axis = outer_axis(grad_out)
+
+    def part(sl: slice) -> None:
+        i = _along(axis, sl)
+        # A multiply by the boolean mask is several times faster than np.where here.
+        xp.multiply(grad_out[i], y[i] > 0, out=dx[i])
+
+    parallel_slices(part, grad_out.shape[axis], grad_out, dx.size)
+    return dx
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> tuple[Array, Array]:

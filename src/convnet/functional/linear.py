@@ -1,8 +1,18 @@
-"""Affine map ``y = x @ W.T + b``: one GEMM for the output and one for each gradient."""
+"""Affine map ``y = x @ W.T + b``: one GEMM for the output and one for each gradient.
+
+Large products are done in slices of the rows (the samples), shared among
+the engine's threads (:func:`convnet.backend.parallel_slices`), each slice's
+product on one core: ``y`` and ``dx`` slice by slice, ``dW`` as a sum of the
+slices' products taken in slice order, the same whichever thread made each.
+"""
 
 from __future__ import annotations
 
-from convnet.backend import Array, quiet_products
+from convnet.backend import Array, parallel_slices, quiet_products, xp_of
+
+#: A multiply-add in a product costs about this many times less than a value
+#: of elementwise work (the unit of ``parallel_slices``'s ``work``).
+MACS_PER_VALUE = 16
 
 
 def linear(x: Array, weight: Array, bias: Array | None) -> Array:
@@ -11,11 +21,19 @@ def linear(x: Array, weight: Array, bias: Array | None) -> Array:
     Shape: ``x`` ``(..., in)``, ``weight`` ``(out, in)``, ``bias`` ``(out,)``;
     output ``(..., out)``.
     """
-    with quiet_products():
-        y = x @ weight.T
-    if bias is not None:
-        y += bias
-    return y
+    xp = xp_of(x)
+    out_f, in_f = weight.shape
+    x2 = x.reshape(-1, in_f)  # (..., in) -> (M, in)
+    y = xp.empty((x2.shape[0], out_f), dtype=xp.result_type(x, weight))
+
+    def rows(sl: slice) -> None:
+        with quiet_products():
+            xp.matmul(x2[sl], weight.T, out=y[sl])
+        if bias is not None:
+            y[sl] += bias
+
+    parallel_slices(rows, x2.shape[0], x, x2.size * out_f // MACS_PER_VALUE)
+    return y.reshape(*x.shape[:-1], out_f)
 
 
 def linear_backward(
@@ -24,14 +42,25 @@ def linear_backward(
     """Gradients ``(dx, dweight, dbias)`` of :func:`linear`.
 
     Leading dimensions are folded into one: ``(..., in) -> (M, in)`` and
-    ``(..., out) -> (M, out)``, so ``dW = g.T @ x`` is a single product.
+    ``(..., out) -> (M, out)``, so ``dW = g.T @ x`` is a single product (a
+    sum of products over slices of the ``M`` rows).
     ``dbias`` is None when ``need_bias`` is False.
     """
+    xp = xp_of(grad_out)
     out_f, in_f = weight.shape
     g2 = grad_out.reshape(-1, out_f)  # (..., out) -> (M, out)
     x2 = x.reshape(-1, in_f)  # (..., in) -> (M, in)
-    with quiet_products():
-        dx = grad_out @ weight  # (..., out) @ (out, in) -> (..., in)
-        dw = g2.T @ x2  # (out, M) @ (M, in) -> (out, in)
+    dx = xp.empty((g2.shape[0], in_f), dtype=xp.result_type(grad_out, weight))
+
+    def rows(sl: slice) -> Array:
+        with quiet_products():
+            xp.matmul(g2[sl], weight, out=dx[sl])  # (m, out) @ (out, in) -> (m, in)
+            return g2[sl].T @ x2[sl]  # (out, m) @ (m, in) -> (out, in)
+
+    macs = 2 * g2.shape[0] * out_f * in_f
+    parts = parallel_slices(rows, g2.shape[0], grad_out, macs // MACS_PER_VALUE)
+    dw = parts[0]
+    for part in parts[1:]:  # in slice order
+        dw += part
     db = g2.sum(axis=0) if need_bias else None
-    return dx, dw, db
+    return dx.reshape(*grad_out.shape[:-1], in_f), dw, db

@@ -1,0 +1,77 @@
+"""Layers whose work the engine shares among threads give the one-thread results.
+
+CI pins BLAS (and so the engine) to one thread; these tests ask for two, so
+the sliced and blocked paths run whatever the machine's default.
+"""
+
+import numpy as np
+import pytest
+
+from convnet import nn
+from convnet.backend import parallel_slices
+from convnet.functional import activation as A
+from convnet.functional import linear as L
+
+threadpoolctl = pytest.importorskip("threadpoolctl")  # the cli extra; test installs have it
+
+
+def _threads(n):
+    return threadpoolctl.threadpool_limits(n, user_api="blas")
+
+
+def _layouts(a):
+    """``a`` as it is (NCHW), channels-last and channel-major in memory."""
+    return {
+        "nchw": a,
+        "channels_last": np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2),
+        "channel_major": np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
+    }
+
+
+def test_slices_cover_the_range_once_in_order():
+    seen = []
+    with _threads(2):
+        out = parallel_slices(lambda sl: seen.append(sl) or sl, 10, np.zeros(1), 1 << 30)
+    assert out == sorted(out, key=lambda s: s.start) and len(out) == 4
+    covered = np.concatenate([np.arange(10)[s] for s in out])
+    np.testing.assert_array_equal(covered, np.arange(10))
+    with _threads(2):  # too little work to share: one slice, in the caller
+        assert parallel_slices(lambda sl: sl, 10, np.zeros(1), 100) == [slice(0, 10)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_major"])
+def test_relu_in_slices_keeps_values_and_memory_order(layout):
+    rng = np.random.default_rng(0)
+    x = _layouts(rng.standard_normal((64, 8, 32, 32)).astype(np.float32))[layout]
+    g = _layouts(rng.standard_normal(x.shape).astype(np.float32))["channels_last"]
+    with _threads(2):
+        y = A.relu(x)
+        dx = A.relu_backward(g, y)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, g * (x > 0))
+    assert y.strides == x.strides and dx.strides == g.strides and y.dtype == np.float32
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_in_slices_matches_one_product(bias):
+    rng = np.random.default_rng(1)
+    layer = nn.Linear(3000, 70, bias=bias, rng=rng)
+    x = rng.standard_normal((129, 3000)).astype(np.float32)  # slices of unequal sizes
+    g = rng.standard_normal((129, 70)).astype(np.float32)
+    with _threads(2):
+        y = layer(x, training=True)
+        dx = layer.backward(g)
+    w = layer.weight.data.astype(np.float64)
+    ref = x @ w.T + (layer.bias.data if bias else 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, g @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.weight.grad, g.T.astype(np.float64) @ x, rtol=1e-4, atol=1e-3)
+    if bias:
+        np.testing.assert_allclose(layer.bias.grad, g.sum(0), rtol=1e-4, atol=1e-4)
+    with _threads(1):
+        np.testing.assert_allclose(
+            L.linear(x, layer.weight.data, None),
+            y - (layer.bias.data if bias else 0),
+            rtol=1e-5,
+            atol=1e-5,
+        )

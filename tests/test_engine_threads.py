@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convnet import nn
-from convnet.backend import parallel_slices
+from convnet.backend import parallel_slices, slice_count
 from convnet.functional import activation as A
 from convnet.functional import linear as L
 
@@ -75,3 +75,35 @@ def test_linear_in_slices_matches_one_product(bias):
             rtol=1e-5,
             atol=1e-5,
         )
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_major"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.MaxPool2d(2),
+        lambda: nn.MaxPool2d(3, stride=2, padding=1, dilation=1, ceil_mode=True),
+        lambda: nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)),
+        lambda: nn.AvgPool2d(2),
+        lambda: nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    ],
+)
+def test_pooling_in_slices_equals_one_thread(layout, make):
+    # Each (sample, channel) plane is pooled on its own: slices of the batch or
+    # channel axis on two threads give exactly the one-thread results.
+    rng = np.random.default_rng(2)
+    x = _layouts(rng.standard_normal((64, 8, 33, 32)).astype(np.float32))[layout]
+    x[:, :, 4:8, 4:8] = 1.0  # ties: the first maximum must win in every slice
+    with _threads(2):
+        assert slice_count(x.shape[0], x, x.size) >= 2  # really shared out
+    results = []
+    for threads in (1, 2):
+        layer = make()
+        with _threads(threads):
+            y = layer(x, training=True)
+            g = np.ones_like(y) * np.arange(y.shape[-1], dtype=np.float32)
+            results.append((y, layer.backward(g)))
+    (y1, dx1), (y2, dx2) = results
+    np.testing.assert_array_equal(y2, y1)
+    np.testing.assert_array_equal(dx2, dx1)
+    assert y2.strides == y1.strides and dx2.strides == dx1.strides

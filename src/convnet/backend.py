@@ -267,6 +267,11 @@ def outer_axis(a: Array) -> int:
     return max(range(a.ndim), key=lambda ax: abs(a.strides[ax])) if a.ndim else 0
 
 
+def slice_count(length: int, like: Array, work: int) -> int:
+    """How many slices :func:`parallel_slices` cuts ``range(length)`` into (1: no cut)."""
+    return max(1, min(length, 2 * engine_threads(like), work // MIN_PARALLEL_WORK))
+
+
 def parallel_slices(fn: Callable[[slice], Any], length: int, like: Array, work: int) -> list[Any]:
     """``fn(slice)`` over a few slices that cover ``range(length)``, via :func:`parallel_map`.
 
@@ -275,7 +280,7 @@ def parallel_slices(fn: Callable[[slice], Any], length: int, like: Array, work: 
     when ``work`` (values or multiply-adds in all) is under
     :data:`MIN_PARALLEL_WORK` per slice. Results in slice order.
     """
-    pieces = min(length, 2 * engine_threads(like), work // MIN_PARALLEL_WORK)
+    pieces = slice_count(length, like, work)
     if pieces < 2:
         return [fn(slice(0, length))]
     bounds = [length * i // pieces for i in range(pieces + 1)]

@@ -7,13 +7,24 @@ everything works on views of ``x`` with no padded copy.
 
 Max pooling routes the gradient to the first maximum of each window in
 row-major order, as PyTorch does; padding never wins (it is ``-inf``).
+
+Every (sample, channel) plane is pooled on its own, so large inputs are
+pooled in slices of the batch or channel axis (whichever is outermost in
+memory), shared among the engine's threads (:func:`_in_slices`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from convnet.backend import Array, empty_like_layout, xp_of, zeros_like_layout
+from convnet.backend import (
+    Array,
+    empty_like_layout,
+    parallel_slices,
+    slice_count,
+    xp_of,
+    zeros_like_layout,
+)
 
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -72,7 +83,62 @@ def _rows(a: Array, i: int, s: int, d: int, oh: int) -> Array:
     return a[:, :, r0 : r0 + s * (oh - 1) + 1 : s]
 
 
+def _in_slices(fn, arrays: list[Array], outs, like: Array):
+    """``fn(*arrays)``, computed in slices of axis 0 or 1 shared among the engine's threads.
+
+    Each slice's results are written into its slice of the arrays that
+    ``outs()`` makes (the results' full-size arrays, in the memory order the
+    whole call would give them); with one slice (little work, one thread)
+    ``fn`` runs on the whole arrays and nothing is copied.
+
+    Shape: every array (N, C, ...); ``fn`` maps slices of them to one array
+    or a tuple of arrays (n, c, ...), sliced the same way.
+    """
+    axis = 0 if abs(like.strides[0]) >= abs(like.strides[1]) else 1
+    if slice_count(like.shape[axis], like, like.size) < 2:
+        return fn(*arrays)
+    full = outs()
+    targets = full if isinstance(full, tuple) else (full,)
+
+    def part(sl: slice) -> None:
+        i = (slice(None),) * axis + (sl,)
+        got = fn(*[a[i] for a in arrays])
+        for target, value in zip(targets, got if isinstance(got, tuple) else (got,)):
+            target[i] = value
+
+    parallel_slices(part, like.shape[axis], like, like.size)
+    return full
+
+
 def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Array]:
+    """Max over each window, separably (:func:`_max_pool2d`), in slices (:func:`_in_slices`).
+
+    Shape: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW) and the winners:
+    ``col`` (N, C, Hp, OW), the tap along W of each row segment, and ``row``
+    (N, C, OH, OW), the tap along H, both int8.
+    """
+    n, c, h, w = x.shape
+    oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
+    ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
+    hp = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1
+
+    def outs() -> tuple[Array, Array, Array]:
+        int8 = xp_of(x).int8
+        return (
+            empty_like_layout((n, c, oh, ow), x),
+            empty_like_layout((n, c, hp, ow), x, int8),
+            empty_like_layout((n, c, oh, ow), x, int8),
+        )
+
+    def pool(xs: Array) -> tuple[Array, Array, Array]:
+        y, (col, row) = _max_pool2d(xs, k, s, p, d, ceil_mode)
+        return y, col, row
+
+    y, col, row = _in_slices(pool, [x], outs, x)
+    return y, (col, row)
+
+
+def _max_pool2d(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Array]:
     """Max over each window, separably: along W first, then along H.
 
     Reducing each row of a window first and then the rows keeps PyTorch's tie
@@ -115,8 +181,23 @@ def _running_max(taps: list[Array]) -> tuple[Array, Array]:
 def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
     """Route each output gradient to its window's winner (adjoint of the forward).
 
+    In slices (:func:`_in_slices`) of :func:`_max_pool2d_backward`.
+
     Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
+    col, row = winners
+    return _in_slices(
+        lambda g, cl, rw: _max_pool2d_backward(
+            g, (cl, rw), (*g.shape[:2], *x_shape[2:]), k, s, p, d
+        ),
+        [grad_out, col, row],
+        lambda: empty_like_layout(tuple(x_shape), grad_out),
+        grad_out,
+    )
+
+
+def _max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
+    """:func:`max_pool2d_backward` on one slice."""
     col, row = winners
     n, c, oh, ow = grad_out.shape
     hp = col.shape[2]
@@ -151,15 +232,26 @@ def _divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: boo
 
 
 def avg_pool2d_forward(x: Array, k, s, p, ceil_mode: bool, count_include_pad: bool) -> Array:
-    """Mean over each window (PyTorch's divisor rules), summed separably.
+    """Mean over each window (PyTorch's divisor rules), summed separably, in slices.
 
     Shape: ``x`` (N, C, H, W) -> (N, C, OH, OW).
     """
-    xp = xp_of(x)
-    h, w = x.shape[2:]
-    d = (1, 1)
+    n, c, h, w = x.shape
     oh = pool_out_size(h, k[0], s[0], p[0], 1, ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], 1, ceil_mode)
+    return _in_slices(
+        lambda xs: _avg_pool2d(xs, k, s, p, (h, w), (oh, ow), count_include_pad),
+        [x],
+        lambda: empty_like_layout((n, c, oh, ow), x),
+        x,
+    )
+
+
+def _avg_pool2d(x: Array, k, s, p, hw, out_hw, count_include_pad: bool) -> Array:
+    """:func:`avg_pool2d_forward` on one slice."""
+    xp = xp_of(x)
+    (h, w), (oh, ow) = hw, out_hw
+    d = (1, 1)
     xpad = _padded(x, k, s, p, d, (oh, ow), 0.0)
     rowsum = _cols(xpad, 0, s[1], 1, ow).copy(order="K")  # (N, C, Hp, OW)
     for j in range(1, k[1]):
@@ -181,10 +273,20 @@ def _divisor_2d(xp, hw, k, s, p, out_hw, count_include_pad, dtype) -> Array:
 
 
 def avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bool) -> Array:
-    """Spread each output gradient evenly over its window (adjoint of the forward).
+    """Spread each output gradient evenly over its window (adjoint of the forward), in slices.
 
     Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
+    return _in_slices(
+        lambda g: _avg_pool2d_backward(g, (*g.shape[:2], *x_shape[2:]), k, s, p, count_include_pad),
+        [grad_out],
+        lambda: empty_like_layout(tuple(x_shape), grad_out),
+        grad_out,
+    )
+
+
+def _avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bool) -> Array:
+    """:func:`avg_pool2d_backward` on one slice."""
     xp = xp_of(grad_out)
     n, c, oh, ow = grad_out.shape
     h, w = x_shape[2:]

@@ -107,3 +107,25 @@ def test_pooling_in_slices_equals_one_thread(layout, make):
     np.testing.assert_array_equal(y2, y1)
     np.testing.assert_array_equal(dx2, dx1)
     assert y2.strides == y1.strides and dx2.strides == dx1.strides
+
+
+@pytest.mark.parametrize("channels", [(8, 16), (16, 40)])  # channel-major or channels-last out
+def test_one_image_convolution_in_row_slices_equals_one_thread(channels):
+    # A batch of one is one block: its product is shared out in slices of its
+    # rows (output positions) instead of blocks of samples.
+    rng = np.random.default_rng(3)
+    layer = nn.Conv2d(*channels, 3, padding=1, rng=rng)
+    x = rng.standard_normal((1, channels[0], 128, 112)).astype(np.float32)
+    with _threads(1):
+        y1 = layer(x)
+    with _threads(2):
+        y2 = layer(x)
+    np.testing.assert_allclose(y2, y1, rtol=1e-6, atol=1e-6)
+    assert y2.strides == y1.strides
+    w = layer.weight.data.astype(np.float64)
+    np.testing.assert_allclose(
+        y2[0, :, 10, 10],
+        np.einsum("ocij,cij->o", w, x[0, :, 9:12, 9:12]) + layer.bias.data,
+        rtol=1e-4,
+        atol=1e-4,
+    )

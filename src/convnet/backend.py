@@ -257,6 +257,10 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], like: Array) ->
         return results
 
 
+#: A multiply-add in a matrix product costs about this many times less than a
+#: value of elementwise work (the unit of :func:`parallel_slices`'s ``work``).
+MACS_PER_VALUE = 16
+
 #: Values (or multiply-adds) below which :func:`parallel_slices` keeps work in one thread:
 #: handing a chunk to another thread costs tens of microseconds.
 MIN_PARALLEL_WORK = 1 << 18

@@ -65,11 +65,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from convnet.backend import (
+    MACS_PER_VALUE,
     Array,
     as_strided,
     empty_like_layout,
     engine_threads,
     parallel_map,
+    parallel_slices,
     quiet_products,
     workspace,
     xp_of,
@@ -390,7 +392,20 @@ def conv2d_forward(
             else:
                 xp.matmul(wmat.T, f.T, out=out[:, n0 * p : (n0 + nb) * p])  # (O, nb*OH*OW)
 
-    parallel_map(block, range(0, n, blk), x)
+    if n > blk:
+        parallel_map(block, range(0, n, blk), x)
+    else:  # one block (a small batch): its product shared out in slices of its rows
+        with quiet_products():
+            f = fields.block(0, n, workspace("fields", n * p * fields.kb, x))  # (N*OH*OW, kb)
+
+        def rows(sl: slice) -> None:
+            with quiet_products():
+                if last:
+                    xp.matmul(f[sl], wmat, out=out[sl])
+                else:
+                    xp.matmul(wmat.T, f[sl].T, out=out[:, sl])
+
+        parallel_slices(rows, n * p, x, n * p * fields.kb * o // MACS_PER_VALUE)
     # Views, no copy: (N*OH*OW, O) -> (N, OH, OW, O) -> (N, O, OH, OW), or
     # (O, N*OH*OW) -> (O, N, OH, OW) -> (N, O, OH, OW). The layers after work in
     # this memory order and the next convolution gathers from it as it is.

@@ -8,11 +8,7 @@ slices' products taken in slice order, the same whichever thread made each.
 
 from __future__ import annotations
 
-from convnet.backend import Array, parallel_slices, quiet_products, xp_of
-
-#: A multiply-add in a product costs about this many times less than a value
-#: of elementwise work (the unit of ``parallel_slices``'s ``work``).
-MACS_PER_VALUE = 16
+from convnet.backend import MACS_PER_VALUE, Array, parallel_slices, quiet_products, xp_of
 
 
 def linear(x: Array, weight: Array, bias: Array | None) -> Array:

@@ -1,7 +1,15 @@
-"""The one place that knows NumPy from CuPy, and that controls BLAS threads.
+"""The one place that knows NumPy from CuPy, and that controls threads.
 
 Every array function in convnet asks :func:`xp_of` for the array module of its
 input, so the same code runs on NumPy arrays (CPU) and CuPy arrays (GPU).
+
+Threads: the engine shares a layer's independent blocks of work (samples,
+rows, planes) among as many threads as NumPy's BLAS pool has, with BLAS held
+at one thread meanwhile (:class:`engine`, :func:`parallel_map`,
+:func:`parallel_slices`), and keeps per-thread scratch memory
+(:func:`workspace`). Both need only the standard library; setting BLAS's
+threads needs ``threadpoolctl`` (the ``cli`` extra), without which the
+engine keeps to the calling thread and BLAS threads its products itself.
 """
 
 from __future__ import annotations

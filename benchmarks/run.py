@@ -174,7 +174,11 @@ def measure(
 
     A round asks each framework once; the order flips every round so neither
     always goes first, and each request waits ``PAUSE`` seconds so the other
-    process's BLAS/OpenMP threads have gone idle.
+    process's BLAS/OpenMP threads have gone idle. With both frameworks,
+    ``"paired"`` is the median over rounds of PyTorch's time over convnet's
+    in the same round (> 1: convnet faster): this machine's speed drifts for
+    seconds at a time, and a round's two samples share the drift where two
+    medians need not.
     """
     fws = list(frameworks if frameworks is not None else workers.procs)
     samples: dict[str, list[float]] = {fw: [] for fw in fws}
@@ -182,7 +186,12 @@ def measure(
         for fw in fws if i % 2 == 0 else fws[::-1]:
             time.sleep(PAUSE)
             samples[fw].append(workers.ask(fw, request))
-    return {fw: statistics.median(v) for fw, v in samples.items()}
+    out = {fw: statistics.median(v) for fw, v in samples.items()}
+    if "convnet" in samples and "torch" in samples:
+        out["paired"] = statistics.median(
+            t / c for c, t in zip(samples["convnet"], samples["torch"], strict=True)
+        )
+    return out
 
 
 def gemm_gflops(workers: Workers, n: int = 2048, rounds: int = 5) -> float:
@@ -203,14 +212,14 @@ def layer_rows(workers: Workers, repeats: int) -> list[dict]:
     rows = []
     for index, (name, *_) in enumerate(LAYERS):
         t = measure(workers, {"task": "layer", "index": index, "min_time": 0.15}, repeats)
-        rows.append({"layer": name, **{k: v * 1e3 for k, v in t.items()}})
+        rows.append({"layer": name, **{k: v if k == "paired" else v * 1e3 for k, v in t.items()}})
     return rows
 
 
 def training_rate(workers: Workers, model: str, batch: int, repeats: int) -> dict[str, float]:
     """Images per second of a full Adam + cross-entropy training step."""
     t = measure(workers, {"task": "train", "model": model, "batch": batch}, repeats)
-    return {k: batch / v for k, v in t.items()}
+    return {k: v if k == "paired" else batch / v for k, v in t.items()}
 
 
 def inference_time(workers: Workers, model: str, batch: int, repeats: int) -> dict[str, float]:
@@ -280,11 +289,9 @@ def plot_scaling(data: dict[str, list], path: Path) -> None:
 # -- report -------------------------------------------------------------------
 
 
-def ratio(ours: float, theirs: float | None, higher_is_better: bool) -> str:
-    if theirs is None:
-        return "-"
-    r = ours / theirs if higher_is_better else theirs / ours
-    return f"{r:.2f}"
+def ratio(r: dict) -> str:
+    """A row's paired ratio (see :func:`measure`), or "-" without PyTorch."""
+    return f"{r['paired']:.2f}" if "paired" in r else "-"
 
 
 def steal_line(steal: list[float], retried: int) -> str:
@@ -318,7 +325,9 @@ def markdown(
         f"- float32 matrix product 2048^3 (NumPy/OpenBLAS): {ceiling1:.0f} GFLOP/s on one"
         f" thread, {ceiling:.0f} GFLOP/s on {threads} (the ceiling; best of 5 runs each)",
         "",
-        "Ratio = how many times faster convnet is (> 1 means faster than PyTorch).",
+        "Ratio = how many times faster convnet is (> 1 means faster than PyTorch): the"
+        " median over rounds of the two frameworks' times in the same round, so it can"
+        " differ from the ratio of the two medians shown beside it.",
         "",
         "## Training throughput (images/s, Adam + cross-entropy, MNIST-shaped batches)",
         "",
@@ -328,7 +337,7 @@ def markdown(
     for (model, batch), r in train.items():
         lines.append(
             f"| {model} | {batch} | {r['convnet']:,.0f} | "
-            f"{r.get('torch', float('nan')):,.0f} | {ratio(r['convnet'], r.get('torch'), True)} |"
+            f"{r.get('torch', float('nan')):,.0f} | {ratio(r)} |"
         )
     lines += [
         "",
@@ -345,9 +354,9 @@ def markdown(
         t1 = one.get("torch")
         lines.append(
             f"| {model} | {256 / big['convnet']:,.0f} | "
-            f"{(256 / tb) if tb else float('nan'):,.0f} | {ratio(big['convnet'], tb, False)} | "
+            f"{(256 / tb) if tb else float('nan'):,.0f} | {ratio(big)} | "
             f"{one['convnet'] * 1e3:.3f} | {(t1 or float('nan')) * 1e3:.3f} | "
-            f"{ratio(one['convnet'], t1, False)} | {gf:.0f} ({100 * gf / ceiling:.0f}%) |"
+            f"{ratio(one)} | {gf:.0f} ({100 * gf / ceiling:.0f}%) |"
         )
     lines += [
         "",
@@ -371,7 +380,7 @@ def markdown(
     for r in layers:
         lines.append(
             f"| {r['layer']} | {r['convnet']:.3f} | {r.get('torch', float('nan')):.3f} | "
-            f"{ratio(r['convnet'], r.get('torch'), False)} |"
+            f"{ratio(r)} |"
         )
     lines += _training_runs()
     lines += [
@@ -413,10 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per figure (5)")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
-    repeats = 3 if args.quick else 5
+    repeats = args.repeats or (3 if args.quick else 5)
     cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    cmd += f" --repeats {args.repeats}" if args.repeats else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
     with Workers(("convnet",), 1) as one:

@@ -15,10 +15,10 @@ engine keeps to the calling thread and BLAS threads its products itself.
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -129,8 +129,8 @@ def release_workspace() -> None:
 
 
 _BLAS: list[Any] = []  # [] before the first look; then [controller] or [None]
-_POOL: list[ThreadPoolExecutor] = []  # the engine's helper threads, made on first use
-_POOL_LOCK = threading.Lock()
+_HELPERS: list[queue.SimpleQueue] = []  # one task queue per helper thread, made on first use
+_HELPERS_LOCK = threading.Lock()
 
 
 def _blas() -> Any:
@@ -146,14 +146,42 @@ def _blas() -> Any:
     return _BLAS[0]
 
 
-def _helpers(n: int) -> ThreadPoolExecutor:
-    """A pool of at least ``n`` helper threads, kept for the life of the process."""
-    with _POOL_LOCK:
-        if not _POOL or _POOL[0]._max_workers < n:
-            if _POOL:
-                _POOL.pop().shutdown(wait=False)
-            _POOL.append(ThreadPoolExecutor(n, thread_name_prefix="convnet"))
-        return _POOL[0]
+def _helper(tasks: queue.SimpleQueue) -> None:
+    """A helper thread's life: run each ``(work, done)`` task and say so on ``done``."""
+    while True:
+        work, done = tasks.get()
+        try:
+            work()
+        except BaseException as e:  # handed to the caller, which raises it
+            done.put(e)
+        else:
+            done.put(None)
+
+
+def _helpers(n: int) -> list[queue.SimpleQueue]:
+    """The task queues of ``n`` helper threads, kept for the life of the process.
+
+    Plain threads fed through ``queue.SimpleQueue``: a hand-over took 19 us
+    here, against 69 us for ``concurrent.futures.ThreadPoolExecutor`` with
+    ``contextvars.copy_context`` timed beside it, and 40-50 us while the
+    hypervisor was slow to wake threads (a batch-1 layer's product takes
+    50-200 us). Polling for a while before sleeping gained nothing.
+    """
+    with _HELPERS_LOCK:
+        while len(_HELPERS) < n:
+            tasks: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=_helper, args=(tasks,), name="convnet", daemon=True).start()
+            _HELPERS.append(tasks)
+        return _HELPERS[:n]
+
+
+def _forget_helpers() -> None:
+    """In a forked child the helper threads are gone: make new ones when asked."""
+    _HELPERS.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 class engine:
@@ -214,11 +242,11 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], like: Array) ->
     ``--threads``. Each thread takes the next item as soon as it is free and
     runs its products on one core, so a block of the batch is gathered and
     multiplied on one core, and a core that the machine slows down takes
-    fewer blocks. On this project's 2-core virtual machine, OpenBLAS
-    splitting each block's product over its two threads ran the 4-conv net's
-    second convolution (batch 128) in 19 ms, or 51 ms for long stretches
-    when the hypervisor delayed its threads' wake-ups; blocks shared this way
-    ran in 14-16 ms throughout.
+    fewer blocks. A hand-over costs 20-50 us (:func:`_helpers`). On this
+    project's 2-core virtual machine, OpenBLAS splitting each block's product
+    over its two threads ran the 4-conv net's second convolution (batch 128)
+    in 19 ms, or 51 ms for long stretches when the hypervisor delayed its
+    threads' wake-ups; blocks shared this way ran in 14-16 ms throughout.
 
     ``fn`` must write only to memory no other item writes; results come back
     in the order of ``items`` whichever thread made them, so sums over them
@@ -253,15 +281,23 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], like: Array) ->
             finally:
                 _STATE.section = False
 
-        pool = _helpers(threads - 1)
-        futures = [pool.submit(contextvars.copy_context().run, work) for _ in range(threads - 1)]
+        errstate = np.geterr()  # the caller's, for the helpers (each thread has its own)
+
+        def helper_work() -> None:
+            with np.errstate(**errstate):
+                work()
+
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        helpers = _helpers(threads - 1)
+        for tasks in helpers:
+            tasks.put((helper_work, done))
         try:
             work()
         finally:
-            for f in futures:  # wait for every helper before the engine is left
-                f.exception()
-        for f in futures:
-            f.result()  # a helper's exception
+            errors = [done.get() for _ in helpers]  # every helper done before we go on
+        for error in errors:
+            if error is not None:
+                raise error
         return results
 
 

@@ -129,3 +129,40 @@ def test_one_image_convolution_in_row_slices_equals_one_thread(channels):
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_major"])
+def test_batch_norm_in_batch_slices_matches_one_thread(layout):
+    # Statistics and parameter gradients are sums over the batch: taken in
+    # slices on two threads, their partial sums added in slice order.
+    rng = np.random.default_rng(4)
+    x = _layouts((3 + 2 * rng.standard_normal((64, 16, 24, 24))).astype(np.float32))[layout]
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        layer = nn.BatchNorm2d(16)
+        layer.weight.data[:] = np.linspace(0.5, 2, 16)
+        layer.bias.data[:] = np.linspace(-1, 1, 16)
+        with _threads(threads):
+            if threads == 2:
+                assert slice_count(x.shape[0], x, x.size) >= 2  # really shared out
+            y = layer(x, training=True)
+            dx = layer.backward(g)
+        results.append(
+            (
+                y,
+                dx,
+                layer.weight.grad.copy(),
+                layer.bias.grad.copy(),
+                layer.running_mean.copy(),
+                layer.running_var.copy(),
+            )
+        )
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=2e-5, atol=2e-5)
+    assert results[1][0].strides == results[0][0].strides
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+    ref = (x64 - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5)
+    ref = ref * np.linspace(0.5, 2, 16)[:, None, None] + np.linspace(-1, 1, 16)[:, None, None]
+    np.testing.assert_allclose(results[1][0], ref, rtol=1e-4, atol=1e-4)

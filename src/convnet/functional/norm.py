@@ -7,7 +7,7 @@ Per-channel arrays ``(C,)`` are broadcast as ``(1, C, 1, ...)``.
 
 from __future__ import annotations
 
-from convnet.backend import Array, xp_of
+from convnet.backend import Array, parallel_slices, xp_of
 
 
 def reduce_axes(ndim: int) -> tuple[int, ...]:
@@ -32,17 +32,39 @@ def _bcast(v: Array, ndim: int) -> Array:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _sum(parts: list[Array]) -> Array:
+    """``parts[0] + parts[1] + ...`` in order (per-slice partial sums, (C,) each)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def _in_batch_slices(fn, x: Array) -> list:
+    """``fn(slice)`` over slices of the batch axis, shared among the engine's threads."""
+    return parallel_slices(fn, x.shape[0], x, x.size)
+
+
 def batch_stats(x: Array) -> tuple[Array, Array, Array]:
     """Per-channel ``(mean, biased variance, centred x)``; one reduction each.
 
     The variance is the mean of the squared centred values (not
-    ``E[x^2] - E[x]^2``, which cancels badly in float32).
+    ``E[x^2] - E[x]^2``, which cancels badly in float32). Large batches are
+    reduced in slices of the batch (:func:`convnet.backend.parallel_slices`),
+    whose partial sums are added in slice order.
     """
     xp = xp_of(x)
     axes = reduce_axes(x.ndim)
-    mean = xp.mean(x, axis=axes)
-    xc = x - _bcast(mean, x.ndim)
-    var = channel_dot(xc, xc) / (x.size // x.shape[1])
+    m = x.size // x.shape[1]
+    mean = _sum(_in_batch_slices(lambda sl: xp.sum(x[sl], axis=axes), x)) / m
+    mean = mean.astype(x.dtype, copy=False)
+    xc = xp.empty_like(x)  # the memory order of x
+
+    def centre(sl: slice) -> Array:  # (C,): this slice's sum of squares
+        xp.subtract(x[sl], _bcast(mean, x.ndim), out=xc[sl])
+        return channel_dot(xc[sl], xc[sl])
+
+    var = _sum(_in_batch_slices(centre, x)) / m
     return mean, var, xc
 
 
@@ -58,9 +80,14 @@ def batch_norm_train(
     xp = xp_of(x)
     mean, var, xc = batch_stats(x)
     inv_std = 1 / xp.sqrt(var + eps)
-    xhat = xc
-    xhat *= _bcast(inv_std, x.ndim)  # reuse the centred buffer
-    y = _affine(xhat, weight, bias)
+    xhat = xc  # the centred buffer, scaled in place
+    y = xp.empty_like(x)
+
+    def normalise(sl: slice) -> None:
+        xhat[sl] *= _bcast(inv_std, x.ndim)
+        _affine(xhat[sl], weight, bias, out=y[sl])
+
+    _in_batch_slices(normalise, x)
     return y, xhat, inv_std, mean, var
 
 
@@ -82,11 +109,20 @@ def batch_norm_eval(
     return _affine(xhat, weight, bias), xhat, inv_std
 
 
-def _affine(xhat: Array, weight: Array | None, bias: Array | None) -> Array:
-    y = xhat * _bcast(weight, xhat.ndim) if weight is not None else xhat.copy()
+def _affine(
+    xhat: Array, weight: Array | None, bias: Array | None, out: Array | None = None
+) -> Array:
+    """``xhat * weight + bias`` per channel, into ``out`` when given."""
+    xp = xp_of(xhat)
+    if out is None:
+        out = xp.empty_like(xhat)
+    if weight is not None:
+        xp.multiply(xhat, _bcast(weight, xhat.ndim), out=out)
+    else:
+        out[...] = xhat
     if bias is not None:
-        y += _bcast(bias, xhat.ndim)
-    return y
+        out += _bcast(bias, xhat.ndim)
+    return out
 
 
 def batch_norm_backward(
@@ -104,18 +140,34 @@ def batch_norm_backward(
     - training (statistics depend on x):
       ``dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``;
     - eval (fixed statistics): ``dx = inv_std * dxhat``.
+
+    In slices of the batch as the forward pass: the sums first, then ``dx``.
     """
     xp = xp_of(grad_out)
     nd = grad_out.ndim
     axes = reduce_axes(nd)
-    dbias = xp.sum(grad_out, axis=axes)
-    dweight = channel_dot(grad_out, xhat)
+
+    def sums(sl: slice) -> tuple[Array, Array]:
+        return xp.sum(grad_out[sl], axis=axes), channel_dot(grad_out[sl], xhat[sl])
+
+    parts = _in_batch_slices(sums, grad_out)
+    dbias = _sum([p[0] for p in parts])
+    dweight = _sum([p[1] for p in parts])
     scale = inv_std if weight is None else inv_std * weight
     if not training:
         return grad_out * _bcast(scale, nd), dweight, dbias
     m = grad_out.size // grad_out.shape[1]
     # mean(dxhat) = weight * dbias / M and mean(dxhat * xhat) = weight * dweight / M,
     # so the sums already taken for the parameter gradients serve dx as well.
-    dx = grad_out - _bcast(dbias / m, nd) - xhat * _bcast(dweight / m, nd)
-    dx *= _bcast(scale, nd)
+    shift, slope = _bcast(dbias / m, nd), _bcast(dweight / m, nd)
+    dx = xp.empty_like(grad_out, dtype=xp.result_type(grad_out, xhat))
+
+    def input_grad(sl: slice) -> None:
+        d = dx[sl]
+        xp.multiply(xhat[sl], slope, out=d)
+        xp.subtract(grad_out[sl], d, out=d)
+        d -= shift
+        d *= _bcast(scale, nd)
+
+    _in_batch_slices(input_grad, grad_out)
     return dx, dweight, dbias

@@ -76,6 +76,19 @@ def test_workspace_is_reused_and_grows():
     assert not np.shares_memory(workspace("test", 10, like), c)
 
 
+def test_workspace_does_not_keep_huge_buffers(monkeypatch):
+    import convnet.backend as backend
+
+    like = np.zeros(1, np.float32)
+    monkeypatch.setattr(backend, "WORKSPACE_MAX_BYTES", 400)
+    release_workspace()
+    kept = workspace("test", 100, like)  # 400 bytes: kept
+    assert np.shares_memory(kept, workspace("test", 100, like))
+    big = workspace("test", 101, like)  # 404 bytes: made for this call only
+    assert not np.shares_memory(big, workspace("test", 101, like))
+    assert np.shares_memory(kept, workspace("test", 50, like))  # the kept one stays
+
+
 def test_workspace_is_private_to_each_thread():
     like = np.zeros(1, np.float32)
     mine = workspace("test", 10, like)

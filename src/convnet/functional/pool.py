@@ -200,6 +200,8 @@ def _max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array
     """:func:`max_pool2d_backward` on one slice."""
     col, row = winners
     n, c, oh, ow = grad_out.shape
+    if d == (1, 1) and _full_tiles(k, s, p, x_shape[2:], (oh, ow)):
+        return _tiled_max_pool2d_backward(grad_out, winners, x_shape, k)
     hp = col.shape[2]
     need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
     # Back through the H stage: (N, C, OH, OW) -> (N, C, Hp, OW).
@@ -211,6 +213,31 @@ def _max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array
     for j in range(k[1]):
         _cols(dpad, j, s[1], d[1], ow)[...] += dm * (col == j)
     return _unpad(dpad, x_shape, p)
+
+
+def _tiled_max_pool2d_backward(grad_out: Array, winners, x_shape, k) -> Array:
+    """:func:`max_pool2d_backward` when whole windows tile the input (:func:`_full_tiles`).
+
+    Each input position lies in at most one window, so every stage writes
+    each value once (a multiply by the winner mask) instead of adding into
+    zeros: no zero fills, no read-modify-write. Positions past the last
+    window (floor mode) are set to zero.
+
+    Shape: ``grad_out`` (N, C, OH, OW) -> (N, C, H, W).
+    """
+    xp = xp_of(grad_out)
+    col, row = winners
+    n, c, oh, ow = grad_out.shape
+    kh, kw = k
+    dm = empty_like_layout((n, c, oh * kh, ow), grad_out)  # back through the H stage
+    for i in range(kh):
+        xp.multiply(grad_out, row == i, out=dm[:, :, i::kh])
+    dx = empty_like_layout(tuple(x_shape), grad_out)  # back through the W stage
+    for j in range(kw):
+        xp.multiply(dm, col == j, out=dx[:, :, : oh * kh, j : ow * kw : kw])
+    dx[:, :, oh * kh :] = 0
+    dx[:, :, : oh * kh, ow * kw :] = 0
+    return dx
 
 
 def _full_tiles(k, s, p, hw, out_hw) -> bool:

@@ -166,3 +166,27 @@ def test_batch_norm_in_batch_slices_matches_one_thread(layout):
     ref = (x64 - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5)
     ref = ref * np.linspace(0.5, 2, 16)[:, None, None] + np.linspace(-1, 1, 16)[:, None, None]
     np.testing.assert_allclose(results[1][0], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_in_slices_equals_one_thread(amsgrad):
+    # Adam is elementwise: a large parameter updated in slices on two threads
+    # takes exactly the one-thread values, step after step.
+    from convnet import optim
+
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((700, 900)).astype(np.float32)
+    grads = [rng.standard_normal(start.shape).astype(np.float32) for _ in range(3)]
+    finals = []
+    for threads in (1, 2):
+        p = nn.Parameter(start.copy())
+        opt = optim.Adam([p], lr=1e-2, amsgrad=amsgrad)
+        with _threads(threads):
+            if threads == 2:
+                assert slice_count(p.data.size, p.data, 8 * p.data.size) >= 2
+            for g in grads:
+                p.grad = g.T.copy().T  # a non-contiguous gradient, as a conv's dW can be
+                opt.step()
+        finals.append(p.data)
+    np.testing.assert_array_equal(finals[1], finals[0])
+    assert not np.array_equal(finals[0], start)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from convnet._validate import check_float
-from convnet.backend import Array, xp_of
+from convnet.backend import Array, parallel_slices, xp_of
 from convnet.nn.parameter import Parameter
 from convnet.optim.optimizer import Optimizer, check_bool
 
@@ -139,27 +139,43 @@ class Adam(Optimizer):
             else:
                 grad = grad + self.weight_decay * theta  # a new array: p.grad is left as it was
 
-        # m.lerp_(g, 1 - beta1) as torch computes it: the weight in the
-        # parameter's dtype, and the form chosen by the weight's size.
-        w = dt(1 - beta1)
-        if w < 0.5:
-            m += w * (grad - m)
-        else:
-            m[...] = grad - (grad - m) * (dt(1) - w)
-        v *= beta2
-        v += (1 - beta2) * grad * grad
-
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         step_size = self.lr / bias_correction1
-        if self.amsgrad:
-            vmax = state["max_exp_avg_sq"]
-            xp.maximum(vmax, v, out=vmax)
-            v = vmax
-        denom = xp.sqrt(v)
-        denom /= bias_correction2_sqrt
-        denom += self.eps
-        theta += (-step_size * m) / denom
+        eps, amsgrad = self.eps, self.amsgrad
+        vmax = state.get("max_exp_avg_sq")
+
+        def update(theta, grad, m, v, vmax) -> None:  # in place, on whole arrays or slices
+            # m.lerp_(g, 1 - beta1) as torch computes it: the weight in the
+            # parameter's dtype, and the form chosen by the weight's size.
+            w = dt(1 - beta1)
+            if w < 0.5:
+                m += w * (grad - m)
+            else:
+                m[...] = grad - (grad - m) * (dt(1) - w)
+            v *= beta2
+            v += (1 - beta2) * grad * grad
+            if amsgrad:
+                xp.maximum(vmax, v, out=vmax)
+                v = vmax
+            denom = xp.sqrt(v)
+            denom /= bias_correction2_sqrt
+            denom += eps
+            theta += (-step_size * m) / denom
+
+        arrays = [theta, m, v] + ([vmax] if amsgrad else [])
+        if not all(a.flags.c_contiguous for a in arrays):
+            update(theta, grad, m, v, vmax)
+            return
+        # Elementwise: a large parameter is updated in slices of its values,
+        # shared among the engine's threads, with the same result.
+        th, g, mf, vf = (a.reshape(-1) for a in (theta, grad, m, v))  # views (grad: maybe a copy)
+        vmf = vmax.reshape(-1) if vmax is not None else None
+
+        def part(sl: slice) -> None:
+            update(th[sl], g[sl], mf[sl], vf[sl], vmf[sl] if vmf is not None else None)
+
+        parallel_slices(part, theta.size, theta, 8 * theta.size)  # about 8 passes a value
 
 
 class AdamW(Adam):

@@ -342,6 +342,18 @@ def parallel_slices(fn: Callable[[slice], Any], length: int, like: Array, work: 
     return parallel_map(lambda i: fn(slice(bounds[i], bounds[i + 1])), range(pieces), like)
 
 
+def sum_in_order(parts: Sequence[Array]) -> Array:
+    """``parts[0] + parts[1] + ...``, added in that order into ``parts[0]``.
+
+    For per-piece partial sums from :func:`parallel_map`: the same total
+    whichever thread made each piece.
+    """
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
+
+
 def to_numpy(x: Array) -> np.ndarray:
     """Copy ``x`` to host memory as a NumPy array (no copy when it is one)."""
     if _cupy is not None and isinstance(x, _cupy.ndarray):

@@ -73,6 +73,7 @@ from convnet.backend import (
     parallel_map,
     parallel_slices,
     quiet_products,
+    sum_in_order,
     workspace,
     xp_of,
 )
@@ -469,7 +470,7 @@ def conv2d_backward(
             xp.matmul(f.T, g[n0 * p : (n0 + nb) * p], out=parts[i])
 
     parallel_map(block_dw, range(len(starts)), grad_out)
-    dwt = _sum(parts)  # dW as (K, O), summed in block order; with need_bias, db as row K
+    dwt = sum_in_order(parts)  # dW as (K, O), summed in block order; with need_bias, db as row K
     db = dwt[k].copy() if need_bias else None  # the ones column's products: sum of dY
     dw = fields.to_weight(dwt)
     if not input_grad:
@@ -478,17 +479,6 @@ def conv2d_backward(
         return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
     scatter = _dx_rows if fields.rows else _dx_cols
     return scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk), dw, db
-
-
-def _sum(parts: Array) -> Array:
-    """``parts[0] + parts[1] + ...``, in that order (the same sum whichever thread made each).
-
-    Shape: ``parts`` (B, K, O) -> (K, O), a view of ``parts[0]``.
-    """
-    total = parts[0]
-    for part in parts[1:]:  # a handful of blocks' (K, O) matrices
-        total += part
-    return total
 
 
 def _transposed_pads(kernel, pads: Pads, dilation) -> Pads | None:

@@ -7,7 +7,7 @@ Per-channel arrays ``(C,)`` are broadcast as ``(1, C, 1, ...)``.
 
 from __future__ import annotations
 
-from convnet.backend import Array, parallel_slices, xp_of
+from convnet.backend import Array, parallel_slices, sum_in_order, xp_of
 
 
 def reduce_axes(ndim: int) -> tuple[int, ...]:
@@ -32,14 +32,6 @@ def _bcast(v: Array, ndim: int) -> Array:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _sum(parts: list[Array]) -> Array:
-    """``parts[0] + parts[1] + ...`` in order (per-slice partial sums, (C,) each)."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
-
-
 def _in_batch_slices(fn, x: Array) -> list:
     """``fn(slice)`` over slices of the batch axis, shared among the engine's threads."""
     return parallel_slices(fn, x.shape[0], x, x.size)
@@ -56,7 +48,7 @@ def batch_stats(x: Array) -> tuple[Array, Array, Array]:
     xp = xp_of(x)
     axes = reduce_axes(x.ndim)
     m = x.size // x.shape[1]
-    mean = _sum(_in_batch_slices(lambda sl: xp.sum(x[sl], axis=axes), x)) / m
+    mean = sum_in_order(_in_batch_slices(lambda sl: xp.sum(x[sl], axis=axes), x)) / m
     mean = mean.astype(x.dtype, copy=False)
     xc = xp.empty_like(x)  # the memory order of x
 
@@ -64,7 +56,7 @@ def batch_stats(x: Array) -> tuple[Array, Array, Array]:
         xp.subtract(x[sl], _bcast(mean, x.ndim), out=xc[sl])
         return channel_dot(xc[sl], xc[sl])
 
-    var = _sum(_in_batch_slices(centre, x)) / m
+    var = sum_in_order(_in_batch_slices(centre, x)) / m
     return mean, var, xc
 
 
@@ -151,8 +143,8 @@ def batch_norm_backward(
         return xp.sum(grad_out[sl], axis=axes), channel_dot(grad_out[sl], xhat[sl])
 
     parts = _in_batch_slices(sums, grad_out)
-    dbias = _sum([p[0] for p in parts])
-    dweight = _sum([p[1] for p in parts])
+    dbias = sum_in_order([p[0] for p in parts])
+    dweight = sum_in_order([p[1] for p in parts])
     scale = inv_std if weight is None else inv_std * weight
     if not training:
         return grad_out * _bcast(scale, nd), dweight, dbias

@@ -217,7 +217,7 @@ class engine:
                 blas.set_num_threads(1)
                 if blas.num_threads != 1:  # another thread controls BLAS: leave it be
                     saved = 1
-            state.saved, state.threads = saved, saved
+            state.saved = saved  # BLAS's count on entry: the engine's threads
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,7 +227,7 @@ class engine:
             _blas().set_num_threads(state.saved)
 
 
-_STATE = threading.local()  # .depth, .saved, .threads: this thread's engine; .section
+_STATE = threading.local()  # .depth, .saved: this thread's engine; .section: in a section
 
 
 def engine_threads(like: Array) -> int:
@@ -235,7 +235,7 @@ def engine_threads(like: Array) -> int:
     if xp_of(like) is not np or getattr(_STATE, "section", False):
         return 1
     if getattr(_STATE, "depth", 0):
-        return _STATE.threads
+        return _STATE.saved
     blas = _blas()
     return max(1, blas.num_threads) if blas is not None else 1
 
@@ -320,6 +320,11 @@ MIN_PARALLEL_WORK = 1 << 18
 def outer_axis(a: Array) -> int:
     """The axis of ``a`` with the largest stride: slices along it are contiguous blocks."""
     return max(range(a.ndim), key=lambda ax: abs(a.strides[ax])) if a.ndim else 0
+
+
+def along(axis: int, sl: slice) -> tuple[slice, ...]:
+    """An index taking ``sl`` of axis ``axis`` and all of the axes before it."""
+    return (slice(None),) * axis + (sl,)
 
 
 def slice_count(length: int, like: Array, work: int) -> int:

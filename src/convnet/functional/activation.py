@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.backend import Array, outer_axis, parallel_slices, xp_of
-
-
-def _along(axis: int, sl: slice) -> tuple[slice, ...]:
-    """An index taking ``sl`` of axis ``axis`` and everything of the axes before it."""
-    return (slice(None),) * axis + (sl,)
+from convnet.backend import Array, along, outer_axis, parallel_slices, xp_of
 
 
 def relu(x: Array) -> Array:
@@ -30,7 +25,7 @@ def relu(x: Array) -> Array:
     axis = outer_axis(x)
 
     def part(sl: slice) -> None:
-        i = _along(axis, sl)
+        i = along(axis, sl)
         xp.maximum(x[i], 0, out=y[i])
 
     parallel_slices(part, x.shape[axis], x, x.size)
@@ -49,7 +44,7 @@ def relu_backward(grad_out: Array, y: Array) -> Array:
     axis = outer_axis(grad_out)
 
     def part(sl: slice) -> None:
-        i = _along(axis, sl)
+        i = along(axis, sl)
         # A multiply by the boolean mask is several times faster than np.where here.
         xp.multiply(grad_out[i], y[i] > 0, out=dx[i])
 

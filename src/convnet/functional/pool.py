@@ -19,6 +19,7 @@ import numpy as np
 
 from convnet.backend import (
     Array,
+    along,
     empty_like_layout,
     parallel_slices,
     slice_count,
@@ -101,7 +102,7 @@ def _in_slices(fn, arrays: list[Array], outs, like: Array):
     targets = full if isinstance(full, tuple) else (full,)
 
     def part(sl: slice) -> None:
-        i = (slice(None),) * axis + (sl,)
+        i = along(axis, sl)
         got = fn(*[a[i] for a in arrays])
         for target, value in zip(targets, got if isinstance(got, tuple) else (got,)):
             target[i] = value

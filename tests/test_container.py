@@ -3,12 +3,22 @@
 import numpy as np
 import pytest
 
+import convnet.nn
 from convnet.nn import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
     BatchNorm1d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
     Dropout,
     Flatten,
     Linear,
+    MaxPool1d,
+    MaxPool2d,
     Module,
+    Parameter,
     ReLU,
     Residual,
     Sequential,
@@ -185,3 +195,136 @@ def test_errors():
         Residual(Linear(4, 3)).output_shape((2, 4))
     with pytest.raises(ValueError, match=r"got \(2, 4\) -> \(2, 3\)"):
         Residual(Linear(4, 3))(np.zeros((2, 4), dtype=np.float32))
+
+
+# -- in-place ReLU: only on arrays the layers made and dropped --------------------------------
+def conv_net(seed=0):
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        Conv2d(2, 4, 3, padding=1, rng=rng),
+        ReLU(),
+        MaxPool2d(2),
+        ReLU(),
+        Conv2d(4, 3, 3, rng=rng),
+        BatchNorm2d(3),
+        ReLU(),
+        Flatten(),
+        Linear(12, 5, rng=rng),
+        ReLU(),
+        Residual(Sequential(ReLU(), Linear(5, 5, rng=rng))),
+        ReLU(),
+        Linear(5, 3, rng=rng),
+    )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_in_place_relu_gives_the_layer_by_layer_results(training, rng):
+    # The same net run layer by layer (never in place) is the reference: outputs,
+    # input gradient and every parameter gradient agree exactly, so no in-place
+    # write reached an array a layer still needed.
+    net, ref = conv_net(), conv_net()
+    x = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)
+    g = rng.standard_normal((4, 3)).astype(np.float32)
+    y = net(x, training=training)
+    dx = net.backward(g)
+    h = x
+    for layer in ref:
+        h = layer(h, training=training)
+    np.testing.assert_array_equal(y, h)
+    for layer in reversed(list(ref)):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(dx, g)
+    for (name, p), (_, q) in zip(net.named_parameters(), ref.named_parameters(), strict=True):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+
+
+def test_relu_after_a_convolution_writes_over_its_output(rng):
+    conv = Conv2d(1, 2, 3, rng=rng)
+    made = []
+    forward = conv.forward
+    conv.forward = lambda x, training=False: made.append(forward(x, training)) or made[-1]
+    net = Sequential(conv, ReLU())
+    y = net(rng.standard_normal((2, 1, 5, 5)).astype(np.float32))
+    assert np.shares_memory(y, made[0])
+    assert y.min() >= 0
+
+
+def test_the_callers_arrays_are_never_written(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    g = rng.standard_normal((3, 4)).astype(np.float32)
+    x0, g0 = x.copy(), g.copy()
+    for net in (
+        Sequential(ReLU(), Linear(4, 4, rng=rng), ReLU()),
+        Sequential(Residual(Sequential(ReLU())), ReLU()),
+        Sequential(Flatten(), ReLU()),  # Flatten's output is a view of x
+        Sequential(Dropout(0.5), ReLU()),  # Dropout in eval returns x itself
+    ):
+        net(x, training=False)
+        net.backward(g)
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(g, g0)
+
+
+def _arrays(value, seen=None):
+    """Every NumPy array reachable from ``value`` (a layer's attributes, tuples, Parameters)."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, Parameter):
+        yield from _arrays((value.data, value.grad))
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _arrays(v)
+    elif isinstance(value, dict):
+        yield from _arrays(list(value.values()))
+    elif isinstance(value, Module):
+        yield from _arrays(list(vars(value).values()))
+
+
+FRESH = [
+    (lambda r: Conv2d(2, 3, 3, padding=1, rng=r), (2, 2, 5, 5)),
+    (lambda r: Conv2d(2, 3, 1, stride=2, rng=r), (2, 2, 5, 5)),
+    (lambda r: Conv1d(2, 3, 3, rng=r), (2, 2, 7)),
+    (lambda r: Linear(4, 3, rng=r), (5, 4)),
+    (lambda r: BatchNorm1d(4), (5, 4)),
+    (lambda r: BatchNorm2d(2, affine=False), (3, 2, 2, 2)),
+    (lambda r: MaxPool2d(2), (2, 2, 4, 4)),
+    (lambda r: MaxPool2d(1), (2, 2, 3, 3)),
+    (lambda r: MaxPool2d(3, 2, padding=1), (2, 2, 5, 5)),
+    (lambda r: MaxPool1d(2), (2, 2, 6)),
+    (lambda r: AvgPool2d(2), (2, 2, 4, 4)),
+    (lambda r: AvgPool2d(1), (2, 2, 3, 3)),
+    (lambda r: AvgPool2d(3, 2, padding=1), (2, 2, 5, 5)),
+    (lambda r: AvgPool1d(2), (2, 2, 6)),
+    (lambda r: AdaptiveAvgPool2d(1), (2, 2, 3, 3)),
+    (lambda r: AdaptiveAvgPool2d((None, 3)), (2, 2, 3, 3)),
+    (lambda r: Residual(ReLU()), (3, 4)),
+    (lambda r: Residual(Linear(4, 4, rng=r)), (3, 4)),
+]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("make, shape", FRESH)
+def test_fresh_output_layers_return_memory_nobody_else_holds(make, shape, training, rng):
+    # What lets Sequential's ReLU overwrite a layer's output (and its input gradient).
+    layer = make(rng)
+    assert layer.fresh_output and layer.fresh_input_grad
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = layer(x, training=training)
+    held = [x, *_arrays(layer)]
+    assert not any(np.shares_memory(y, a) for a in held)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(g)
+    held = [x, y, g, *_arrays(layer)]
+    assert not any(np.shares_memory(dx, a) for a in held)
+
+
+def test_every_layer_that_claims_fresh_arrays_is_checked(rng):
+    claimed = {
+        name
+        for name in convnet.nn.__all__
+        if isinstance(getattr(convnet.nn, name), type)
+        and issubclass(getattr(convnet.nn, name), Module)
+        and (getattr(convnet.nn, name).fresh_output or getattr(convnet.nn, name).fresh_input_grad)
+    }
+    checked = {type(make(rng)).__name__ for make, _ in FRESH}
+    assert claimed == checked

@@ -12,16 +12,18 @@ import numpy as np
 from convnet.backend import Array, along, outer_axis, parallel_slices, xp_of
 
 
-def relu(x: Array) -> Array:
+def relu(x: Array, out: Array | None = None) -> Array:
     """``max(x, 0)`` elementwise, same dtype and memory order as ``x``.
 
-    Large inputs are done in slices of their outermost axis in memory, shared
-    among the engine's threads (:func:`convnet.backend.parallel_slices`).
+    Into ``out`` when given (``out=x`` overwrites ``x``: no new array, whose
+    first writes cost page faults). Large inputs are done in slices of their
+    outermost axis in memory, shared among the engine's threads
+    (:func:`convnet.backend.parallel_slices`).
     """
     xp = xp_of(x)
     if x.ndim == 0:
-        return xp.maximum(x, 0)
-    y = xp.empty_like(x)
+        return xp.maximum(x, 0, out=out)
+    y = xp.empty_like(x) if out is None else out
     axis = outer_axis(x)
 
     def part(sl: slice) -> None:
@@ -32,15 +34,17 @@ def relu(x: Array) -> Array:
     return y
 
 
-def relu_backward(grad_out: Array, y: Array) -> Array:
+def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:
     """Input gradient of ReLU from its output ``y``: ``grad_out * (y > 0)``.
 
-    In the memory order of ``grad_out``, in slices as :func:`relu`.
+    In the memory order of ``grad_out``, in slices as :func:`relu`; into
+    ``out`` when given (``out=grad_out`` overwrites the gradient).
     """
     xp = xp_of(grad_out)
     if grad_out.ndim == 0:
-        return grad_out * (y > 0)
-    dx = xp.empty_like(grad_out, dtype=xp.result_type(grad_out.dtype, bool))
+        return xp.multiply(grad_out, y > 0, out=out)
+    dtype = xp.result_type(grad_out.dtype, bool)
+    dx = xp.empty_like(grad_out, dtype=dtype) if out is None else out
     axis = outer_axis(grad_out)
 
     def part(sl: slice) -> None:

@@ -35,6 +35,11 @@ class ReLU(Module):
     """Rectified linear unit: ``y = max(x, 0)``.
 
     The gradient at 0 is 0 (as in PyTorch). Backward uses the cached output.
+    ``inplace=True`` (a call argument, which :class:`~convnet.nn.Sequential`
+    passes when the layer before it made the array and dropped it) writes
+    the output over the input, and the input gradient over ``grad_out``: no
+    new array, so no page faults on its first writes. In PyTorch the same is
+    ``ReLU(inplace=True)``, chosen by the user.
 
     Shape: input ``(*)``, output ``(*)``, same shape and dtype.
 
@@ -50,17 +55,19 @@ class ReLU(Module):
     array([0., 0., 2.])
     """
 
+    works_in_place = True
+
     def __init__(self) -> None:
         self._y: Array | None = None
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False, inplace: bool = False) -> Array:
         check_float_array(self, x)
-        self._y = F.relu(x)
+        self._y = F.relu(x, out=x if inplace else None)
         return self._y
 
-    def backward(self, grad_out: Array) -> Array:
+    def backward(self, grad_out: Array, inplace: bool = False) -> Array:
         _need_forward(self, self._y)
-        return F.relu_backward(grad_out, self._y)
+        return F.relu_backward(grad_out, self._y, out=grad_out if inplace else None)
 
 
 class LeakyReLU(Module):

@@ -28,6 +28,13 @@ def _check_module(owner: str, layer: object) -> Module:
     return layer
 
 
+def _backward(layer: Module, grad_out: Array, owned: bool) -> Array:
+    """``layer.backward(grad_out)``, in place when ``grad_out`` is ``owned`` and it can."""
+    if owned and layer.works_in_place:
+        return layer.backward(grad_out, inplace=True)  # type: ignore[call-arg]
+    return layer.backward(grad_out)
+
+
 class Sequential(Module):
     """Layers applied in order: ``y = layers[-1](... layers[0](x))``.
 
@@ -91,9 +98,19 @@ class Sequential(Module):
         return self._layers[index]
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        """The layers in order; an array a layer made and dropped
+        (``fresh_output``) is overwritten by the next layer when that one
+        ``works_in_place`` (a ReLU after a convolution). ``x`` itself, the
+        caller's, is never written.
+        """
+        owned = False  # whether x is an array only this loop refers to
         with engine():  # the layers' products share the threads (convnet.backend.engine)
             for layer in self._layers:
-                x = layer(x, training=training)
+                if owned and layer.works_in_place:
+                    x = layer.forward(x, training=training, inplace=True)  # type: ignore[call-arg]
+                else:
+                    x = layer(x, training=training)
+                owned = layer.fresh_output
         return x
 
     def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
@@ -102,16 +119,21 @@ class Sequential(Module):
         ``input_grad=False`` (what training uses: the data is not learned)
         skips the first layer's input gradient, the costliest product of a
         first convolution, and returns None; parameter gradients are unchanged.
+        As in forward, a gradient a layer made and dropped (``fresh_input_grad``)
+        is overwritten by the layer before it when that one ``works_in_place``;
+        ``grad_out``, the caller's, is never written.
         """
         layers = self._layers
+        owned = False  # whether grad_out is an array only this loop refers to
         with engine():  # as in forward
             for layer in reversed(layers[1:]):
-                grad_out = layer.backward(grad_out)
+                grad_out = _backward(layer, grad_out, owned)
+                owned = layer.fresh_input_grad
             if not layers:
                 return grad_out
             first = layers[0]
             if input_grad:
-                return first.backward(grad_out)
+                return _backward(first, grad_out, owned)
             if first.skips_input_grad:
                 first.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
             elif first.parameters():
@@ -160,6 +182,8 @@ class Residual(Module):
     >>> Residual(ReLU())(np.array([-1.0, 2.0]))
     array([-1.,  4.])
     """
+
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
 
     def __init__(self, block: Module, shortcut: Module | None = None) -> None:
         self.block = _check_module("Residual", block)

@@ -23,6 +23,7 @@ class _ConvNd(Module):
     """Shared code of Conv1d and Conv2d; ``nd`` spatial axes, computed as 2-D."""
 
     nd = 2
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
 
     def __init__(
         self,

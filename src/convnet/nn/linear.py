@@ -142,6 +142,8 @@ class Linear(Module):
     ((3, 4), (2, 3))
     """
 
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+
     def __init__(
         self,
         in_features: int,

@@ -30,6 +30,16 @@ class Module:
     #: True when ``backward(grad_out, input_grad=False)`` is supported: it then
     #: computes only parameter gradients (for the first layer of a network).
     skips_input_grad = False
+    #: True when ``forward`` returns new memory the layer keeps no reference
+    #: to, so whoever called it owns the result: :class:`Sequential` then lets
+    #: a layer that ``works_in_place`` (ReLU) overwrite it instead of
+    #: allocating another array of the same size.
+    fresh_output = False
+    #: The same for the input gradient ``backward`` returns.
+    fresh_input_grad = False
+    #: True when ``forward`` and ``backward`` take ``inplace=True``: write
+    #: the result over their argument (which must then be theirs to change).
+    works_in_place = False
 
     def __call__(self, x: Array, training: bool = False) -> Array:
         return self.forward(x, training=training)

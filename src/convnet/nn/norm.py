@@ -17,6 +17,8 @@ from convnet.nn.parameter import Parameter
 class _BatchNorm(Module):
     """Shared code; subclasses set the accepted ranks and their written shapes."""
 
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+
     _ranks: tuple[int, ...] = ()
     _expected: str = ""
 

@@ -20,6 +20,7 @@ class _PoolNd(Module):
 
     nd = 2
     is_max = True
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
 
     def __init__(
         self,
@@ -263,6 +264,8 @@ class AdaptiveAvgPool2d(Module):
     >>> AdaptiveAvgPool2d(1)(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))[:, :, 0, 0]
     array([[1.5, 5.5]], dtype=float32)
     """
+
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
 
     def __init__(self, output_size: int | tuple[int | None, int | None]) -> None:
         name = "AdaptiveAvgPool2d"

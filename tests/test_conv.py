@@ -326,6 +326,7 @@ def threads(request):
         yield request.param
 
 
+@pytest.mark.parametrize("per_sample_dw", [0, 1 << 30])  # dW per block or per sample
 @pytest.mark.parametrize("out_last_from", [1, 1 << 30])  # outputs channels-last or not
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
@@ -340,14 +341,25 @@ def threads(request):
     ],
 )
 def test_backward_matches_loops(
-    pads, stride, dilation, kernel, block_bytes, layout, out_last_from, threads, monkeypatch
+    pads,
+    stride,
+    dilation,
+    kernel,
+    block_bytes,
+    layout,
+    out_last_from,
+    per_sample_dw,
+    threads,
+    monkeypatch,
 ):
     # Stride 1 computes the input gradient as a convolution of dY, or for few
     # channel-major channels scatters it on the padded grid; other strides and
     # pads past the kernel's reach scatter by row2im / col2im. All of them, in
     # one block or many, from inputs gathered as columns (NCHW) or rows
-    # (channels-last), must equal the chain rule by loops.
+    # (channels-last), with dW made per block or per sample, must equal the
+    # chain rule by loops.
     monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
+    monkeypatch.setattr(F, "PER_SAMPLE_DW_MAX", per_sample_dw)
     assert F.engine_threads(np.zeros(1)) == threads
     rng = np.random.default_rng(11)
     x = rng.standard_normal((5, 2, 9, 8))

@@ -326,7 +326,7 @@ def threads(request):
         yield request.param
 
 
-@pytest.mark.parametrize("per_sample_dw", [0, 1 << 30])  # dW per block or per sample
+@pytest.mark.parametrize("per_sample", [0, 1 << 30])  # products per block or per sample
 @pytest.mark.parametrize("out_last_from", [1, 1 << 30])  # outputs channels-last or not
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
@@ -348,7 +348,7 @@ def test_backward_matches_loops(
     block_bytes,
     layout,
     out_last_from,
-    per_sample_dw,
+    per_sample,
     threads,
     monkeypatch,
 ):
@@ -356,10 +356,11 @@ def test_backward_matches_loops(
     # channel-major channels scatters it on the padded grid; other strides and
     # pads past the kernel's reach scatter by row2im / col2im. All of them, in
     # one block or many, from inputs gathered as columns (NCHW) or rows
-    # (channels-last), with dW made per block or per sample, must equal the
-    # chain rule by loops.
+    # (channels-last), with the products made per block or per sample, must
+    # equal the chain rule by loops.
     monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
-    monkeypatch.setattr(F, "PER_SAMPLE_DW_MAX", per_sample_dw)
+    monkeypatch.setattr(F, "PER_SAMPLE_DW_MAX", per_sample)
+    monkeypatch.setattr(F, "PER_SAMPLE_INNER_MAX", per_sample)
     assert F.engine_threads(np.zeros(1)) == threads
     rng = np.random.default_rng(11)
     x = rng.standard_normal((5, 2, 9, 8))

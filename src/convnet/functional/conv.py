@@ -56,7 +56,8 @@ its own samples of the input gradient, its own partial ``dW``), so
 :func:`convnet.backend.parallel_map` shares them among the engine's threads,
 each gathering and multiplying its block on one core with BLAS held at one
 thread, and the partial ``dW`` are summed in block order, the same sum
-whichever thread made each. The work buffer and padded copy are per thread
+whichever thread made each. Each block pads its own samples: the work
+buffers for the padded samples and their fields are per thread
 (:func:`convnet.backend.workspace`).
 """
 
@@ -318,8 +319,7 @@ class _Fields:
         self, x: Array, weight: Array, stride, pads: Pads, dilation, out_hw, ones: bool = False
     ) -> None:
         self.rows = channels_last(x)
-        pad = pad_nhwc if self.rows else pad2d
-        self.src = pad(x, pads, scratch=True)  # gathered from, then dropped
+        self.x, self.pads = x, pads
         self.geometry = ((weight.shape[2], weight.shape[3]), stride, dilation, out_hw)
         self.k = weight[0].size
         self.kb = self.k + int(ones)
@@ -346,7 +346,10 @@ class _Fields:
     def block(self, n0: int, nb: int, buf: Array) -> Array:
         """The fields of samples ``n0 .. n0+nb``: ``(nb*OH*OW, kb)``, in ``buf``'s memory."""
         k, kb, m = self.k, self.kb, nb * self.p
-        src = self.src[n0 : n0 + nb]
+        pad = pad_nhwc if self.rows else pad2d
+        # Each block pads its own samples, in its thread's work buffer: the
+        # copy is shared among the threads and read back from cache.
+        src = pad(self.x[n0 : n0 + nb], self.pads, scratch=True)
         if self.rows:
             mat = buf[: m * kb].reshape(m, kb)
             im2row(src, *self.geometry, out=mat[:, :k])  # each row's first K values

@@ -331,16 +331,18 @@ class _Fields:
 
         ``(K+1, O)`` with ``bias`` as its last row when the fields have ones.
         """
-        o, k = weight.shape[0], self.k
-        if self.rows:  # (O, C, kH, kW) -> (kH, kW, C, O) -> (K, O)
-            w = weight.transpose(2, 3, 1, 0).reshape(k, o)  # a small copy
+        xp = xp_of(weight)
+        o, c, kh, kw = weight.shape
+        k = self.k
+        if not self.rows and self.kb == k:
+            return weight.reshape(o, k).T  # a view
+        wb = xp.empty((self.kb, o), dtype=weight.dtype)
+        if self.rows:  # (O, C, kH, kW) -> (kH, kW, C, O) -> (K, O), one strided copy
+            wb[:k].reshape(kh, kw, c, o)[...] = weight.transpose(2, 3, 1, 0)
         else:
-            w = weight.reshape(o, k).T  # a view
-        if self.kb == k:
-            return xp_of(weight).ascontiguousarray(w) if self.rows else w
-        wb = xp_of(weight).empty((k + 1, o), dtype=weight.dtype)
-        wb[:k] = w
-        wb[k] = bias
+            wb[:k] = weight.reshape(o, k).T
+        if self.kb > k:
+            wb[k] = bias
         return wb
 
     def block(self, n0: int, nb: int, buf: Array) -> Array:

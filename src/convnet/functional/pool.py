@@ -85,27 +85,26 @@ def _rows(a: Array, i: int, s: int, d: int, oh: int) -> Array:
 
 
 def _in_slices(fn, arrays: list[Array], outs, like: Array):
-    """``fn(*arrays)``, computed in slices of axis 0 or 1 shared among the engine's threads.
+    """``fn(*arrays, out=None)`` in slices of axis 0 or 1, shared among the engine's threads.
 
-    Each slice's results are written into its slice of the arrays that
-    ``outs()`` makes (the results' full-size arrays, in the memory order the
-    whole call would give them); with one slice (little work, one thread)
-    ``fn`` runs on the whole arrays and nothing is copied.
+    Each slice's ``fn`` writes its results straight into its slice of the
+    arrays that ``outs()`` makes (the results' full-size arrays, in the
+    memory order the whole call would give them), passed as the tuple
+    ``out``; with one slice (little work, one thread) ``fn`` runs on the
+    whole arrays with ``out=None`` and makes its own.
 
     Shape: every array (N, C, ...); ``fn`` maps slices of them to one array
     or a tuple of arrays (n, c, ...), sliced the same way.
     """
     axis = 0 if abs(like.strides[0]) >= abs(like.strides[1]) else 1
     if slice_count(like.shape[axis], like, like.size) < 2:
-        return fn(*arrays)
+        return fn(*arrays, out=None)
     full = outs()
     targets = full if isinstance(full, tuple) else (full,)
 
     def part(sl: slice) -> None:
         i = along(axis, sl)
-        got = fn(*[a[i] for a in arrays])
-        for target, value in zip(targets, got if isinstance(got, tuple) else (got,)):
-            target[i] = value
+        fn(*[a[i] for a in arrays], out=tuple(t[i] for t in targets))
 
     parallel_slices(part, like.shape[axis], like, like.size)
     return full
@@ -131,15 +130,15 @@ def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Ar
             empty_like_layout((n, c, oh, ow), x, int8),
         )
 
-    def pool(xs: Array) -> tuple[Array, Array, Array]:
-        y, (col, row) = _max_pool2d(xs, k, s, p, d, ceil_mode)
+    def pool(xs: Array, out: tuple[Array, ...] | None) -> tuple[Array, Array, Array]:
+        y, (col, row) = _max_pool2d(xs, k, s, p, d, ceil_mode, out)
         return y, col, row
 
     y, col, row = _in_slices(pool, [x], outs, x)
     return y, (col, row)
 
 
-def _max_pool2d(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Array]:
+def _max_pool2d(x: Array, k, s, p, d, ceil_mode: bool, out=None) -> tuple[Array, Array]:
     """Max over each window, separably: along W first, then along H.
 
     Reducing each row of a window first and then the rows keeps PyTorch's tie
@@ -148,27 +147,40 @@ def _max_pool2d(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Array]:
 
     Shape: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW) and the winners:
     ``col`` (N, C, Hp, OW), the tap along W of each row segment, and ``row``
-    (N, C, OH, OW), the tap along H, both int8.
+    (N, C, OH, OW), the tap along H, both int8; written into ``out``, a
+    tuple ``(y, col, row)`` of arrays of those shapes, when given.
     """
     xp = xp_of(x)
+    y_out, col_out, row_out = (None, None, None) if out is None else out
     h, w = x.shape[2:]
     oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
     # No copy when the windows fit inside x (tiles, floor mode): views only.
     xpad = _padded(x, k, s, p, d, (oh, ow), -xp.inf)
-    m, col = _running_max([_cols(xpad, j, s[1], d[1], ow) for j in range(k[1])])
-    y, row = _running_max([_rows(m, i, s[0], d[0], oh) for i in range(k[0])])
+    m, col = _running_max([_cols(xpad, j, s[1], d[1], ow) for j in range(k[1])], None, col_out)
+    y, row = _running_max([_rows(m, i, s[0], d[0], oh) for i in range(k[0])], y_out, row_out)
     return y, (col, row)
 
 
-def _running_max(taps: list[Array]) -> tuple[Array, Array]:
-    """Elementwise max over ``taps`` and the index of the first maximum (int8)."""
+def _running_max(
+    taps: list[Array], best: Array | None = None, idx: Array | None = None
+) -> tuple[Array, Array]:
+    """Elementwise max over ``taps`` and the index of the first maximum (int8).
+
+    Into ``best`` and ``idx`` when given.
+    """
     xp = xp_of(taps[0])
+    if best is None:
+        best = xp.empty_like(taps[0])
+    if idx is None:
+        idx = xp.empty_like(taps[0], dtype=xp.int8)
     if len(taps) == 1:
-        return taps[0].copy(order="K"), xp.zeros(taps[0].shape, dtype=xp.int8)
+        best[...] = taps[0]
+        idx[...] = 0
+        return best, idx
     # Strict ">": an equal later value loses, so the first maximum wins.
-    idx = (taps[1] > taps[0]).view(xp.int8)  # bool as 0/1, no copy
-    best = xp.maximum(taps[0], taps[1])
+    xp.greater(taps[1], taps[0], out=idx.view(xp.bool_))  # bool as 0/1 in the int8 memory
+    xp.maximum(taps[0], taps[1], out=best)
     for t, tap in enumerate(taps[2:], start=2):
         # Where tap t beats the best so far the index becomes t, larger than any
         # index yet: a max with t*(tap > best) (int8 work, no masked copy).
@@ -188,8 +200,8 @@ def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
     """
     col, row = winners
     return _in_slices(
-        lambda g, cl, rw: _max_pool2d_backward(
-            g, (cl, rw), (*g.shape[:2], *x_shape[2:]), k, s, p, d
+        lambda g, cl, rw, out: _max_pool2d_backward(
+            g, (cl, rw), (*g.shape[:2], *x_shape[2:]), k, s, p, d, out
         ),
         [grad_out, col, row],
         lambda: empty_like_layout(tuple(x_shape), grad_out),
@@ -197,12 +209,13 @@ def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
     )
 
 
-def _max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
-    """:func:`max_pool2d_backward` on one slice."""
+def _max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d, out=None) -> Array:
+    """:func:`max_pool2d_backward` on one slice; into ``out[0]`` when given."""
     col, row = winners
     n, c, oh, ow = grad_out.shape
+    dx = None if out is None else out[0]
     if d == (1, 1) and _full_tiles(k, s, p, x_shape[2:], (oh, ow)):
-        return _tiled_max_pool2d_backward(grad_out, winners, x_shape, k)
+        return _tiled_max_pool2d_backward(grad_out, winners, x_shape, k, dx)
     hp = col.shape[2]
     need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
     # Back through the H stage: (N, C, OH, OW) -> (N, C, Hp, OW).
@@ -213,16 +226,24 @@ def _max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array
     dpad = zeros_like_layout((n, c, hp, need_w), grad_out)
     for j in range(k[1]):
         _cols(dpad, j, s[1], d[1], ow)[...] += dm * (col == j)
-    return _unpad(dpad, x_shape, p)
+    return _into(_unpad(dpad, x_shape, p), dx)
 
 
-def _tiled_max_pool2d_backward(grad_out: Array, winners, x_shape, k) -> Array:
+def _into(result: Array, out: Array | None) -> Array:
+    """``result``, copied into ``out`` when given."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def _tiled_max_pool2d_backward(grad_out: Array, winners, x_shape, k, dx=None) -> Array:
     """:func:`max_pool2d_backward` when whole windows tile the input (:func:`_full_tiles`).
 
     Each input position lies in at most one window, so every stage writes
     each value once (a multiply by the winner mask) instead of adding into
     zeros: no zero fills, no read-modify-write. Positions past the last
-    window (floor mode) are set to zero.
+    window (floor mode) are set to zero. Into ``dx`` when given.
 
     Shape: ``grad_out`` (N, C, OH, OW) -> (N, C, H, W).
     """
@@ -233,7 +254,8 @@ def _tiled_max_pool2d_backward(grad_out: Array, winners, x_shape, k) -> Array:
     dm = empty_like_layout((n, c, oh * kh, ow), grad_out)  # back through the H stage
     for i in range(kh):
         xp.multiply(grad_out, row == i, out=dm[:, :, i::kh])
-    dx = empty_like_layout(tuple(x_shape), grad_out)  # back through the W stage
+    if dx is None:
+        dx = empty_like_layout(tuple(x_shape), grad_out)  # back through the W stage
     for j in range(kw):
         xp.multiply(dm, col == j, out=dx[:, :, : oh * kh, j : ow * kw : kw])
     dx[:, :, oh * kh :] = 0
@@ -268,15 +290,15 @@ def avg_pool2d_forward(x: Array, k, s, p, ceil_mode: bool, count_include_pad: bo
     oh = pool_out_size(h, k[0], s[0], p[0], 1, ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], 1, ceil_mode)
     return _in_slices(
-        lambda xs: _avg_pool2d(xs, k, s, p, (h, w), (oh, ow), count_include_pad),
+        lambda xs, out: _avg_pool2d(xs, k, s, p, (h, w), (oh, ow), count_include_pad, out),
         [x],
         lambda: empty_like_layout((n, c, oh, ow), x),
         x,
     )
 
 
-def _avg_pool2d(x: Array, k, s, p, hw, out_hw, count_include_pad: bool) -> Array:
-    """:func:`avg_pool2d_forward` on one slice."""
+def _avg_pool2d(x: Array, k, s, p, hw, out_hw, count_include_pad: bool, out=None) -> Array:
+    """:func:`avg_pool2d_forward` on one slice; into ``out[0]`` when given."""
     xp = xp_of(x)
     (h, w), (oh, ow) = hw, out_hw
     d = (1, 1)
@@ -284,7 +306,8 @@ def _avg_pool2d(x: Array, k, s, p, hw, out_hw, count_include_pad: bool) -> Array
     rowsum = _cols(xpad, 0, s[1], 1, ow).copy(order="K")  # (N, C, Hp, OW)
     for j in range(1, k[1]):
         rowsum += _cols(xpad, j, s[1], 1, ow)
-    acc = _rows(rowsum, 0, s[0], 1, oh).copy(order="K")  # (N, C, OH, OW)
+    first = _rows(rowsum, 0, s[0], 1, oh)  # (N, C, OH, OW)
+    acc = first.copy(order="K") if out is None else _into(first, out[0])
     for i in range(1, k[0]):
         acc += _rows(rowsum, i, s[0], 1, oh)
     if _full_tiles(k, s, p, (h, w), (oh, ow)):
@@ -306,15 +329,19 @@ def avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bo
     Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
     return _in_slices(
-        lambda g: _avg_pool2d_backward(g, (*g.shape[:2], *x_shape[2:]), k, s, p, count_include_pad),
+        lambda g, out: _avg_pool2d_backward(
+            g, (*g.shape[:2], *x_shape[2:]), k, s, p, count_include_pad, out
+        ),
         [grad_out],
         lambda: empty_like_layout(tuple(x_shape), grad_out),
         grad_out,
     )
 
 
-def _avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bool) -> Array:
-    """:func:`avg_pool2d_backward` on one slice."""
+def _avg_pool2d_backward(
+    grad_out: Array, x_shape, k, s, p, count_include_pad: bool, out=None
+) -> Array:
+    """:func:`avg_pool2d_backward` on one slice; into ``out[0]`` when given."""
     xp = xp_of(grad_out)
     n, c, oh, ow = grad_out.shape
     h, w = x_shape[2:]
@@ -331,7 +358,7 @@ def _avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: b
     dpad = zeros_like_layout((n, c, need_h, need_w), grad_out)
     for j in range(k[1]):
         _cols(dpad, j, s[1], 1, ow)[...] += drow
-    return _unpad(dpad, x_shape, p)
+    return _into(_unpad(dpad, x_shape, p), None if out is None else out[0])
 
 
 def adaptive_matrix(size: int, out: int, dtype) -> Array:

@@ -328,3 +328,53 @@ def test_every_layer_that_claims_fresh_arrays_is_checked(rng):
     }
     checked = {type(make(rng)).__name__ for make, _ in FRESH}
     assert claimed == checked
+
+
+# -- ReLU then max pooling runs as max pooling then ReLU ---------------------------------------
+@pytest.mark.parametrize(
+    "pool",
+    [
+        lambda: MaxPool2d(2),
+        lambda: MaxPool2d(3, 1, padding=1),  # overlapping windows, padding
+        lambda: MaxPool2d(3, 2, ceil_mode=True),  # windows past the edge
+        lambda: MaxPool2d(2, dilation=2),
+    ],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_relu_before_max_pool_gives_the_layer_by_layer_results(pool, training, rng):
+    # Small integers make ties (among positives, among zeros) and windows with
+    # no positive value: the gradient must still reach exactly the same places.
+    copy = Linear(12, 12)  # an identity: x as a new array, ties kept
+    copy.weight.data[...] = np.eye(12)
+    copy.bias.data[...] = 0
+    net = Sequential(copy, ReLU(), pool(), ReLU(), pool())
+    x = rng.integers(-3, 4, (3, 2, 13, 12)).astype(np.float32)
+    x[0, 0, :3] = -1.0  # whole windows of negatives
+    x[0, 1] = np.nan  # NaN spreads alike either way
+    g = rng.standard_normal(net(x, training=training).shape).astype(np.float32)
+    y = net(x, training=training)
+    dx = net.backward(g)
+    h = x
+    for layer in net:
+        h = layer(h, training=training)
+    np.testing.assert_array_equal(y, h)
+    for layer in reversed(list(net)):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(dx, g)
+
+
+def test_relu_before_max_pool_works_on_the_pooled_array(rng):
+    relu, seen = ReLU(), []
+    forward = relu.forward
+    relu.forward = lambda x, **kw: seen.append(x.shape) or forward(x, **kw)
+    net = Sequential(Conv2d(1, 2, 3, padding=1, rng=rng), relu, MaxPool2d(2))
+    assert net(rng.standard_normal((2, 1, 6, 6)).astype(np.float32)).shape == (2, 2, 3, 3)
+    assert seen == [(2, 2, 3, 3)]
+    assert [type(m).__name__ for m in convnet.nn.container.run_order(list(net))] == [
+        "Conv2d",
+        "MaxPool2d",
+        "ReLU",
+    ]
+    # Not for average pooling, which does not commute with ReLU.
+    order = convnet.nn.container.run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
+    assert [type(m).__name__ for m in order] == ["ReLU", "AvgPool2d", "MaxPool1d", "ReLU"]

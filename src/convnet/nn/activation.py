@@ -56,6 +56,7 @@ class ReLU(Module):
     """
 
     works_in_place = True
+    commutes_with_max_pool = True
 
     def __init__(self) -> None:
         self._y: Array | None = None

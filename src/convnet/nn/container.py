@@ -28,6 +28,29 @@ def _check_module(owner: str, layer: object) -> Module:
     return layer
 
 
+def run_order(layers: list[Module]) -> list[Module]:
+    """The order a :class:`Sequential` runs ``layers`` in: a ReLU followed by
+    max pooling runs after it instead, on the pooled array.
+
+    ``maxpool(relu(x)) == relu(maxpool(x))``, and so are the gradients, bit for
+    bit: where a window's maximum is positive both orders pick the same
+    first maximum, and elsewhere the output and the gradient are 0 either
+    way. The ReLU then works on an array a quarter of the size (2x2 pooling)
+    and its backward mask is applied before the gradient is spread back out.
+    """
+    order: list[Module] = []
+    i = 0
+    while i < len(layers):
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if nxt is not None and layers[i].commutes_with_max_pool and nxt.max_pool:
+            order += [nxt, layers[i]]
+            i += 2
+        else:
+            order.append(layers[i])
+            i += 1
+    return order
+
+
 def _backward(layer: Module, grad_out: Array, owned: bool) -> Array:
     """``layer.backward(grad_out)``, in place when ``grad_out`` is ``owned`` and it can."""
     if owned and layer.works_in_place:
@@ -98,14 +121,15 @@ class Sequential(Module):
         return self._layers[index]
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        """The layers in order; an array a layer made and dropped
-        (``fresh_output``) is overwritten by the next layer when that one
-        ``works_in_place`` (a ReLU after a convolution). ``x`` itself, the
-        caller's, is never written.
+        """The layers in order (a ReLU before max pooling after it: :func:`run_order`).
+
+        An array a layer made and dropped (``fresh_output``) is overwritten by
+        the next layer when that one ``works_in_place`` (a ReLU after a
+        convolution). ``x`` itself, the caller's, is never written.
         """
         owned = False  # whether x is an array only this loop refers to
         with engine():  # the layers' products share the threads (convnet.backend.engine)
-            for layer in self._layers:
+            for layer in run_order(self._layers):
                 if owned and layer.works_in_place:
                     x = layer.forward(x, training=training, inplace=True)  # type: ignore[call-arg]
                 else:
@@ -114,7 +138,7 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
-        """Backpropagate through the layers in reverse order.
+        """Backpropagate through the layers in the reverse of forward's order.
 
         ``input_grad=False`` (what training uses: the data is not learned)
         skips the first layer's input gradient, the costliest product of a
@@ -123,7 +147,7 @@ class Sequential(Module):
         is overwritten by the layer before it when that one ``works_in_place``;
         ``grad_out``, the caller's, is never written.
         """
-        layers = self._layers
+        layers = run_order(self._layers)  # as forward ran them
         owned = False  # whether grad_out is an array only this loop refers to
         with engine():  # as in forward
             for layer in reversed(layers[1:]):

@@ -40,6 +40,12 @@ class Module:
     #: True when ``forward`` and ``backward`` take ``inplace=True``: write
     #: the result over their argument (which must then be theirs to change).
     works_in_place = False
+    #: True for ReLU: an elementwise map that max pooling right after it may
+    #: run before it with the same results, bit for bit (:class:`Sequential`
+    #: then applies it to the pooled, smaller array).
+    commutes_with_max_pool = False
+    #: True for max pooling (the partner of ``commutes_with_max_pool``).
+    max_pool = False
 
     def __call__(self, x: Array, training: bool = False) -> Array:
         return self.forward(x, training=training)

@@ -19,7 +19,6 @@ class _PoolNd(Module):
     """Shared code of the max/avg pools; ``nd`` spatial axes, computed as 2-D."""
 
     nd = 2
-    is_max = True
     fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
 
     def __init__(
@@ -117,6 +116,8 @@ class _PoolNd(Module):
 
 
 class _MaxPool(_PoolNd):
+    max_pool = True
+
     def _forward2d(self, x4: Array) -> tuple[Array, Any]:
         k, s, p, d = self._args()
         return F.max_pool2d_forward(x4, k, s, p, d, self.ceil_mode)

@@ -395,17 +395,21 @@ def product(a: Array, b: Array, out: Array, nb: int, samples: str) -> Array:
     """
     xp = xp_of(a)
     if nb > 1 and a.shape[1] <= PER_SAMPLE_INNER_MAX:
-        if samples == "rows":  # (nb*P, X) -> (nb, P, X)
-            split = lambda m: m.reshape(nb, m.shape[0] // nb, m.shape[1])  # noqa: E731
-            a_s, b_s = split(a), b
-        else:  # (X, nb*P) -> (nb, X, P)
-            split = lambda m: m.reshape(m.shape[0], nb, m.shape[1] // nb).transpose(1, 0, 2)  # noqa: E731
-            a_s, b_s = a, split(b)
-        out_s = split(out)
+        rows = samples == "rows"
+        out_s = _by_sample(out, nb, rows)
         if xp.may_share_memory(out_s, out):  # a view of out, not a copy
+            a_s = _by_sample(a, nb, rows) if rows else a
+            b_s = b if rows else _by_sample(b, nb, rows)
             xp.matmul(a_s, b_s, out=out_s)
             return out
     return xp.matmul(a, b, out=out)
+
+
+def _by_sample(m: Array, nb: int, rows: bool) -> Array:
+    """``(nb*P, X)`` as ``(nb, P, X)`` (``rows``), or ``(X, nb*P)`` as ``(nb, X, P)``."""
+    if rows:
+        return m.reshape(nb, m.shape[0] // nb, m.shape[1])
+    return m.reshape(m.shape[0], nb, m.shape[1] // nb).transpose(1, 0, 2)
 
 
 def conv2d_forward(

@@ -527,7 +527,9 @@ def conv2d_backward(
             f = fields.block(n0, nb, workspace("fields", blk * p * kb, grad_out))
             gb = g[n0 * p : (n0 + nb) * p]
             if per_sample:  # (nb, kb, P) @ (nb, P, O) -> (nb, kb, O), summed over the samples
-                prods = xp.matmul(f.reshape(nb, p, kb).transpose(0, 2, 1), gb.reshape(nb, p, o))
+                prods = xp.matmul(
+                    _by_sample(f, nb, True).transpose(0, 2, 1), _by_sample(gb, nb, True)
+                )
                 xp.sum(prods, axis=0, out=parts[i])
             else:
                 xp.matmul(f.T, gb, out=parts[i])  # (kb, nb*P) @ (nb*P, O)

@@ -13,6 +13,7 @@ from convnet.backend import (
     empty_like_layout,
     engine,
     engine_threads,
+    fresh,
     parallel_map,
     release_workspace,
     workspace,
@@ -97,6 +98,100 @@ def test_workspace_is_private_to_each_thread():
     worker.start()
     worker.join()
     assert not np.shares_memory(mine, theirs[0])
+
+
+# -- kept results (fresh) -------------------------------------------------------
+
+BIG = (64, 1024)  # 256 KiB of float32: above KEPT_MIN_BYTES
+
+
+def test_fresh_memory_is_reused_only_once_nothing_refers_to_it():
+    like = np.zeros(1, np.float32)
+    release_workspace()
+    a = fresh(BIG, np.float32, like)
+    assert a.shape == BIG and a.dtype == np.float32 and a.flags.c_contiguous
+    b = fresh(BIG, np.float32, like)
+    assert not np.shares_memory(a, b)  # a is held: not handed out again
+    a_address = a.__array_interface__["data"][0]
+    del a
+    c = fresh(BIG, np.float32, like)
+    assert c.__array_interface__["data"][0] == a_address  # its memory, back in use
+    del b, c
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [
+        lambda a: a[3:],  # a view
+        lambda a: a.T.reshape(-1)[::2],  # a view of a view
+        lambda a: memoryview(a),  # a buffer export
+        lambda a: np.frombuffer(a.data, np.uint8),  # an array over its buffer
+        lambda a: a.view(np.int32).reshape(-1),  # another dtype's view
+    ],
+)
+def test_fresh_memory_is_not_reused_while_something_holds_part_of_it(hold):
+    like = np.zeros(1, np.float32)
+    release_workspace()
+    a = fresh(BIG, np.float32, like)
+    a[...] = 7.0
+    held = hold(a)
+    del a
+    for _ in range(3):  # other results of the same size get other memory
+        b = fresh(BIG, np.float32, like)
+        assert not np.shares_memory(b, np.asarray(held))
+        b[...] = -1.0
+    assert (np.asarray(held).view(np.float32) == 7.0).all()  # never written
+
+
+def test_fresh_leaves_small_results_to_the_allocator_and_serves_any_dtype():
+    import convnet.backend as be
+
+    like = np.zeros(1, np.float32)
+    release_workspace()
+    assert fresh((10,), np.float64, like).dtype == np.float64
+    assert not be._KEPT  # under KEPT_MIN_BYTES: nothing kept
+    a = fresh(BIG, np.float32, like)
+    del a
+    b = fresh((BIG[0], BIG[1] // 2), np.float64, like)  # the same bytes as another dtype
+    assert b.dtype == np.float64 and b.shape == (BIG[0], BIG[1] // 2) and len(be._KEPT) == 1
+    b[...] = 1.5
+    assert (b == 1.5).all()
+
+
+def test_fresh_keeps_at_most_kept_max_bytes(monkeypatch):
+    import convnet.backend as be
+
+    like = np.zeros(1, np.float32)
+    release_workspace()
+    monkeypatch.setattr(be, "KEPT_MAX_BYTES", 3 * 256 * 1024)
+    held = [fresh(BIG, np.float32, like) for _ in range(3)]  # fills the room
+    extra = fresh(BIG, np.float32, like)  # no room: made for this call, not kept
+    assert sum(len(b) * n for n, b in be._KEPT.items()) == 3 * 256 * 1024
+    del held, extra
+    other = fresh((32, 1024), np.float32, like)  # another size: free ones make room
+    assert sum(len(b) * n for n, b in be._KEPT.items()) <= 3 * 256 * 1024
+    assert any(b for n, b in be._KEPT.items() if n == other.nbytes)
+    release_workspace()
+    assert not be._KEPT
+
+
+def test_fresh_hands_each_buffer_to_one_thread_at_a_time():
+    like = np.zeros(1, np.float32)
+    release_workspace()
+    got: list = []
+
+    def take():
+        for _ in range(50):
+            got.append(fresh(BIG, np.float32, like))  # all held: none may repeat
+
+    workers = [threading.Thread(target=take) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    addresses = [a.__array_interface__["data"][0] for a in got]
+    assert len(set(addresses)) == len(addresses) == 200
+    release_workspace()
 
 
 # -- the engine's threads ------------------------------------------------------

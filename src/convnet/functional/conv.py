@@ -71,6 +71,7 @@ from convnet.backend import (
     as_strided,
     empty_like_layout,
     engine_threads,
+    fresh,
     parallel_map,
     parallel_slices,
     quiet_products,
@@ -438,7 +439,7 @@ def conv2d_forward(
     wmat = fields.weight_matrix(weight, bias)  # (K, O), or (K+1, O) with the bias
     p = oh * ow
     last = o >= CHANNELS_LAST_MIN
-    out = xp.empty((n * p, o) if last else (o, n * p), dtype=x.dtype)
+    out = fresh((n * p, o) if last else (o, n * p), x.dtype, x)
     blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, engine_threads(x))
 
     def block(n0: int) -> None:  # a block of the batch that fits in cache: one gather, one GEMM
@@ -596,13 +597,14 @@ def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
     (t, bo), (lf, r) = pads
     p, k = out_hw[0] * out_hw[1], weight[0].size
     w2 = xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, k)
-    dxpad = xp.zeros((n, h + t + bo, w + lf + r, c), dtype=g.dtype)
+    dxpad = fresh((n, h + t + bo, w + lf + r, c), g.dtype, g)  # each block zeroes its samples'
 
     def block(n0: int) -> None:  # its samples of dxpad are its own
         nb = min(blk, n - n0)
         buf = workspace("fields", nb * p * k, g).reshape(nb * p, k)
         with quiet_products():
             drows = product(g[n0 * p : (n0 + nb) * p], w2, buf, nb, "rows")
+        dxpad[n0 : n0 + nb] = 0
         row2im_add(drows, dxpad[n0 : n0 + nb], kernel, stride, dilation, out_hw)
 
     parallel_map(block, range(0, n, blk), g)
@@ -618,7 +620,6 @@ def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
 
     Shape: ``g`` (N*OH*OW, O) -> ``dx`` (N, C, H, W), channel-major in memory.
     """
-    xp = xp_of(g)
     n, c, h, w = x_shape
     o, kernel = weight.shape[0], weight.shape[2:]
     (t, bo), (lf, r) = pads
@@ -626,11 +627,12 @@ def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
     p, k = oh * ow, weight[0].size
     w2 = weight.reshape(o, k)
     hp, wp = h + t + bo, w + lf + r
-    dxpad = xp.zeros((c, n, hp, wp), dtype=g.dtype)
+    dxpad = fresh((c, n, hp, wp), g.dtype, g)  # each block zeroes its samples'
 
     def block(n0: int) -> None:  # its samples of dxpad are its own
         nb = min(blk, n - n0)
         gb = g[n0 * p : (n0 + nb) * p].T  # (O, nb*OH*OW)
+        dxpad[:, n0 : n0 + nb] = 0
         with quiet_products():
             if stride == (1, 1):  # dY on the padded grid, zeros where no output is
                 g_grid = workspace("grid", o * nb * hp * wp, g).reshape(o, nb, hp, wp)

@@ -217,3 +217,89 @@ def test_softmax_over_the_whole_float32_range_is_finite_and_silent():
     p = softmax(x, axis=1)
     np.testing.assert_array_equal(p, [[1.0, 0.0, 0.0]])
     assert log_softmax(x, axis=1)[0, 0] == 0.0
+
+
+# -- inplace=True, as PyTorch's ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inplace_layers_write_over_their_input_as_torch_does(dtype, rng):
+    torch = pytest.importorskip("torch")
+    x0 = (rng.standard_normal((4, 6, 3)) * 3).astype(dtype)
+    x0[0, 0, 0] = 0.0
+    g = rng.standard_normal(x0.shape).astype(dtype)
+    pairs = [
+        (ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+        (LeakyReLU(0.3, inplace=True), torch.nn.LeakyReLU(0.3, inplace=True)),
+    ]
+    for ours, theirs in pairs:
+        x = x0.copy()
+        y = ours(x, training=True)
+        assert y is x or np.shares_memory(y, x), ours  # no new array
+        xt = torch.tensor(x0)
+        yt = theirs(xt)
+        np.testing.assert_allclose(x, xt.numpy(), rtol=1e-6, err_msg=repr(ours))  # both overwrote
+        np.testing.assert_allclose(y, yt.numpy(), rtol=1e-6, err_msg=repr(ours))
+        # The gradient is the out-of-place layer's (computed from the output or mask).
+        plain = type(ours)() if isinstance(ours, ReLU) else LeakyReLU(0.3)
+        plain(x0.copy(), training=True)
+        np.testing.assert_array_equal(ours.backward(g), plain.backward(g))
+
+
+def test_inplace_dropout_writes_over_its_input_in_training_only(rng):
+    x0 = rng.standard_normal((50, 40)).astype(np.float32)
+    ours = Dropout(0.3, inplace=True, rng=np.random.default_rng(5))
+    plain = Dropout(0.3, rng=np.random.default_rng(5))
+    x = x0.copy()
+    y = ours(x, training=True)
+    assert np.shares_memory(y, x)
+    np.testing.assert_array_equal(y, plain(x0, training=True))  # the same mask and scale
+    g = rng.standard_normal(x0.shape).astype(np.float32)
+    np.testing.assert_array_equal(ours.backward(g), plain.backward(g))
+    x = x0.copy()
+    assert ours(x) is x and (x == x0).all()  # eval: the identity, nothing written
+
+
+def test_inplace_layers_in_a_sequential_match_the_plain_ones(rng):
+    from convnet.nn import Conv2d, Flatten, Linear, MaxPool2d, Sequential
+
+    def net(inplace):
+        r = np.random.default_rng(0)
+        return Sequential(
+            Conv2d(1, 4, 3, rng=r), ReLU(inplace=inplace), MaxPool2d(2),
+            LeakyReLU(0.1, inplace=inplace), Flatten(), Dropout(0.2, inplace, rng=r),
+            Linear(144, 3, rng=r),
+        )  # fmt: skip
+
+    x = rng.standard_normal((5, 1, 14, 14)).astype(np.float32)
+    g = rng.standard_normal((5, 3)).astype(np.float32)
+    a, b = net(False), net(True)
+    x_before = x.copy()
+    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+    np.testing.assert_array_equal(a.backward(g), b.backward(g))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        np.testing.assert_array_equal(pa.grad, pb.grad)
+    assert (x == x_before).all()  # the first layer makes its own array: the input is kept
+
+
+def test_inplace_repr_config_and_errors():
+    from convnet.nn import from_config, to_config
+
+    assert repr(ReLU(inplace=True)) == "ReLU(inplace=True)"
+    assert repr(LeakyReLU(0.2, inplace=True)) == "LeakyReLU(negative_slope=0.2, inplace=True)"
+    assert repr(LeakyReLU(inplace=True)) == "LeakyReLU(inplace=True)"
+    assert repr(Dropout(0.5, True)) == "Dropout(inplace=True)"
+    for layer in (ReLU(inplace=True), LeakyReLU(0.2, True), Dropout(0.1, inplace=True)):
+        again = from_config(to_config(layer))
+        assert repr(again) == repr(layer) and again.inplace
+    assert not from_config({"type": "ReLU"}).inplace  # files written before the setting
+    with pytest.raises(TypeError, match=r"ReLU: inplace must be True or False, got 'yes'"):
+        ReLU(inplace="yes")
+    with pytest.raises(TypeError, match=r"Dropout: inplace must be True or False, got 1"):
+        Dropout(0.5, 1)
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"ReLU\(inplace=True\) writes its output over its input"):
+        ReLU(inplace=True)(frozen)
+    with pytest.raises(ValueError, match="read-only"):
+        Dropout(0.5, True)(frozen, training=True)

@@ -27,6 +27,13 @@ def check_int(owner: str, name: str, value: Any, minimum: int | None = None) -> 
     return int(value)
 
 
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """Return ``value`` as bool; ``TypeError`` naming ``owner.name`` for anything else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_float(
     owner: str,
     name: str,

@@ -56,11 +56,21 @@ def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:
     return dx
 
 
-def leaky_relu(x: Array, negative_slope: float = 0.01) -> tuple[Array, Array]:
-    """``x if x > 0 else negative_slope * x``; returns ``(y, mask)`` with ``mask = x > 0``."""
+def leaky_relu(
+    x: Array, negative_slope: float = 0.01, out: Array | None = None
+) -> tuple[Array, Array]:
+    """``x if x > 0 else negative_slope * x``; returns ``(y, mask)`` with ``mask = x > 0``.
+
+    Into ``out`` when given (``out=x`` overwrites the input).
+    """
     xp = xp_of(x)
     mask = x > 0
-    return xp.where(mask, x, x * negative_slope), mask
+    scaled = x * negative_slope
+    if out is None:
+        return xp.where(mask, x, scaled), mask
+    xp.copyto(out, x)
+    xp.copyto(out, scaled, where=~mask)
+    return out, mask
 
 
 def leaky_relu_backward(grad_out: Array, mask: Array, negative_slope: float = 0.01) -> Array:

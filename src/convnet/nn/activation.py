@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from convnet._validate import FLOAT_DTYPES, check_float, check_int
+from convnet._validate import FLOAT_DTYPES, check_bool, check_float, check_int
 from convnet.backend import Array
 from convnet.functional import activation as F
 from convnet.nn.module import Module
@@ -18,6 +18,15 @@ def check_float_array(owner: object, x: Any) -> None:
         raise TypeError(
             f"{owner} expected a float32 or float64 array, got dtype {x.dtype} "
             "(convert with x.astype(np.float32))"
+        )
+
+
+def check_writable(owner: object, x: Any) -> None:
+    """Require an array that may be written (for ``inplace=True``)."""
+    if not getattr(getattr(x, "flags", None), "writeable", True):
+        raise ValueError(
+            f"{owner} writes its output over its input, which is read-only "
+            "(pass a writable array, e.g. x.copy(), or leave inplace=False)"
         )
 
 
@@ -35,18 +44,27 @@ class ReLU(Module):
     """Rectified linear unit: ``y = max(x, 0)``.
 
     The gradient at 0 is 0 (as in PyTorch). Backward uses the cached output.
-    ``inplace=True`` (a call argument, which :class:`~convnet.nn.Sequential`
-    passes when the layer before it made the array and dropped it) writes
-    the output over the input, and the input gradient over ``grad_out``: no
-    new array, so no page faults on its first writes. In PyTorch the same is
-    ``ReLU(inplace=True)``, chosen by the user.
+
+    :class:`~convnet.nn.Sequential` already runs a ReLU in place where that
+    is safe (it passes ``inplace=True`` to ``forward`` and ``backward`` when
+    the layer before made the array and dropped it): no new array, so no
+    page faults on its first writes. ``ReLU(inplace=True)``, as in PyTorch,
+    asks for it always: the output is written over the input, even one the
+    caller holds.
+
+    Parameters
+    ----------
+    inplace : bool, default False
+        Write the output over the input array on every call.
 
     Shape: input ``(*)``, output ``(*)``, same shape and dtype.
 
     Raises
     ------
     TypeError
-        If the input is not a float32/float64 array.
+        If ``inplace`` is not a bool or the input not a float32/float64 array.
+    ValueError
+        If ``inplace`` and the input is read-only.
 
     Examples
     --------
@@ -58,17 +76,23 @@ class ReLU(Module):
     works_in_place = True
     commutes_with_max_pool = True
 
-    def __init__(self) -> None:
+    def __init__(self, inplace: bool = False) -> None:
+        self.inplace = check_bool("ReLU", "inplace", inplace)
         self._y: Array | None = None
 
     def forward(self, x: Array, training: bool = False, inplace: bool = False) -> Array:
         check_float_array(self, x)
-        self._y = F.relu(x, out=x if inplace else None)
+        if self.inplace:
+            check_writable(self, x)
+        self._y = F.relu(x, out=x if inplace or self.inplace else None)
         return self._y
 
     def backward(self, grad_out: Array, inplace: bool = False) -> Array:
         _need_forward(self, self._y)
         return F.relu_backward(grad_out, self._y, out=grad_out if inplace else None)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class LeakyReLU(Module):
@@ -78,13 +102,18 @@ class LeakyReLU(Module):
     ----------
     negative_slope : float, default 0.01
         Slope for ``x <= 0`` (the gradient at 0 is ``negative_slope``, as in PyTorch).
+    inplace : bool, default False
+        Write the output over the input array, as PyTorch's ``inplace=True``.
 
     Shape: input ``(*)``, output ``(*)``.
 
     Raises
     ------
     TypeError
-        If ``negative_slope`` is not a number or the input not a float array.
+        If ``negative_slope`` is not a number, ``inplace`` not a bool, or
+        the input not a float array.
+    ValueError
+        If ``inplace`` and the input is read-only.
 
     Examples
     --------
@@ -93,13 +122,16 @@ class LeakyReLU(Module):
     array([-0.2,  3. ])
     """
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         self.negative_slope = check_float("LeakyReLU", "negative_slope", negative_slope)
+        self.inplace = check_bool("LeakyReLU", "inplace", inplace)
         self._mask: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
-        y, self._mask = F.leaky_relu(x, self.negative_slope)
+        if self.inplace:
+            check_writable(self, x)
+        y, self._mask = F.leaky_relu(x, self.negative_slope, out=x if self.inplace else None)
         return y
 
     def backward(self, grad_out: Array) -> Array:
@@ -107,7 +139,8 @@ class LeakyReLU(Module):
         return F.leaky_relu_backward(grad_out, self._mask, self.negative_slope)
 
     def extra_repr(self) -> str:
-        return "" if self.negative_slope == 0.01 else f"negative_slope={self.negative_slope}"
+        parts = [] if self.negative_slope == 0.01 else [f"negative_slope={self.negative_slope}"]
+        return ", ".join(parts + (["inplace=True"] if self.inplace else []))
 
 
 class Sigmoid(Module):

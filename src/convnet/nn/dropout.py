@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet._validate import check_float, check_rng
+from convnet._validate import check_bool, check_float, check_rng
 from convnet.backend import Array
-from convnet.nn.activation import check_float_array
+from convnet.nn.activation import check_float_array, check_writable
 from convnet.nn.module import Module
 
 
@@ -22,6 +22,9 @@ class Dropout(Module):
     ----------
     p : float, default 0.5
         Probability of zeroing an element, in ``[0, 1)``.
+    inplace : bool, default False
+        In training, write the output over the input array, as PyTorch's
+        ``inplace=True``.
     rng : numpy.random.Generator, optional
         Source of the masks (a fresh unseeded one when None).
 
@@ -35,9 +38,9 @@ class Dropout(Module):
     Raises
     ------
     TypeError
-        If ``p`` is not a number or ``rng`` not a Generator.
+        If ``p`` is not a number, ``inplace`` not a bool or ``rng`` not a Generator.
     ValueError
-        If ``p`` is outside ``[0, 1)``.
+        If ``p`` is outside ``[0, 1)``, or ``inplace`` and the input is read-only.
 
     Examples
     --------
@@ -48,8 +51,11 @@ class Dropout(Module):
     ([0.0, 2.0], [1.0, 1.0])
     """
 
-    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, p: float = 0.5, inplace: bool = False, *, rng: np.random.Generator | None = None
+    ) -> None:
         self.p = check_float("Dropout", "p", p, 0.0, 1.0, open_max=True)
+        self.inplace = check_bool("Dropout", "inplace", inplace)
         self.rng = check_rng("Dropout", rng)
         self._mask: Array | None = None
         self._ran = False
@@ -63,6 +69,10 @@ class Dropout(Module):
         keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p  # P(keep) = 1 - p
         # The scaled mask: 0 or 1 / (1 - p) in the input's dtype.
         self._mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        if self.inplace:
+            check_writable(self, x)
+            x *= self._mask
+            return x
         return x * self._mask
 
     def backward(self, grad_out: Array) -> Array:
@@ -71,4 +81,5 @@ class Dropout(Module):
         return grad_out if self._mask is None else grad_out * self._mask
 
     def extra_repr(self) -> str:
-        return "" if self.p == 0.5 else f"p={self.p}"
+        parts = [] if self.p == 0.5 else [f"p={self.p}"]
+        return ", ".join(parts + (["inplace=True"] if self.inplace else []))

@@ -16,6 +16,7 @@ engine keeps to the calling thread and BLAS threads its products itself.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import sys
@@ -168,8 +169,8 @@ def fresh(shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
     """
     xp = xp_of(like)
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if xp is not np or not _COUNTS or nbytes < KEPT_MIN_BYTES:
+    nbytes = math.prod(shape) * dtype.itemsize  # math.prod: 0.06 us; np.prod: 3 us
+    if nbytes < KEPT_MIN_BYTES or xp is not np or not _COUNTS:
         return xp.empty(shape, dtype=dtype)
     with _KEPT_LOCK:
         buf = _free_kept(nbytes)

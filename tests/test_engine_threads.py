@@ -109,6 +109,36 @@ def test_pooling_in_slices_equals_one_thread(layout, make):
     assert y2.strides == y1.strides and dx2.strides == dx1.strides
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_pooling_backward_is_shared_out_by_the_input_gradient_size(pool, monkeypatch):
+    # The backward writes the input gradient, k*k times the output gradient:
+    # its work is counted by the input's size, so a batch whose output
+    # gradient alone is under MIN_PARALLEL_WORK is still cut into slices
+    # (the 4-conv net's first pooling at batch 64 ran on one thread: 1.85 ms,
+    # against 1.0-1.1 ms in slices).
+    import convnet.backend as be
+    from convnet.functional import pool as P
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 16, 32, 32)).astype(np.float32)  # 262,144 values
+    g = rng.standard_normal((16, 16, 16, 16)).astype(np.float32)  # 65,536
+    monkeypatch.setattr(be, "MIN_PARALLEL_WORK", x.size // 4)
+    cuts = []
+    real = be.parallel_map
+    monkeypatch.setattr(
+        be, "parallel_map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
+    )
+    with _threads(2):
+        if pool == "max":
+            _, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+            cuts.clear()
+            dx = P.max_pool2d_backward(g, winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1))
+        else:
+            dx = P.avg_pool2d_backward(g, x.shape, (2, 2), (2, 2), (0, 0), True)
+    assert cuts and cuts[0] >= 2, cuts  # shared out
+    assert dx.shape == x.shape
+
+
 @pytest.mark.parametrize("channels", [(8, 16), (16, 40)])  # channel-major or channels-last out
 def test_one_image_convolution_in_row_slices_equals_one_thread(channels):
     # A batch of one is one block: its product is shared out in slices of its

@@ -15,6 +15,8 @@ memory), shared among the engine's threads (:func:`_in_slices`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from convnet.backend import (
@@ -84,8 +86,11 @@ def _rows(a: Array, i: int, s: int, d: int, oh: int) -> Array:
     return a[:, :, r0 : r0 + s * (oh - 1) + 1 : s]
 
 
-def _in_slices(fn, arrays: list[Array], outs, like: Array):
+def _in_slices(fn, arrays: list[Array], outs, like: Array, work: int | None = None):
     """``fn(*arrays, out=None)`` in slices of axis 0 or 1, shared among the engine's threads.
+
+    ``work`` counts the values the call touches (``like.size`` by default);
+    a backward pass, which writes the input gradient, counts the input's.
 
     Each slice's ``fn`` writes its results straight into its slice of the
     arrays that ``outs()`` makes (the results' full-size arrays, in the
@@ -97,7 +102,8 @@ def _in_slices(fn, arrays: list[Array], outs, like: Array):
     or a tuple of arrays (n, c, ...), sliced the same way.
     """
     axis = 0 if abs(like.strides[0]) >= abs(like.strides[1]) else 1
-    if slice_count(like.shape[axis], like, like.size) < 2:
+    work = like.size if work is None else work
+    if slice_count(like.shape[axis], like, work) < 2:
         return fn(*arrays, out=None)
     full = outs()
     targets = full if isinstance(full, tuple) else (full,)
@@ -106,7 +112,7 @@ def _in_slices(fn, arrays: list[Array], outs, like: Array):
         i = along(axis, sl)
         fn(*[a[i] for a in arrays], out=tuple(t[i] for t in targets))
 
-    parallel_slices(part, like.shape[axis], like, like.size)
+    parallel_slices(part, like.shape[axis], like, work)
     return full
 
 
@@ -206,6 +212,7 @@ def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
         [grad_out, col, row],
         lambda: empty_like_layout(tuple(x_shape), grad_out),
         grad_out,
+        math.prod(x_shape),  # the input gradient's values, written
     )
 
 
@@ -335,6 +342,7 @@ def avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bo
         [grad_out],
         lambda: empty_like_layout(tuple(x_shape), grad_out),
         grad_out,
+        math.prod(x_shape),  # the input gradient's values, written
     )
 
 

@@ -303,3 +303,35 @@ def test_inplace_repr_config_and_errors():
         ReLU(inplace=True)(frozen)
     with pytest.raises(ValueError, match="read-only"):
         Dropout(0.5, True)(frozen, training=True)
+
+
+# -- ReLU against a row of zeros (functional._max0) ----------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: a,  # NCHW, dense
+        lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2),  # NHWC
+        lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),  # CNHW
+        lambda a: a[:, :, 1:, ::2],  # not dense: the scalar form
+        lambda a: a.reshape(a.shape[0], -1),  # 2-D
+        lambda a: a.reshape(-1),  # one long axis, longer than the zero row
+    ],
+)
+def test_relu_against_a_zero_row_equals_max_with_zero(make, dtype, rng):
+    from convnet.functional.activation import relu
+
+    a = rng.standard_normal((9, 7, 40, 33)).astype(dtype)
+    a.reshape(-1)[:6] = [-0.0, 0.0, np.nan, np.inf, -np.inf, -1e-45]
+    x = make(a)
+    expected = np.maximum(x, 0)
+    y = relu(x)
+    np.testing.assert_array_equal(y, expected)
+    assert not np.signbit(y).any()  # -0.0 comes out as 0.0, as with the scalar
+    assert y.strides == np.empty_like(x).strides
+    before = x.copy()
+    assert relu(x, out=x) is x
+    np.testing.assert_array_equal(x, expected)
+    assert np.isnan(before).sum() == np.isnan(x).sum()

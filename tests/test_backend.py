@@ -1,8 +1,10 @@
 """The array helpers of convnet.backend: layouts of new buffers and window views."""
 
 import itertools
+import os
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -192,6 +194,41 @@ def test_fresh_hands_each_buffer_to_one_thread_at_a_time():
     addresses = [a.__array_interface__["data"][0] for a in got]
     assert len(set(addresses)) == len(addresses) == 200
     release_workspace()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_is_not_stuck_on_the_kept_results_lock():
+    # A helper thread may hold the lock when the process forks; the child
+    # gets a new lock and keeps results of its own.
+    import convnet.backend as be
+
+    like = np.zeros(1, np.float32)
+    held = fresh(BIG, np.float32, like)
+    be._KEPT_LOCK.acquire()  # as if a helper were inside fresh() at the fork
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: must not block, and starts with nothing kept
+            code = 1
+            try:
+                fresh_ok = not be._KEPT
+                a = fresh(BIG, np.float32, like)
+                code = 0 if fresh_ok and not np.shares_memory(a, held) else 2
+            finally:
+                os._exit(code)
+    finally:
+        be._KEPT_LOCK.release()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child blocked in fresh()")
 
 
 # -- the engine's threads ------------------------------------------------------

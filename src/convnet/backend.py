@@ -158,8 +158,8 @@ def fresh(shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
     A layer's results (outputs, input gradients) are made anew on every call
     and dropped a call later; the C library's allocator returns such large
     blocks to the system and faults their pages in again on the next call
-    (2.3 us a page on this machine: 264-437 faults per LeNet-5 training step
-    at batch 64, 1,800-2,300 for the 4-conv net). So the memory of a result
+    (2.3 us a page on this machine: 150-440 faults per LeNet-5 training step
+    at batch 64, 1,700-1,850 for the 4-conv net). So the memory of a result
     of at least :data:`KEPT_MIN_BYTES` is kept, and handed out again only
     once nothing refers to it any more: no array, view or buffer export
     (CPython's reference count of the kept buffer is back to the cache's
@@ -195,6 +195,8 @@ def _free_kept(nbytes: int) -> Any:
                 kept -= n
     if kept + nbytes <= KEPT_MAX_BYTES:
         bucket.append(buf)
+    elif not bucket:
+        del _KEPT[nbytes]
     return buf
 
 
@@ -246,8 +248,15 @@ def _helpers(n: int) -> list[queue.SimpleQueue]:
 
 
 def _forget_helpers() -> None:
-    """In a forked child the helper threads are gone: make new ones when asked."""
+    """In a forked child the helper threads are gone: make new ones when asked.
+
+    The kept results' lock may have been held by one of them: a new lock,
+    and nothing kept (the child starts its own).
+    """
+    global _KEPT_LOCK
     _HELPERS.clear()
+    _KEPT_LOCK = threading.Lock()
+    _KEPT.clear()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX

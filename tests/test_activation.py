@@ -293,6 +293,8 @@ def test_inplace_repr_config_and_errors():
         again = from_config(to_config(layer))
         assert repr(again) == repr(layer) and again.inplace
     assert not from_config({"type": "ReLU"}).inplace  # files written before the setting
+    assert to_config(ReLU()) == {"type": "ReLU"}  # and files older versions can read
+    assert to_config(Dropout(0.3)) == {"type": "Dropout", "p": 0.3}
     with pytest.raises(TypeError, match=r"ReLU: inplace must be True or False, got 'yes'"):
         ReLU(inplace="yes")
     with pytest.raises(TypeError, match=r"Dropout: inplace must be True or False, got 1"):

@@ -52,6 +52,8 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
 }
+# Settings added later, written only when set: a file without them reads as before.
+_OMIT_WHEN_FALSE = ("inplace",)
 _HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
 _RANDOM = ("Conv2d", "Conv1d", "Linear")  # take rng= and dtype=
 _TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
@@ -93,6 +95,8 @@ def to_config(module: Module) -> dict[str, Any]:
         raise TypeError(f"to_config: no config for layer type {kind}; known: {LAYER_TYPES}")
     cfg: dict[str, Any] = {"type": kind}
     for key in _ARGS[kind]:
+        if key in _OMIT_WHEN_FALSE and not getattr(module, key):
+            continue  # so that files convnet wrote before the setting existed read the same
         cfg[key] = _jsonable(getattr(module, key))
     if kind in _HAS_BIAS:
         cfg["bias"] = module.bias is not None  # type: ignore[attr-defined]

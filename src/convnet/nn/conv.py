@@ -45,8 +45,7 @@ class _ConvNd(Module):
         self.kernel_size = v.check_tuple(name, "kernel_size", kernel_size, nd, 1)
         self.stride = v.check_tuple(name, "stride", stride, nd, 1)
         self.dilation = v.check_tuple(name, "dilation", dilation, nd, 1)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"{name}: bias must be True or False, got {bias!r}")
+        v.check_bool(name, "bias", bias)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(

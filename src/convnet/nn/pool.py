@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from convnet import _validate as v
 from convnet.backend import Array, quiet_products, xp_of
 from convnet.functional import pool as F
@@ -37,9 +35,7 @@ class _PoolNd(Module):
         )
         self.padding = v.check_tuple(name, "padding", padding, nd, 0)
         self.dilation = v.check_tuple(name, "dilation", dilation, nd, 1)
-        if not isinstance(ceil_mode, (bool, np.bool_)):
-            raise TypeError(f"{name}: ceil_mode must be True or False, got {ceil_mode!r}")
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = v.check_bool(name, "ceil_mode", ceil_mode)
         for k, p, d in zip(self.kernel_size, self.padding, self.dilation):
             if 2 * p > d * (k - 1) + 1:
                 raise ValueError(
@@ -137,12 +133,9 @@ class _AvgPool(_PoolNd):
         count_include_pad: bool = True,
     ) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode)
-        if not isinstance(count_include_pad, (bool, np.bool_)):
-            raise TypeError(
-                f"{type(self).__name__}: count_include_pad must be True or False, "
-                f"got {count_include_pad!r}"
-            )
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = v.check_bool(
+            type(self).__name__, "count_include_pad", count_include_pad
+        )
 
     def _forward2d(self, x4: Array) -> tuple[Array, None]:
         k, s, p, _ = self._args()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from convnet._validate import check_float
+from convnet._validate import check_bool, check_float
 from convnet.backend import Array, parallel_slices, xp_of
 from convnet.nn.parameter import Parameter
-from convnet.optim.optimizer import Optimizer, check_bool
+from convnet.optim.optimizer import Optimizer
 
 
 def _check_betas(owner: str, betas: Any) -> tuple[float, float]:

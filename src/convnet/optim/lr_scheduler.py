@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from convnet._validate import check_float, check_int
-from convnet.optim.optimizer import Optimizer, check_bool
+from convnet._validate import check_bool, check_float, check_int
+from convnet.optim.optimizer import Optimizer
 
 
 def _check_optimizer(owner: str, optimizer: Any) -> Optimizer:

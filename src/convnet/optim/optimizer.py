@@ -65,13 +65,6 @@ def check_params(owner: str, params: Any) -> list[Parameter]:
     return out
 
 
-def check_bool(owner: str, name: str, value: Any) -> bool:
-    """Return ``value`` if it is a bool; ``TypeError`` otherwise."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _as_count(where: str, value: Any) -> int:
     """A step count stored as an int, a numpy integer or a 0-d/1-element array."""
     arr = np.asarray(value)

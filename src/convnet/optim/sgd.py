@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from convnet._validate import check_float
+from convnet._validate import check_bool, check_float
 from convnet.backend import Array
 from convnet.nn.parameter import Parameter
-from convnet.optim.optimizer import Optimizer, check_bool
+from convnet.optim.optimizer import Optimizer
 
 
 class SGD(Optimizer):

@@ -63,7 +63,7 @@ def _max0(src: Array, dst: Array) -> None:
                 if row * size > ZERO_ROW_MAX:
                     break
                 row *= size
-            if row >= 64:
+            if row >= 64:  # shorter rows: a call per row costs more than the SIMD saves
                 np.maximum(s.reshape(-1, row), _zero_row(row, s.dtype), out=d.reshape(-1, row))
                 return
     xp.maximum(src, 0, out=dst)

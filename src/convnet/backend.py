@@ -65,6 +65,14 @@ def as_strided(x: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Ar
     return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
 
 
+def memory_order(a: Array) -> list[int]:
+    """The axes of ``a`` from the largest stride to the smallest (ties keep their order).
+
+    ``a.transpose(memory_order(a))`` lists its axes as they lie in memory.
+    """
+    return sorted(range(a.ndim), key=lambda ax: -abs(a.strides[ax]))
+
+
 def empty_like_layout(
     shape: tuple[int, ...], like: Array, dtype: Any = None, buffer: Array | None = None
 ) -> Array:
@@ -80,8 +88,7 @@ def empty_like_layout(
     is made by :func:`fresh` (memory of a dropped result, reused).
     """
     dtype = like.dtype if dtype is None else dtype
-    # Axes from the largest stride to the smallest (ties keep their order).
-    order = sorted(range(like.ndim), key=lambda a: -abs(like.strides[a]))
+    order = memory_order(like)
     stored = [shape[a] for a in order]
     out = fresh(tuple(stored), dtype, like) if buffer is None else buffer.reshape(stored)
     if order == list(range(like.ndim)):

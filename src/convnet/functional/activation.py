@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.backend import Array, along, outer_axis, parallel_slices, xp_of
+from convnet.backend import Array, along, memory_order, outer_axis, parallel_slices, xp_of
 
 
 def relu(x: Array, out: Array | None = None) -> Array:
@@ -55,7 +55,7 @@ def _max0(src: Array, dst: Array) -> None:
     """
     xp = xp_of(src)
     if xp is np and src.ndim:
-        order = sorted(range(src.ndim), key=lambda a: -abs(src.strides[a]))
+        order = memory_order(src)
         s, d = src.transpose(order), dst.transpose(order)  # axes in memory order: views
         if s.flags.c_contiguous and d.flags.c_contiguous:
             row = 1

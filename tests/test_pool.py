@@ -41,19 +41,35 @@ def test_pools_match_loops(case, seed):
     np.testing.assert_allclose(ap(x), ref, rtol=1e-12, atol=1e-12)
 
 
-def test_tiled_windows_take_the_view_path():
-    # 2x2/2 over an odd size: the windows fit inside x, so no padded copy is made
-    # (the fast path), and results still equal the loop reference, ties included.
+LAYOUTS = {
+    "NCHW": (0, 1, 2, 3),
+    "channels-last": (0, 2, 3, 1),
+    "channel-major": (1, 0, 2, 3),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("k", [(2, 2), (3, 3), (2, 3), (1, 2), (4, 5)])
+def test_tiled_windows_match_loops_and_the_separable_path(layout, k):
+    # Windows that tile x (stride = kernel, no padding) are reduced over their
+    # kH*kW taps, copied into contiguous planes when W is innermost in memory
+    # (4x5, over TAPS_MAX, goes separably); the sizes leave rows and columns
+    # past the last window (floor mode).
+    # Results, ties included, equal the loop reference and the separable path.
     rng = np.random.default_rng(0)
-    x = np.round(rng.standard_normal((3, 4, 9, 8)), 1)
-    k, s, p, d = (2, 2), (2, 2), (0, 0), (1, 1)
-    assert np.shares_memory(F._padded(x, k, s, p, d, (4, 4), -np.inf), x)
-    y, winners = F.max_pool2d_forward(x, k, s, p, d, False)
+    order = LAYOUTS[layout]
+    stored = np.round(rng.standard_normal([(3, 4, 9, 8)[a] for a in order]), 1)
+    x = stored.transpose(np.argsort(order))  # (3, 4, 9, 8), laid out as `layout` says
+    s, p, d = k, (0, 0), (1, 1)
+    y, code = F.max_pool2d_forward(x, k, s, p, d, False)
     ref, ref_winners = pool2d_loops(x, "max", k, s, p)
     np.testing.assert_array_equal(y, ref)
     g = rng.standard_normal(y.shape)
-    dx = F.max_pool2d_backward(g, winners, x.shape, k, s, p, d)
+    dx = F.max_pool2d_backward(g, code, x.shape, k, s, p, d)
     np.testing.assert_allclose(dx, maxpool_grad_loops(x.shape, ref_winners, g))
+    y_sep, winners = F._max_pool2d(x, k, s, p, d, False)
+    np.testing.assert_array_equal(y, y_sep)
+    np.testing.assert_array_equal(dx, F._max_pool2d_backward(g, winners, (9, 8), k, s, p, d))
     avg = F.avg_pool2d_forward(x, k, s, p, False, True)
     np.testing.assert_allclose(avg, pool2d_loops(x, "avg", k, s, p)[0], atol=1e-12)
 

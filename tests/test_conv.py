@@ -328,7 +328,7 @@ def threads(request):
 
 @pytest.mark.parametrize("per_sample", [0, 1 << 30])  # products per block or per sample
 @pytest.mark.parametrize("out_last_from", [1, 1 << 30])  # outputs channels-last or not
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", ["nchw-cols", "nchw-rows", "channels_last"])
 @pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
 @pytest.mark.parametrize(
     ("pads", "stride", "dilation", "kernel"),
@@ -355,10 +355,11 @@ def test_backward_matches_loops(
     # Stride 1 computes the input gradient as a convolution of dY, or for few
     # channel-major channels scatters it on the padded grid; other strides and
     # pads past the kernel's reach scatter by row2im / col2im. All of them, in
-    # one block or many, from inputs gathered as columns (NCHW) or rows
-    # (channels-last), with the products made per block or per sample, must
-    # equal the chain rule by loops.
+    # one block or many, from inputs gathered as columns or rows (NCHW inputs
+    # either way, channels-last as rows), with the products made per block or
+    # per sample, must equal the chain rule by loops.
     monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
+    monkeypatch.setattr(F, "_rows_pay", lambda *args: layout == "nchw-rows")
     monkeypatch.setattr(F, "PER_SAMPLE_DW_MAX", per_sample)
     monkeypatch.setattr(F, "PER_SAMPLE_INNER_MAX", per_sample)
     assert F.engine_threads(np.zeros(1)) == threads
@@ -372,13 +373,31 @@ def test_backward_matches_loops(
     assert F.channels_last(y) == (out_last_from == 1)
     # The gradient in the output's own memory order, as the layers above leave
     # it, or in plain NCHW order.
-    g = np.empty_like(y) if layout == "channels_last" else np.empty(y.shape)
+    g = np.empty_like(y) if layout != "nchw-cols" else np.empty(y.shape)
     g[...] = rng.standard_normal(y.shape)
     dx, dw, db = F.conv2d_backward(g, x, w, stride, pads, dilation, True, block_bytes=block_bytes)
     ref_dx, ref_dw = conv2d_grads_loops(x, w, g, stride, pads, dilation)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, ref_dw, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("c", "kw", "stride", "dilation", "ow", "rows"),
+    [
+        (6, 5, (1, 1), (1, 1), 10, True),  # LeNet-5's second layer: runs of 30 against 10
+        (3, 3, (1, 1), (1, 1), 32, False),  # RGB 3x3 'same': 9 against 32
+        (32, 3, (1, 1), (1, 1), 28, True),  # an NCHW input with many channels
+        (3, 3, (2, 2), (1, 1), 16, True),  # strided: columns copy single values
+        (8, 3, (1, 1), (1, 2), 24, False),  # dilated: rows copy runs of C
+    ],
+)
+def test_fields_are_gathered_where_runs_are_longer(c, kw, stride, dilation, ow, rows):
+    assert F._rows_pay(c, kw, stride, dilation, (7, ow)) is rows
+    x = np.zeros((2, c, 9, ow + kw - 1), np.float32)  # NCHW: channel-major
+    w = np.zeros((4, c, 3, kw), np.float32)
+    fields = F._Fields(x, w, stride, ((0, 0), (0, 0)), dilation, (7, ow))
+    assert fields.rows is rows
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

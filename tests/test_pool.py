@@ -131,6 +131,28 @@ def test_pools_match_torch(kwargs, kind):
     np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kwargs", [*POOL_CASES, dict(kernel_size=(2, 3))])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_eval_mode_pools_without_winners_and_backward_still_works(kwargs, layout):
+    # Evaluation computes only the max (no winner indices); a backward after it,
+    # as a saliency map makes, finds the winners from the input it kept, and
+    # both equal training mode's, ties included.
+    rng = np.random.default_rng(3)
+    order = LAYOUTS[layout]
+    x = np.round(rng.standard_normal([(2, 3, 9, 10)[a] for a in order]), 1)
+    x = x.astype(np.float32).transpose(np.argsort(order))
+    train, ev = nn.MaxPool2d(**kwargs), nn.MaxPool2d(**kwargs)
+    y = train(x, training=True)
+    y_eval = ev(x, training=False)
+    np.testing.assert_array_equal(y_eval, y)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(ev.backward(g), train.backward(g))
+    ref, winners = pool2d_loops(
+        x.astype(np.float64), "max", ev.kernel_size, ev.stride, ev.padding, ceil_mode=ev.ceil_mode
+    )
+    np.testing.assert_array_equal(y_eval, ref)
+
+
 def test_maxpool_ties_and_constant_image_match_torch():
     torch = pytest.importorskip("torch")
     x = np.ones((1, 2, 6, 6), np.float32)

@@ -162,32 +162,77 @@ def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, An
     return y, (col, row)
 
 
+def max_pool2d(x: Array, k, s, p, d, ceil_mode: bool) -> Array:
+    """The max over each window without its winners: ``y`` of :func:`max_pool2d_forward`.
+
+    For inference, where no backward follows: no winner indices, no copies.
+    Tiling windows (:func:`_by_taps`) take a running max over their taps
+    read in place (the copies that pay for the winners' two passes a tap do
+    not pay for one: 160 against 175 us for LeNet-5's first pooling at batch
+    64), others the separable max of :func:`_max_pool2d`. In slices
+    (:func:`_in_slices`).
+
+    Shape: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW).
+    """
+    xp = xp_of(x)
+    n, c, h, w = x.shape
+    oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
+    ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
+    taps = _by_taps(k, s, p, d, (h, w), (oh, ow))
+
+    def pool(xs: Array, out: tuple[Array, ...] | None) -> Array:
+        y = empty_like_layout((*xs.shape[:2], oh, ow), xs) if out is None else out[0]
+        if taps:
+            return _max_of(_tap_views(xs, k, (oh, ow)), y)
+        xpad = _padded(xs, k, s, p, d, (oh, ow), -xp.inf)
+        m = _max_of([_cols(xpad, j, s[1], d[1], ow) for j in range(k[1])])
+        return _max_of([_rows(m, i, s[0], d[0], oh) for i in range(k[0])], y)
+
+    return _in_slices(pool, [x], lambda: empty_like_layout((n, c, oh, ow), x), x)
+
+
+def _max_of(taps: list[Array], out: Array | None = None) -> Array:
+    """Elementwise max over ``taps`` (NaN wins, as in :func:`_running_max`); into ``out``."""
+    xp = xp_of(taps[0])
+    if len(taps) == 1:
+        return taps[0].copy(order="K") if out is None else _into(taps[0], out)
+    best = xp.maximum(taps[0], taps[1], out=out)
+    for tap in taps[2:]:
+        xp.maximum(best, tap, out=best)
+    return best
+
+
+def _tap_views(x: Array, k, out_hw) -> list[Array]:
+    """The ``kH*kW`` taps of windows that tile ``x``: tap ``(i, j)`` is ``x[:, :, i::kH, j::kW]``.
+
+    Shape: ``x`` (N, C, H, W) -> views (N, C, OH, OW), in row-major tap order.
+    """
+    (kh, kw), (oh, ow) = k, out_hw
+    return [x[:, :, i : oh * kh : kh, j : ow * kw : kw] for i in range(kh) for j in range(kw)]
+
+
 def _tiled_max_pool2d(x: Array, k, out_hw, out=None) -> tuple[Array, Array]:
     """Max over windows that tile ``x``: a running max over their ``kH*kW`` taps.
 
-    Tap ``(i, j)`` is the phase ``x[:, :, i::kH, j::kW]``. When W is the
-    innermost axis in memory (channel-major maps) the taps are read with a
-    stride of ``kW`` values, and NumPy's loops run several times slower on
-    such inputs than on contiguous ones (a max over two stride-2 halves of
-    102k values: 39 against 6 us), so each tap is first copied into a
-    contiguous plane of a work buffer: LeNet-5's first pooling at batch 64
-    321 -> 221 us, its second 175 -> 131 us (one thread). The first maximum
-    in row-major order wins, as in :func:`_max_pool2d`.
+    Tap ``(i, j)`` is the phase ``x[:, :, i::kH, j::kW]`` (:func:`_tap_views`).
+    When W is the innermost axis in memory (channel-major maps) the taps are
+    read with a stride of ``kW`` values, and NumPy's loops run several times
+    slower on such inputs than on contiguous ones (a max over two stride-2
+    halves of 102k values: 39 against 6 us), so each tap is first copied
+    into a contiguous plane of a work buffer: LeNet-5's first pooling at
+    batch 64 321 -> 221 us, its second 175 -> 131 us (one thread). The first
+    maximum in row-major order wins, as in :func:`_max_pool2d`.
 
     Shape: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW) and ``code`` (N, C, OH,
     OW) int8, the winning tap ``i*kW + j``; into ``out``, a tuple ``(y,
     code)``, when given.
     """
-    (kh, kw), (oh, ow) = k, out_hw
-    n, c = x.shape[:2]
-    taps = [x[:, :, i : oh * kh : kh, j : ow * kw : kw] for i in range(kh) for j in range(kw)]
-    if kw > 1 and x.strides[3] == x.itemsize:  # W innermost: contiguous copies of the taps
-        size = n * c * oh * ow
-        buf = workspace("pool taps", len(taps) * size, x)
-        planes = [
-            empty_like_layout((n, c, oh, ow), x, buffer=buf[t * size : (t + 1) * size])
-            for t in range(len(taps))
-        ]
+    taps = _tap_views(x, k, out_hw)
+    if k[1] > 1 and x.strides[3] == x.itemsize:  # W innermost: contiguous copies of the taps
+        n, t = x.shape[0], len(taps)
+        buf = workspace("pool taps", t * taps[0].size, x)
+        stack = empty_like_layout((t * n, *taps[0].shape[1:]), x, buffer=buf)
+        planes = [stack[i * n : (i + 1) * n] for i in range(t)]  # each dense within a channel
         for plane, tap in zip(planes, taps, strict=True):
             plane[...] = tap
         taps = planes

@@ -556,7 +556,10 @@ def conv2d_backward(
         return None, dw, db
     if as_conv and tpads is not None:  # (as_conv implies it; said again for the type checker)
         return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
-    scatter = _dx_rows if channels_last(x) else _dx_cols
+    # Channels-last also for a strided layer's many channel-major channels: its
+    # col2im adds run over every other value, row2im's over C values.
+    rows = channels_last(x) or (stride != (1, 1) and x.shape[1] >= CHANNELS_LAST_MIN)
+    scatter = _dx_rows if rows else _dx_cols
     return scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk), dw, db
 
 

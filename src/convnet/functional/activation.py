@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.backend import Array, along, memory_order, outer_axis, parallel_slices, xp_of
+from convnet.backend import (
+    Array,
+    along,
+    empty_like_layout,
+    memory_order,
+    outer_axis,
+    parallel_slices,
+    xp_of,
+)
 
 
 def relu(x: Array, out: Array | None = None) -> Array:
@@ -23,7 +31,7 @@ def relu(x: Array, out: Array | None = None) -> Array:
     xp = xp_of(x)
     if x.ndim == 0:
         return xp.maximum(x, 0, out=out)
-    y = xp.empty_like(x) if out is None else out
+    y = empty_like_layout(x.shape, x) if out is None else out  # kept memory (backend.fresh)
     axis = outer_axis(x)
 
     def part(sl: slice) -> None:
@@ -90,7 +98,7 @@ def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:
     if grad_out.ndim == 0:
         return xp.multiply(grad_out, y > 0, out=out)
     dtype = xp.result_type(grad_out.dtype, bool)
-    dx = xp.empty_like(grad_out, dtype=dtype) if out is None else out
+    dx = empty_like_layout(grad_out.shape, grad_out, dtype) if out is None else out
     axis = outer_axis(grad_out)
 
     def part(sl: slice) -> None:

@@ -7,7 +7,7 @@ Per-channel arrays ``(C,)`` are broadcast as ``(1, C, 1, ...)``.
 
 from __future__ import annotations
 
-from convnet.backend import Array, parallel_slices, sum_in_order, xp_of
+from convnet.backend import Array, empty_like_layout, parallel_slices, sum_in_order, xp_of
 
 
 def reduce_axes(ndim: int) -> tuple[int, ...]:
@@ -50,7 +50,7 @@ def batch_stats(x: Array) -> tuple[Array, Array, Array]:
     m = x.size // x.shape[1]
     mean = sum_in_order(_in_batch_slices(lambda sl: xp.sum(x[sl], axis=axes), x)) / m
     mean = mean.astype(x.dtype, copy=False)
-    xc = xp.empty_like(x)  # the memory order of x
+    xc = empty_like_layout(x.shape, x)  # the memory order of x; kept memory (backend.fresh)
 
     def centre(sl: slice) -> Array:  # (C,): this slice's sum of squares
         xp.subtract(x[sl], _bcast(mean, x.ndim), out=xc[sl])
@@ -73,7 +73,7 @@ def batch_norm_train(
     mean, var, xc = batch_stats(x)
     inv_std = 1 / xp.sqrt(var + eps)
     xhat = xc  # the centred buffer, scaled in place
-    y = xp.empty_like(x)
+    y = empty_like_layout(x.shape, x)
 
     def normalise(sl: slice) -> None:
         xhat[sl] *= _bcast(inv_std, x.ndim)
@@ -107,7 +107,7 @@ def _affine(
     """``xhat * weight + bias`` per channel, into ``out`` when given."""
     xp = xp_of(xhat)
     if out is None:
-        out = xp.empty_like(xhat)
+        out = empty_like_layout(xhat.shape, xhat)
     if weight is not None:
         xp.multiply(xhat, _bcast(weight, xhat.ndim), out=out)
     else:
@@ -152,7 +152,7 @@ def batch_norm_backward(
     # mean(dxhat) = weight * dbias / M and mean(dxhat * xhat) = weight * dweight / M,
     # so the sums already taken for the parameter gradients serve dx as well.
     shift, slope = _bcast(dbias / m, nd), _bcast(dweight / m, nd)
-    dx = xp.empty_like(grad_out, dtype=xp.result_type(grad_out, xhat))
+    dx = empty_like_layout(grad_out.shape, grad_out, xp.result_type(grad_out, xhat))
 
     def input_grad(sl: slice) -> None:
         d = dx[sl]

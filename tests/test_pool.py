@@ -61,11 +61,11 @@ def test_tiled_windows_match_loops_and_the_separable_path(layout, k):
     stored = np.round(rng.standard_normal([(3, 4, 9, 8)[a] for a in order]), 1)
     x = stored.transpose(np.argsort(order))  # (3, 4, 9, 8), laid out as `layout` says
     s, p, d = k, (0, 0), (1, 1)
-    y, code = F.max_pool2d_forward(x, k, s, p, d, False)
+    y, found = F.max_pool2d_forward(x, k, s, p, d, False)  # the winners, in either form
     ref, ref_winners = pool2d_loops(x, "max", k, s, p)
     np.testing.assert_array_equal(y, ref)
     g = rng.standard_normal(y.shape)
-    dx = F.max_pool2d_backward(g, code, x.shape, k, s, p, d)
+    dx = F.max_pool2d_backward(g, found, x.shape, k, s, p, d)
     np.testing.assert_allclose(dx, maxpool_grad_loops(x.shape, ref_winners, g))
     y_sep, winners = F._max_pool2d(x, k, s, p, d, False)
     np.testing.assert_array_equal(y, y_sep)

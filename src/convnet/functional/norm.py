@@ -66,21 +66,18 @@ def batch_norm_train(
     """Normalise with the batch's own statistics.
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the biased
-    variance. Returns ``(y, xhat, inv_std, mean, var)``; ``xhat`` and
+    variance, made as ``xc * (inv_std * weight) + bias`` from the centred
+    ``xc``: ``xhat = xc * inv_std`` is never written out (one pass over the
+    maps fewer). Returns ``(y, xc, inv_std, mean, var)``; ``xc`` and
     ``inv_std`` ``(C,)`` are what :func:`batch_norm_backward` needs.
     """
     xp = xp_of(x)
     mean, var, xc = batch_stats(x)
     inv_std = 1 / xp.sqrt(var + eps)
-    xhat = xc  # the centred buffer, scaled in place
+    scale = inv_std if weight is None else inv_std * weight
     y = empty_like_layout(x.shape, x)
-
-    def normalise(sl: slice) -> None:
-        xhat[sl] *= _bcast(inv_std, x.ndim)
-        _affine(xhat[sl], weight, bias, out=y[sl])
-
-    _in_batch_slices(normalise, x)
-    return y, xhat, inv_std, mean, var
+    _in_batch_slices(lambda sl: _affine(xc[sl], scale, bias, out=y[sl]), x)
+    return y, xc, inv_std, mean, var
 
 
 def batch_norm_eval(
@@ -93,41 +90,40 @@ def batch_norm_eval(
 ) -> tuple[Array, Array, Array]:
     """Normalise with fixed statistics: an affine map of ``x``.
 
-    Returns ``(y, xhat, inv_std)`` with ``inv_std = 1 / sqrt(running_var + eps)``.
+    Returns ``(y, xc, inv_std)`` with ``xc = x - running_mean`` and
+    ``inv_std = 1 / sqrt(running_var + eps)``, as :func:`batch_norm_train`.
     """
     xp = xp_of(x)
     inv_std = 1 / xp.sqrt(running_var.astype(x.dtype, copy=False) + eps)
-    xhat = (x - _bcast(running_mean.astype(x.dtype, copy=False), x.ndim)) * _bcast(inv_std, x.ndim)
-    return _affine(xhat, weight, bias), xhat, inv_std
+    xc = empty_like_layout(x.shape, x)
+    xp.subtract(x, _bcast(running_mean.astype(x.dtype, copy=False), x.ndim), out=xc)
+    scale = inv_std if weight is None else inv_std * weight
+    return _affine(xc, scale, bias), xc, inv_std
 
 
-def _affine(
-    xhat: Array, weight: Array | None, bias: Array | None, out: Array | None = None
-) -> Array:
-    """``xhat * weight + bias`` per channel, into ``out`` when given."""
-    xp = xp_of(xhat)
+def _affine(a: Array, scale: Array, bias: Array | None, out: Array | None = None) -> Array:
+    """``a * scale + bias`` per channel, into ``out`` when given."""
+    xp = xp_of(a)
     if out is None:
-        out = empty_like_layout(xhat.shape, xhat)
-    if weight is not None:
-        xp.multiply(xhat, _bcast(weight, xhat.ndim), out=out)
-    else:
-        out[...] = xhat
+        out = empty_like_layout(a.shape, a)
+    xp.multiply(a, _bcast(scale, a.ndim), out=out)
     if bias is not None:
-        out += _bcast(bias, xhat.ndim)
+        out += _bcast(bias, a.ndim)
     return out
 
 
 def batch_norm_backward(
     grad_out: Array,
-    xhat: Array,
+    xc: Array,
     inv_std: Array,
     weight: Array | None,
     training: bool,
 ) -> tuple[Array, Array, Array]:
-    """Gradients ``(dx, dweight, dbias)``.
+    """Gradients ``(dx, dweight, dbias)`` from the forward's ``xc`` and ``inv_std``.
 
-    ``dbias = sum(g)``, ``dweight = sum(g * xhat)`` over the reduced axes. With
-    ``dxhat = g * weight`` and ``M`` values per channel:
+    With ``xhat = xc * inv_std``: ``dbias = sum(g)``, ``dweight = sum(g *
+    xhat)`` over the reduced axes (``inv_std * sum(g * xc)``: ``xhat`` is
+    not made). With ``dxhat = g * weight`` and ``M`` values per channel:
 
     - training (statistics depend on x):
       ``dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``;
@@ -140,23 +136,24 @@ def batch_norm_backward(
     axes = reduce_axes(nd)
 
     def sums(sl: slice) -> tuple[Array, Array]:
-        return xp.sum(grad_out[sl], axis=axes), channel_dot(grad_out[sl], xhat[sl])
+        return xp.sum(grad_out[sl], axis=axes), channel_dot(grad_out[sl], xc[sl])
 
     parts = _in_batch_slices(sums, grad_out)
     dbias = sum_in_order([p[0] for p in parts])
-    dweight = sum_in_order([p[1] for p in parts])
+    dweight = sum_in_order([p[1] for p in parts]) * inv_std
     scale = inv_std if weight is None else inv_std * weight
     if not training:
         return grad_out * _bcast(scale, nd), dweight, dbias
     m = grad_out.size // grad_out.shape[1]
     # mean(dxhat) = weight * dbias / M and mean(dxhat * xhat) = weight * dweight / M,
-    # so the sums already taken for the parameter gradients serve dx as well.
-    shift, slope = _bcast(dbias / m, nd), _bcast(dweight / m, nd)
-    dx = empty_like_layout(grad_out.shape, grad_out, xp.result_type(grad_out, xhat))
+    # so the sums already taken for the parameter gradients serve dx as well;
+    # xhat * mean(..) is xc * (inv_std * dweight / M).
+    shift, slope = _bcast(dbias / m, nd), _bcast(dweight * inv_std / m, nd)
+    dx = empty_like_layout(grad_out.shape, grad_out, xp.result_type(grad_out, xc))
 
     def input_grad(sl: slice) -> None:
         d = dx[sl]
-        xp.multiply(xhat[sl], slope, out=d)
+        xp.multiply(xc[sl], slope, out=d)
         xp.subtract(grad_out[sl], d, out=d)
         d -= shift
         d *= _bcast(scale, nd)

@@ -73,10 +73,10 @@ class _BatchNorm(Module):
         # Like torch: batch statistics in training, or always when no running stats are kept.
         use_batch = training or self.running_mean is None
         if not use_batch:
-            y, xhat, inv_std = F.batch_norm_eval(
+            y, xc, inv_std = F.batch_norm_eval(
                 x, self.running_mean, self.running_var, w, b, self.eps
             )
-            self._cache = (xhat, inv_std, False)
+            self._cache = (xc, inv_std, False)
             return y
         m = x.size // self.num_features
         if m <= 1:
@@ -84,10 +84,10 @@ class _BatchNorm(Module):
                 "Expected more than 1 value per channel when training, "
                 f"got input of shape {tuple(x.shape)}"
             )
-        y, xhat, inv_std, mean, var = F.batch_norm_train(x, w, b, self.eps)
+        y, xc, inv_std, mean, var = F.batch_norm_train(x, w, b, self.eps)
         if training and self.running_mean is not None:
             self._update_running(mean, var, m)
-        self._cache = (xhat, inv_std, True)
+        self._cache = (xc, inv_std, True)
         return y
 
     def _update_running(self, mean: Array, var: Array, m: int) -> None:
@@ -109,9 +109,9 @@ class _BatchNorm(Module):
     def backward(self, grad_out: Array) -> Array:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called before forward")
-        xhat, inv_std, batch = self._cache
-        w = self.weight.data.astype(xhat.dtype, copy=False) if self.weight is not None else None
-        dx, dw, db = F.batch_norm_backward(grad_out, xhat, inv_std, w, batch)
+        xc, inv_std, batch = self._cache
+        w = self.weight.data.astype(xc.dtype, copy=False) if self.weight is not None else None
+        dx, dw, db = F.batch_norm_backward(grad_out, xc, inv_std, w, batch)
         if self.weight is not None and self.bias is not None:  # both exist iff affine
             self.weight.accumulate(dw)
             self.bias.accumulate(db)

@@ -502,8 +502,9 @@ def conv2d_backward(
     ``dW += F.T @ dY`` per block of the batch, with the block's fields ``F``
     (``(nb*OH*OW, K)``, and a column of ones whose row of the product is
     ``db``) gathered again in cache; then the input gradient:
-    :func:`_dx_as_conv` for stride 1, else a scatter in the memory order of
-    ``x`` (:func:`_dx_rows` for channels-last, :func:`_dx_cols`).
+    :func:`_dx_as_conv` for stride 1, else a scatter: channels-last
+    (:func:`_dx_rows`) when ``x`` is or has at least
+    :data:`CHANNELS_LAST_MIN` channels, else channel-major (:func:`_dx_cols`).
 
     Shape: ``grad_out`` (N, O, OH, OW), ``x`` (N, C, H, W) -> ``dx``
     (N, C, H, W) or None when not ``input_grad``; ``dW`` (O, C, kH, kW),
@@ -522,11 +523,14 @@ def conv2d_backward(
     else:
         g = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, n * p).T
     tpads = _transposed_pads(weight.shape[2:], pads, dilation)
-    as_conv = input_grad and stride == (1, 1) and tpads is not None
-    as_conv = as_conv and (channels_last(x) or x.shape[1] >= CHANNELS_LAST_MIN)
+    # dx channels-last like x, or for many channels (then, whatever x's layout,
+    # row2im's adds run over C values where col2im's run over OW, or over
+    # every other value with a stride).
+    dx_last = channels_last(x) or x.shape[1] >= CHANNELS_LAST_MIN
+    as_conv = input_grad and stride == (1, 1) and tpads is not None and dx_last
     (t, bo), (lf, r) = pads
     hp, wp = x.shape[2] + t + bo, x.shape[3] + lf + r
-    grid = input_grad and stride == (1, 1) and not as_conv  # _grid_scatter_cols
+    grid = input_grad and stride == (1, 1) and not dx_last  # _grid_scatter_cols
     per_sample = hp * wp if grid else p  # the tallest matrix a block makes
     blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, engine_threads(grad_out))
 
@@ -556,10 +560,7 @@ def conv2d_backward(
         return None, dw, db
     if as_conv and tpads is not None:  # (as_conv implies it; said again for the type checker)
         return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
-    # Channels-last also for a strided layer's many channel-major channels: its
-    # col2im adds run over every other value, row2im's over C values.
-    rows = channels_last(x) or (stride != (1, 1) and x.shape[1] >= CHANNELS_LAST_MIN)
-    scatter = _dx_rows if rows else _dx_cols
+    scatter = _dx_rows if dx_last else _dx_cols
     return scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk), dw, db
 
 

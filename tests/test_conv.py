@@ -313,6 +313,41 @@ def test_cache_blocks_do_not_change_results(block_bytes):
     np.testing.assert_allclose(db, db1, rtol=1e-12, atol=1e-12)
 
 
+def test_blocks_are_cut_for_threads_only_with_enough_work(monkeypatch):
+    monkeypatch.setattr(F.backend, "MIN_PARALLEL_WORK", 1000)
+    big = 1 << 30  # cache room for the whole batch
+    # One thread: as large as the cache allows.
+    assert F.block_size(64, 26, 784, 4, big, threads=1, work=10**9) == 64
+    # Two threads, plenty of work: two blocks per thread.
+    assert F.block_size(64, 26, 784, 4, big, threads=2, work=10**9) == 16
+    # Two pieces' worth of work: two blocks; under one piece: one block.
+    assert F.block_size(64, 26, 784, 4, big, threads=2, work=2500) == 32
+    assert F.block_size(64, 26, 784, 4, big, threads=2, work=999) == 64
+    # The cache bound still holds whatever the work.
+    assert F.block_size(64, 26, 784, 4, 26 * 784 * 4 * 3, threads=2, work=999) == 3
+
+
+@pytest.mark.parametrize("batch", [2, 64])
+def test_a_small_batch_stays_in_one_thread(batch, threads, monkeypatch):
+    # LeNet-5's first layer: two images are a few microseconds of work, less
+    # than a hand-over to the second thread; 64 are worth sharing out (one
+    # thread takes them in two blocks that fit the cache).
+    cuts = []
+    real = F.parallel_map
+    monkeypatch.setattr(
+        F, "parallel_map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
+    )
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    pads = ((2, 2), (2, 2))
+    y = F.conv2d_forward(x, w, None, (1, 1), pads, (1, 1))
+    F.conv2d_backward(np.ones_like(y), x, w, (1, 1), pads, (1, 1), True, input_grad=False)
+    # The forward's blocks (none for one block: its product in row slices) and dW's.
+    expected = {2: [1], 64: [4, 4] if threads == 2 else [2, 2]}
+    assert cuts == expected[batch]
+
+
 def _channels_last(a):
     """The same (N, C, H, W) values stored channels-last, as layers hand them on."""
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from convnet import backend
 from convnet.backend import (
     MACS_PER_VALUE,
     Array,
@@ -152,15 +153,40 @@ def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
 
 
 def block_size(
-    n: int, rows: int, positions: int, itemsize: int, block_bytes: int, threads: int = 1
+    n: int,
+    rows: int,
+    positions: int,
+    itemsize: int,
+    block_bytes: int,
+    threads: int = 1,
+    work: int | None = None,
 ) -> int:
     """Samples per block so that a block's ``rows x positions`` matrix fits ``block_bytes``.
 
     With ``threads`` > 1, also small enough for two blocks per thread, so that
-    :func:`convnet.backend.parallel_map` can share them out evenly.
+    :func:`convnet.backend.parallel_map` can share them out evenly, but no
+    more blocks than ``work`` (values or multiply-adds in all, as
+    :func:`convnet.backend.parallel_slices` counts them) has pieces of
+    :data:`~convnet.backend.MIN_PARALLEL_WORK`: a small batch's blocks would
+    take less time than handing them to another thread.
     """
     blk = max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
-    return blk if threads < 2 else max(1, min(blk, -(-n // (2 * threads))))
+    if threads < 2:
+        return blk
+    pieces = 2 * threads
+    if work is not None:
+        pieces = max(1, min(pieces, work // backend.MIN_PARALLEL_WORK))
+    return max(1, min(blk, -(-n // pieces)))
+
+
+def _work(n: int, positions: int, k: int, o: int) -> int:
+    """The work of a convolution's blocks, as :func:`block_size` counts it.
+
+    ``n*positions*k`` gathered values, and ``o`` times as many multiply-adds
+    at :data:`~convnet.backend.MACS_PER_VALUE` to a value.
+    """
+    values = n * positions * k
+    return values + values * o // MACS_PER_VALUE
 
 
 def _gather(xpad: Array, shape6, strides6, out: Array | None, matrix: tuple[int, int]) -> Array:
@@ -453,7 +479,8 @@ def conv2d_forward(
     p = oh * ow
     last = o >= CHANNELS_LAST_MIN
     out = fresh((n * p, o) if last else (o, n * p), x.dtype, x)
-    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, engine_threads(x))
+    work = _work(n, p, fields.kb, o)
+    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, engine_threads(x), work)
 
     def block(n0: int) -> None:  # a block of the batch that fits in cache: one gather, one GEMM
         nb = min(blk, n - n0)
@@ -532,7 +559,8 @@ def conv2d_backward(
     hp, wp = x.shape[2] + t + bo, x.shape[3] + lf + r
     grid = input_grad and stride == (1, 1) and not dx_last  # _grid_scatter_cols
     per_sample = hp * wp if grid else p  # the tallest matrix a block makes
-    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, engine_threads(grad_out))
+    work = _work(n, p, kb, o)  # the weight gradient's (the input gradient's is alike)
+    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, engine_threads(grad_out), work)
 
     starts = range(0, n, blk)
     parts = xp.empty((len(starts), kb, o), dtype=dt)  # each block's dW, allocated here

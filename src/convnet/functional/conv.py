@@ -153,13 +153,7 @@ def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
 
 
 def block_size(
-    n: int,
-    rows: int,
-    positions: int,
-    itemsize: int,
-    block_bytes: int,
-    threads: int = 1,
-    work: int | None = None,
+    n: int, rows: int, positions: int, itemsize: int, block_bytes: int, threads: int, work: int
 ) -> int:
     """Samples per block so that a block's ``rows x positions`` matrix fits ``block_bytes``.
 
@@ -173,9 +167,7 @@ def block_size(
     blk = max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
     if threads < 2:
         return blk
-    pieces = 2 * threads
-    if work is not None:
-        pieces = max(1, min(pieces, work // backend.MIN_PARALLEL_WORK))
+    pieces = max(1, min(2 * threads, work // backend.MIN_PARALLEL_WORK))
     return max(1, min(blk, -(-n // pieces)))
 
 

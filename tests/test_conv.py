@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convnet import nn
+from convnet import backend, nn
 from convnet.functional import conv as F
 from tests.gradcheck import check_layer
 from tests.reference import conv2d_grads_loops, conv2d_loops
@@ -314,17 +314,24 @@ def test_cache_blocks_do_not_change_results(block_bytes):
 
 
 def test_blocks_are_cut_for_threads_only_with_enough_work(monkeypatch):
-    monkeypatch.setattr(F.backend, "MIN_PARALLEL_WORK", 1000)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(backend, "MIN_PARALLEL_WORK", 1000)
     big = 1 << 30  # cache room for the whole batch
+    like = np.zeros(1)
+
+    def size(block_bytes, threads, work):
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            return F.block_size(64, 26, 784, 4, block_bytes, like, work)
+
     # One thread: as large as the cache allows.
-    assert F.block_size(64, 26, 784, 4, big, threads=1, work=10**9) == 64
+    assert size(big, threads=1, work=10**9) == 64
     # Two threads, plenty of work: two blocks per thread.
-    assert F.block_size(64, 26, 784, 4, big, threads=2, work=10**9) == 16
+    assert size(big, threads=2, work=10**9) == 16
     # Two pieces' worth of work: two blocks; under one piece: one block.
-    assert F.block_size(64, 26, 784, 4, big, threads=2, work=2500) == 32
-    assert F.block_size(64, 26, 784, 4, big, threads=2, work=999) == 64
+    assert size(big, threads=2, work=2500) == 32
+    assert size(big, threads=2, work=999) == 64
     # The cache bound still holds whatever the work.
-    assert F.block_size(64, 26, 784, 4, 26 * 784 * 4 * 3, threads=2, work=999) == 3
+    assert size(26 * 784 * 4 * 3, threads=2, work=999) == 3
 
 
 @pytest.mark.parametrize("batch", [2, 64])

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from convnet import backend
 from convnet.backend import (
     MACS_PER_VALUE,
     Array,
@@ -77,6 +76,7 @@ from convnet.backend import (
     parallel_map,
     parallel_slices,
     quiet_products,
+    slice_count,
     sum_in_order,
     workspace,
     xp_of,
@@ -153,22 +153,22 @@ def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
 
 
 def block_size(
-    n: int, rows: int, positions: int, itemsize: int, block_bytes: int, threads: int, work: int
+    n: int, rows: int, positions: int, itemsize: int, block_bytes: int, like: Array, work: int
 ) -> int:
     """Samples per block so that a block's ``rows x positions`` matrix fits ``block_bytes``.
 
-    With ``threads`` > 1, also small enough for two blocks per thread, so that
-    :func:`convnet.backend.parallel_map` can share them out evenly, but no
-    more blocks than ``work`` (values or multiply-adds in all, as
-    :func:`convnet.backend.parallel_slices` counts them) has pieces of
-    :data:`~convnet.backend.MIN_PARALLEL_WORK`: a small batch's blocks would
-    take less time than handing them to another thread.
+    With more than one engine thread, also small enough for as many blocks
+    as :func:`convnet.backend.slice_count` cuts ``work`` into (values or
+    multiply-adds in all; two a thread, none under
+    :data:`~convnet.backend.MIN_PARALLEL_WORK` each), so that
+    :func:`convnet.backend.parallel_map` can share them out evenly and a
+    small batch is not handed to another thread for less than the hand-over
+    costs.
     """
     blk = max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
-    if threads < 2:
+    if engine_threads(like) < 2:
         return blk
-    pieces = max(1, min(2 * threads, work // backend.MIN_PARALLEL_WORK))
-    return max(1, min(blk, -(-n // pieces)))
+    return max(1, min(blk, -(-n // slice_count(n, like, work))))
 
 
 def _work(n: int, positions: int, k: int, o: int) -> int:
@@ -472,7 +472,7 @@ def conv2d_forward(
     last = o >= CHANNELS_LAST_MIN
     out = fresh((n * p, o) if last else (o, n * p), x.dtype, x)
     work = _work(n, p, fields.kb, o)
-    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, engine_threads(x), work)
+    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, x, work)
 
     def block(n0: int) -> None:  # a block of the batch that fits in cache: one gather, one GEMM
         nb = min(blk, n - n0)
@@ -552,7 +552,7 @@ def conv2d_backward(
     grid = input_grad and stride == (1, 1) and not dx_last  # _grid_scatter_cols
     per_sample = hp * wp if grid else p  # the tallest matrix a block makes
     work = _work(n, p, kb, o)  # the weight gradient's (the input gradient's is alike)
-    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, engine_threads(grad_out), work)
+    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, grad_out, work)
 
     starts = range(0, n, blk)
     parts = xp.empty((len(starts), kb, o), dtype=dt)  # each block's dW, allocated here

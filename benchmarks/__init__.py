@@ -1,1 +1,1 @@
-"""Benchmarks: convnet beside PyTorch on the same machine (see run.py)."""
+"""Benchmarks: clearconv beside PyTorch on the same machine (see run.py)."""

@@ -1,6 +1,6 @@
 """Peak resident memory of a training run, one framework per process.
 
-Usage: python -m benchmarks.memory {convnet,torch} MODEL BATCH STEPS THREADS
+Usage: python -m benchmarks.memory {clearconv,torch} MODEL BATCH STEPS THREADS
 Prints JSON: peak RSS after imports and after training (MiB).
 """
 

@@ -1,10 +1,10 @@
-"""The benchmark networks, built identically in convnet and PyTorch."""
+"""The benchmark networks, built identically in clearconv and PyTorch."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from convnet import nn
+from clearconv import nn
 
 # (name, layer list) with PyTorch-style specs: ("conv", in, out, k, pad), ("pool", k),
 # ("relu",), ("flatten",), ("linear", in, out), ("bn", c)
@@ -26,7 +26,7 @@ ARCHS = {
 }  # fmt: skip
 
 
-def build_convnet(name: str, seed: int = 0) -> nn.Sequential:
+def build_clearconv(name: str, seed: int = 0) -> nn.Sequential:
     rng = np.random.default_rng(seed)
     layers = []
     for spec in ARCHS[name]:

@@ -1,4 +1,4 @@
-"""Produce every figure in BENCHMARKS.md: convnet beside PyTorch on this machine.
+"""Produce every figure in BENCHMARKS.md: clearconv beside PyTorch on this machine.
 
 Usage::
 
@@ -6,19 +6,19 @@ Usage::
 
 This script only orchestrates: every timing happens in a long-lived
 ``benchmarks.worker`` process per framework, each pinned once to the same
-thread count (BLAS threads via threadpoolctl for convnet,
+thread count (BLAS threads via threadpoolctl for clearconv,
 ``torch.set_num_threads`` for PyTorch) and given the same model, weights and
-data. Each figure is the median of several rounds; a round asks convnet and
+data. Each figure is the median of several rounds; a round asks clearconv and
 PyTorch once each, in an order that flips every round, after a short pause so
 the other process's spinning BLAS/OpenMP threads have gone idle.
 
 Why separate processes: timing both in this one process, in alternating
 0.25 s chunks (``benchmarks.timing.compare``), slowed PyTorch by about
-1.5-2x after convnet's work (LeNet-5 training at ~3,900 images/s instead of
+1.5-2x after clearconv's work (LeNet-5 training at ~3,900 images/s instead of
 6,000-8,800 alone), because OpenBLAS's and torch's OpenMP thread pools got in
-each other's way; the ratios flattered convnet. This script does not import
+each other's way; the ratios flattered clearconv. This script does not import
 torch. PyTorch 2.13.0 (CPU) is the peer when installed; without it only
-convnet's column is filled.
+clearconv's column is filled.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 
-import convnet
-from benchmarks.models import ARCHS, build_convnet
+import clearconv
+from benchmarks.models import ARCHS, build_clearconv
 from benchmarks.worker import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
-FRAMEWORKS = ("convnet", "torch") if HAVE_TORCH else ("convnet",)
+FRAMEWORKS = ("clearconv", "torch") if HAVE_TORCH else ("clearconv",)
 PAUSE = 0.2  # seconds before each request: the other worker's threads stop spinning
 MAX_STEAL = 0.05  # a sample with more of its CPU time stolen is taken again ...
 RETRIES = 3  # ... at most this many times
@@ -71,7 +71,7 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "numpy": f"{np.__version__} ({blas})",
         "torch": importlib.metadata.version("torch") if HAVE_TORCH else "not installed",
-        "convnet": convnet.__version__,
+        "clearconv": clearconv.__version__,
     }
 
 
@@ -131,7 +131,7 @@ class Workers:
     def _ready(self, fw: str) -> None:
         """Wait for ``fw``'s worker to say it is ready.
 
-        Importing torch keeps a core busy for a second or two; convnet's
+        Importing torch keeps a core busy for a second or two; clearconv's
         first samples, taken meanwhile, ran 2-3x slow (LeNet-5 training at
         3,000-4,000 against 8,000-8,500 images/s).
         """
@@ -175,8 +175,8 @@ def measure(
     A round asks each framework once; the order flips every round so neither
     always goes first, and each request waits ``PAUSE`` seconds so the other
     process's BLAS/OpenMP threads have gone idle. With both frameworks,
-    ``"paired"`` is the median over rounds of PyTorch's time over convnet's
-    in the same round (> 1: convnet faster): this machine's speed drifts for
+    ``"paired"`` is the median over rounds of PyTorch's time over clearconv's
+    in the same round (> 1: clearconv faster): this machine's speed drifts for
     seconds at a time, and a round's two samples share the drift where two
     medians need not.
     """
@@ -187,20 +187,20 @@ def measure(
             time.sleep(PAUSE)
             samples[fw].append(workers.ask(fw, request))
     out = {fw: statistics.median(v) for fw, v in samples.items()}
-    if "convnet" in samples and "torch" in samples:
+    if "clearconv" in samples and "torch" in samples:
         out["paired"] = statistics.median(
-            t / c for c, t in zip(samples["convnet"], samples["torch"], strict=True)
+            t / c for c, t in zip(samples["clearconv"], samples["torch"], strict=True)
         )
     return out
 
 
 def gemm_gflops(workers: Workers, n: int = 2048, rounds: int = 5) -> float:
-    """float32 n^3 matrix product rate in the convnet worker: the ceiling of every conv layer.
+    """float32 n^3 matrix product rate in the clearconv worker: the ceiling of every conv layer.
 
     The best of ``rounds``: a ceiling is what the machine reaches, not its average.
     """
     request = {"task": "gemm", "n": n, "min_time": 0.5}
-    best = min(workers.ask("convnet", request) for _ in range(rounds))
+    best = min(workers.ask("clearconv", request) for _ in range(rounds))
     return 2 * n**3 / best / 1e9
 
 
@@ -230,8 +230,8 @@ def inference_time(workers: Workers, model: str, batch: int, repeats: int) -> di
 
 def conv_flops(model: str) -> float:
     """Multiply-adds x 2 per image of the model (convolutions and linear layers)."""
-    net = build_convnet(model)
-    return 2.0 * convnet.summary(net, (1, 28, 28)).total_macs
+    net = build_clearconv(model)
+    return 2.0 * clearconv.summary(net, (1, 28, 28)).total_macs
 
 
 def memory(model: str, batch: int, threads: int, steps: int = 5) -> dict[str, dict]:
@@ -273,7 +273,7 @@ def plot_scaling(data: dict[str, list], path: Path) -> None:
         (axes[1], "size", "image side (batch 8)"),
     ]:
         xs = [r["x"] for r in data[key]]
-        for fw, style in (("convnet", "o-"), ("torch", "s--")):
+        for fw, style in (("clearconv", "o-"), ("torch", "s--")):
             if fw in data[key][0]:
                 ax.loglog(xs, [r[fw] * 1e3 for r in data[key]], style, label=fw)
         ax.set_xlabel(label)
@@ -315,7 +315,7 @@ def markdown(
         "",
         f"- date: {info['date']}",
         f"- machine: {info['cpu']}; Python {info['python']}; NumPy {info['numpy']}; "
-        f"PyTorch {info['torch']}; convnet {info['convnet']}",
+        f"PyTorch {info['torch']}; clearconv {info['clearconv']}",
         f"- command: `{cmd}`",
         f"- threads: {threads} for both (BLAS via threadpoolctl; `torch.set_num_threads`);"
         " each framework runs in its own worker process (`benchmarks/worker.py`), requests"
@@ -325,37 +325,37 @@ def markdown(
         f"- float32 matrix product 2048^3 (NumPy/OpenBLAS): {ceiling1:.0f} GFLOP/s on one"
         f" thread, {ceiling:.0f} GFLOP/s on {threads} (the ceiling; best of 5 runs each)",
         "",
-        "Ratio = how many times faster convnet is (> 1 means faster than PyTorch): the"
+        "Ratio = how many times faster clearconv is (> 1 means faster than PyTorch): the"
         " median over rounds of the two frameworks' times in the same round, so it can"
         " differ from the ratio of the two medians shown beside it.",
         "",
         "## Training throughput (images/s, Adam + cross-entropy, MNIST-shaped batches)",
         "",
-        "| model | batch | convnet | PyTorch | ratio |",
+        "| model | batch | clearconv | PyTorch | ratio |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for (model, batch), r in train.items():
         lines.append(
-            f"| {model} | {batch} | {r['convnet']:,.0f} | "
+            f"| {model} | {batch} | {r['clearconv']:,.0f} | "
             f"{r.get('torch', float('nan')):,.0f} | {ratio(r)} |"
         )
     lines += [
         "",
         "## Inference",
         "",
-        "| model | batch 256 images/s convnet | PyTorch | ratio | batch 1 latency ms convnet"
-        " | PyTorch | ratio | convnet GFLOP/s at 256 (% of ceiling) |",
+        "| model | batch 256 images/s clearconv | PyTorch | ratio | batch 1 latency ms clearconv"
+        " | PyTorch | ratio | clearconv GFLOP/s at 256 (% of ceiling) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for model in ARCHS:
         big, one = infer[(model, 256)], infer[(model, 1)]
-        gf = flops[model] * 256 / big["convnet"] / 1e9
+        gf = flops[model] * 256 / big["clearconv"] / 1e9
         tb = big.get("torch")
         t1 = one.get("torch")
         lines.append(
-            f"| {model} | {256 / big['convnet']:,.0f} | "
+            f"| {model} | {256 / big['clearconv']:,.0f} | "
             f"{(256 / tb) if tb else float('nan'):,.0f} | {ratio(big)} | "
-            f"{one['convnet'] * 1e3:.3f} | {(t1 or float('nan')) * 1e3:.3f} | "
+            f"{one['clearconv'] * 1e3:.3f} | {(t1 or float('nan')) * 1e3:.3f} | "
             f"{ratio(one)} | {gf:.0f} ({100 * gf / ceiling:.0f}%) |"
         )
     lines += [
@@ -374,12 +374,12 @@ def markdown(
         "",
         "## Layers (forward + backward, ms)",
         "",
-        "| layer and input | convnet | PyTorch | ratio |",
+        "| layer and input | clearconv | PyTorch | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
     for r in layers:
         lines.append(
-            f"| {r['layer']} | {r['convnet']:.3f} | {r.get('torch', float('nan')):.3f} | "
+            f"| {r['layer']} | {r['clearconv']:.3f} | {r.get('torch', float('nan')):.3f} | "
             f"{ratio(r)} |"
         )
     lines += _training_runs()
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd += f" --repeats {args.repeats}" if args.repeats else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
-    with Workers(("convnet",), 1) as one:
+    with Workers(("clearconv",), 1) as one:
         ceiling1 = gemm_gflops(one)
     with Workers(FRAMEWORKS, args.threads) as workers:
         ceiling = gemm_gflops(workers)

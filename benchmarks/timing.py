@@ -2,9 +2,9 @@
 
 ``per_call`` is what ``benchmarks.worker`` times each request with. ``compare``
 interleaves several functions in one process; ``benchmarks.run`` no longer uses
-it for convnet against PyTorch, because in one process the two thread pools
+it for clearconv against PyTorch, because in one process the two thread pools
 (OpenBLAS's and torch's OpenMP) interfere and slowed PyTorch by ~1.5-2x right
-after convnet's work. Use it only for functions that share one thread pool.
+after clearconv's work. Use it only for functions that share one thread pool.
 """
 
 from __future__ import annotations

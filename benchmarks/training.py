@@ -4,8 +4,8 @@ Usage::
 
     python -m benchmarks.training lenet5 [mnist ...] [--data-dir ../shared/datasets] [--threads 1]
 
-Runs ``convnet train --model NAME --dataset mnist`` with the model's default
-recipe, then ``convnet evaluate --json``, and stores test accuracy, epochs and
+Runs ``clearconv train --model NAME --dataset mnist`` with the model's default
+recipe, then ``clearconv evaluate --json``, and stores test accuracy, epochs and
 wall time in ``benchmarks/results/training_runs.json`` (one entry per model,
 replaced on each run), which ``benchmarks.run`` renders.
 """
@@ -28,20 +28,20 @@ RUNS = ROOT / "benchmarks" / "results" / "training_runs.json"
 def run(model: str, data_dir: str, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{model}.npz"
-        train = [sys.executable, "-m", "convnet", "train", "--model", model, "--dataset", "mnist",
+        train = [sys.executable, "-m", "clearconv", "train", "--model", model, "--dataset", "mnist",
                  "--data-dir", data_dir, "--out", str(out), "--threads", str(threads)]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(train, check=True)
         wall = time.perf_counter() - start
-        ev = [sys.executable, "-m", "convnet", "evaluate", str(out), "--dataset", "mnist",
+        ev = [sys.executable, "-m", "clearconv", "evaluate", str(out), "--dataset", "mnist",
               "--data-dir", data_dir, "--json"]  # fmt: skip
         result = json.loads(subprocess.run(ev, check=True, capture_output=True, text=True).stdout)
-    from convnet.models import recipe
+    from clearconv.zoo import recipe
 
     return {
         "model": model,
         "date": datetime.date.today().isoformat(),
-        "command": " ".join(["convnet", *train[3:-4], "--threads", str(threads)]),
+        "command": " ".join(["clearconv", *train[3:-4], "--threads", str(threads)]),
         "epochs": recipe(model)["epochs"],
         "test_accuracy": result["accuracy"],
         "wall_seconds": round(wall, 1),

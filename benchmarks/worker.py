@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.worker {convnet,torch} THREADS
+    python -m benchmarks.worker {clearconv,torch} THREADS
 
 The worker pins its thread count once for its whole life (BLAS threads via
 threadpoolctl; ``torch.set_num_threads`` as well for PyTorch), says
@@ -14,7 +14,7 @@ stdin, one per line, and answers each with one JSON line on stdout until EOF::
     {"task": "infer", "model": "lenet5", "batch": 1}
     {"task": "layer", "index": 0}                       (a row of ``LAYERS``)
     {"task": "conv_step", "batch": 8, "size": 28}
-    {"task": "gemm", "n": 2048}                         (convnet worker only)
+    {"task": "gemm", "n": 2048}                         (clearconv worker only)
 
 Any request may carry ``"min_time"`` (seconds of calls to time, default 0.25)
 and ``"warmup"`` (untimed calls first, default 2). ``seconds`` is the time per
@@ -22,14 +22,14 @@ call (``benchmarks.timing.per_call``); ``steal`` is the fraction of all CPU
 time that the hypervisor stole while it was measured (``null`` where
 ``/proc/stat`` cannot be read). A bad request gets ``{"error": "..."}``.
 
-Why a process per framework: timing convnet and PyTorch in one process, in
+Why a process per framework: timing clearconv and PyTorch in one process, in
 alternating chunks, slowed PyTorch by about 1.5-2x for a second or so after
-convnet's work (OpenBLAS's and torch's OpenMP thread pools get in each
-other's way), which flattered convnet. ``benchmarks.run`` drives one worker per
+clearconv's work (OpenBLAS's and torch's OpenMP thread pools get in each
+other's way), which flattered clearconv. ``benchmarks.run`` drives one worker per
 framework and takes turns between them.
 
 Each framework gets the same model, weights and data: networks come from
-``benchmarks.models`` (PyTorch's copied from convnet's), data from the seeded
+``benchmarks.models`` (PyTorch's copied from clearconv's), data from the seeded
 ``_data``, and single layers are built from seeded generators.
 """
 
@@ -43,15 +43,15 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.models import build_convnet, build_torch
+from benchmarks.models import build_clearconv, build_torch
 from benchmarks.timing import per_call
-from convnet import nn, optim
+from clearconv import nn, optim
 
 Task = Callable[[], object]
 
-FRAMEWORKS = ("convnet", "torch")
+FRAMEWORKS = ("clearconv", "torch")
 
-# (row name, class in convnet.nn and torch.nn, positional args, keyword args, input shape)
+# (row name, class in clearconv.nn and torch.nn, positional args, keyword args, input shape)
 LAYERS = [
     ("Conv2d(1, 6, 5, padding=2) 64x1x28x28", "Conv2d", (1, 6, 5), {"padding": 2},
      (64, 1, 28, 28)),
@@ -67,7 +67,7 @@ LAYERS = [
     ("Linear(3136, 256) 64x3136", "Linear", (3136, 256), {}, (64, 3136)),
 ]  # fmt: skip
 
-_SEEDED = {"Conv2d", "Linear"}  # convnet layers whose weights take an ``rng``
+_SEEDED = {"Conv2d", "Linear"}  # clearconv layers whose weights take an ``rng``
 
 
 class RequestError(ValueError):
@@ -86,7 +86,7 @@ def _data(batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _layer(index: int) -> tuple[nn.Module, np.ndarray]:
-    """Row ``index`` of ``LAYERS``: the convnet layer and its input, seeded by the index."""
+    """Row ``index`` of ``LAYERS``: the clearconv layer and its input, seeded by the index."""
     if not 0 <= index < len(LAYERS):
         raise RequestError(f"layer index {index} not in 0..{len(LAYERS) - 1}")
     _, cls, args, kwargs, shape = LAYERS[index]
@@ -103,10 +103,10 @@ def _conv_step_layer(batch: int, size: int) -> tuple[nn.Module, np.ndarray]:
     return layer, rng.standard_normal((batch, 16, size, size), dtype=np.float32)
 
 
-# -- convnet ------------------------------------------------------------------
+# -- clearconv ------------------------------------------------------------------
 
 
-def _convnet_step(layer: nn.Module, x: np.ndarray) -> Task:
+def _clearconv_step(layer: nn.Module, x: np.ndarray) -> Task:
     """Forward in training mode and backward of a ones gradient."""
 
     def step() -> None:
@@ -116,10 +116,10 @@ def _convnet_step(layer: nn.Module, x: np.ndarray) -> Task:
     return step
 
 
-def convnet_train(model: str, batch: int) -> Task:
+def clearconv_train(model: str, batch: int) -> Task:
     """One Adam + cross-entropy training step."""
     x, y = _data(batch)
-    net = build_convnet(model)
+    net = build_clearconv(model)
     loss = nn.CrossEntropyLoss()
     opt = optim.Adam(net.parameters(), 1e-3)
 
@@ -132,14 +132,14 @@ def convnet_train(model: str, batch: int) -> Task:
     return step
 
 
-def convnet_infer(model: str, batch: int) -> Task:
+def clearconv_infer(model: str, batch: int) -> Task:
     """One forward pass in eval mode."""
     x, _ = _data(batch)
-    net = build_convnet(model)
+    net = build_clearconv(model)
     return lambda: net(x)
 
 
-def convnet_gemm(n: int) -> Task:
+def clearconv_gemm(n: int) -> Task:
     """float32 n^3 matrix product: the ceiling every conv layer works under."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
@@ -147,12 +147,12 @@ def convnet_gemm(n: int) -> Task:
     return lambda: a @ b
 
 
-CONVNET_TASKS: dict[str, Callable[[dict], Task]] = {
-    "train": lambda r: convnet_train(r["model"], r["batch"]),
-    "infer": lambda r: convnet_infer(r["model"], r["batch"]),
-    "layer": lambda r: _convnet_step(*_layer(r["index"])),
-    "conv_step": lambda r: _convnet_step(*_conv_step_layer(r["batch"], r["size"])),
-    "gemm": lambda r: convnet_gemm(r.get("n", 2048)),
+CLEARCONV_TASKS: dict[str, Callable[[dict], Task]] = {
+    "train": lambda r: clearconv_train(r["model"], r["batch"]),
+    "infer": lambda r: clearconv_infer(r["model"], r["batch"]),
+    "layer": lambda r: _clearconv_step(*_layer(r["index"])),
+    "conv_step": lambda r: _clearconv_step(*_conv_step_layer(r["batch"], r["size"])),
+    "gemm": lambda r: clearconv_gemm(r.get("n", 2048)),
 }
 
 
@@ -171,7 +171,7 @@ def _torch_like(layer: nn.Module, make: Callable[[], Any]) -> Any:
 
 
 def _torch_step(tl: Any, x: np.ndarray) -> Task:
-    """Forward and backward of a ones gradient, input gradient included as in convnet."""
+    """Forward and backward of a ones gradient, input gradient included as in clearconv."""
     import torch
 
     xt = torch.tensor(x, requires_grad=True)
@@ -184,11 +184,11 @@ def _torch_step(tl: Any, x: np.ndarray) -> Task:
 
 
 def torch_train(model: str, batch: int) -> Task:
-    """One Adam + cross-entropy training step, on convnet's initial weights."""
+    """One Adam + cross-entropy training step, on clearconv's initial weights."""
     import torch
 
     x, y = _data(batch)
-    net = build_torch(model, like=build_convnet(model))
+    net = build_torch(model, like=build_clearconv(model))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     loss = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -206,7 +206,7 @@ def torch_infer(model: str, batch: int) -> Task:
     import torch
 
     x, _ = _data(batch)
-    net = build_torch(model, like=build_convnet(model)).eval()
+    net = build_torch(model, like=build_clearconv(model)).eval()
     xt = torch.from_numpy(x)
 
     def forward() -> None:
@@ -217,7 +217,7 @@ def torch_infer(model: str, batch: int) -> Task:
 
 
 def torch_layer(index: int) -> Task:
-    """Row ``index`` of ``LAYERS`` in PyTorch, with the convnet layer's weights."""
+    """Row ``index`` of ``LAYERS`` in PyTorch, with the clearconv layer's weights."""
     import torch
 
     layer, x = _layer(index)
@@ -227,7 +227,7 @@ def torch_layer(index: int) -> Task:
 
 
 def torch_conv_step(batch: int, size: int) -> Task:
-    """``conv_step`` in PyTorch, with the convnet layer's weights."""
+    """``conv_step`` in PyTorch, with the clearconv layer's weights."""
     import torch
 
     layer, x = _conv_step_layer(batch, size)
@@ -331,8 +331,8 @@ def pin_threads(framework: str, threads: int) -> tuple[dict, object]:
 
     Returns the tasks and the threadpoolctl limiter, which the caller keeps.
     """
-    if framework == "convnet":
-        return CONVNET_TASKS, threadpool_limits(threads)
+    if framework == "clearconv":
+        return CLEARCONV_TASKS, threadpool_limits(threads)
     if framework == "torch":
         try:
             import torch
@@ -356,7 +356,7 @@ def _refuse(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m benchmarks.worker {convnet,torch} THREADS", file=sys.stderr)
+        print("usage: python -m benchmarks.worker {clearconv,torch} THREADS", file=sys.stderr)
         return 2
     framework, threads = args
     if not threads.isdigit() or int(threads) < 1:

@@ -7,7 +7,7 @@ Engines
     them structure-aware for zip and gzip targets. Reproducible from ``--seed``.
 ``atheris`` (default when ``pip install atheris`` worked)
     Coverage-guided libFuzzer via atheris over the same seeds (as the initial
-    corpus), with convnet's modules instrumented; stops at the first finding.
+    corpus), with clearconv's modules instrumented; stops at the first finding.
 
 Guards, for every input: a time limit (``--timeout``, default 2 s; SIGALRM
 raises :class:`Hang`, a ``BaseException`` no reader can swallow), an address
@@ -147,11 +147,11 @@ def fuzz_target(
 def _atheris(target: Target, seconds: float, timeout: float, memory_mb: int, crashes: Path) -> int:
     import atheris
 
-    with atheris.instrument_imports(include=["convnet"]):
-        import convnet.data
-        import convnet.io
-        import convnet.onnx
-        import convnet.train  # noqa: F401
+    with atheris.instrument_imports(include=["clearconv"]):
+        import clearconv.data
+        import clearconv.io
+        import clearconv.onnx
+        import clearconv.train  # noqa: F401
     corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{target.name}-"))
     for i, s in enumerate(target.seeds()):
         (corpus / f"seed{i}").write_bytes(s)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=2.0, help="seconds allowed per input")
     p.add_argument("--memory-mb", type=int, default=1024, help="extra memory allowed")
     p.add_argument(
-        "--crashes", type=Path, default=Path(tempfile.gettempdir()) / "convnet-fuzz-crashes"
+        "--crashes", type=Path, default=Path(tempfile.gettempdir()) / "clearconv-fuzz-crashes"
     )
     args = p.parse_args(argv)
     names = list(TARGETS) if args.target == "all" else [args.target]

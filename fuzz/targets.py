@@ -8,16 +8,16 @@ starts from inputs that pass the outer checks and mutates its way inward.
 
 Targets
 -------
-idx         ``convnet.data.read_idx`` on raw IDX bytes -> ``DataError``
+idx         ``clearconv.data.read_idx`` on raw IDX bytes -> ``DataError``
 idx_gz      the same reader on gzip IDX (half the mutants are re-compressed
             mutations of the payload, so the header checks see them) -> ``DataError``
-cifar       ``convnet.data.load_cifar10(split="test")`` on ``test_batch.bin`` -> ``DataError``
-image       ``convnet.data.load_image`` (Pillow: PNG, JPEG, GIF, BMP) -> ``DataError``
-model       ``convnet.load`` on ``.npz`` model files (half the mutants rebuild
+cifar       ``clearconv.data.load_cifar10(split="test")`` on ``test_batch.bin`` -> ``DataError``
+image       ``clearconv.data.load_image`` (Pillow: PNG, JPEG, GIF, BMP) -> ``DataError``
+model       ``clearconv.load`` on ``.npz`` model files (half the mutants rebuild
             the zip around a mutated member or header, with valid CRCs) -> ``ModelFileError``
-checkpoint  ``convnet.train.fit(resume=True)`` on a checkpoint -> ``ModelFileError``
-onnx        ``convnet.onnx.load`` -> ``ValueError`` (incl. ``UnsupportedModelError``)
-upload      ``POST /api/predict`` of ``convnet serve`` (first byte picks the
+checkpoint  ``clearconv.train.fit(resume=True)`` on a checkpoint -> ``ModelFileError``
+onnx        ``clearconv.onnx.load`` -> ``ValueError`` (incl. ``UnsupportedModelError``)
+upload      ``POST /api/predict`` of ``clearconv serve`` (first byte picks the
             content type) -> a JSON answer with status 200, 400, 413 or 415
 """
 
@@ -70,7 +70,7 @@ def _write(work: Path, name: str, data: bytes) -> Path:
 
 @functools.cache
 def _tiny_model():
-    from convnet import Model, nn
+    from clearconv import Model, nn
 
     r = np.random.default_rng(0)
     net = nn.Sequential(
@@ -134,7 +134,7 @@ def _rezip(seed: bytes, seeds: list[bytes], rng: np.random.Generator) -> bytes:
 def _idx_seeds(gz: bool) -> list[bytes]:
     import tempfile
 
-    from convnet.data import write_idx
+    from clearconv.data import write_idx
 
     out = []
     arrays = [
@@ -152,7 +152,7 @@ def _idx_seeds(gz: bool) -> list[bytes]:
 
 
 def _idx_run(data: bytes, work: Path) -> object:
-    from convnet.data import read_idx
+    from clearconv.data import read_idx
 
     return read_idx(_write(work, "f.idx", data), max_bytes=1 << 24)
 
@@ -166,7 +166,7 @@ def _gz_structured(seed: bytes, seeds: list[bytes], rng: np.random.Generator) ->
 
 
 def _data_error(exc: BaseException) -> bool:
-    from convnet.data import DataError
+    from clearconv.data import DataError
 
     return isinstance(exc, DataError)
 
@@ -183,7 +183,7 @@ def _cifar_seeds() -> list[bytes]:
 
 
 def _cifar_run(data: bytes, work: Path) -> object:
-    from convnet.data import load_cifar10
+    from clearconv.data import load_cifar10
 
     _write(work, "cifar10/test_batch.bin", data)
     return load_cifar10(work, split="test", download=False)
@@ -204,7 +204,7 @@ def _image_seeds() -> list[bytes]:
 
 
 def _image_run(data: bytes, work: Path) -> object:
-    from convnet.data import load_image
+    from clearconv.data import load_image
 
     return load_image(_write(work, "f.img", data), size=(8, 8), channels=1)
 
@@ -213,21 +213,21 @@ def _image_run(data: bytes, work: Path) -> object:
 def _model_seeds() -> list[bytes]:
     import tempfile
 
-    import convnet
+    import clearconv
 
     with tempfile.TemporaryDirectory() as d:
-        p = convnet.save(_tiny_model(), Path(d) / "m.npz")
+        p = clearconv.save(_tiny_model(), Path(d) / "m.npz")
         return [p.read_bytes()]
 
 
 def _model_run(data: bytes, work: Path) -> object:
-    import convnet
+    import clearconv
 
-    return convnet.load(_write(work, "m.npz", data))
+    return clearconv.load(_write(work, "m.npz", data))
 
 
 def _model_error(exc: BaseException) -> bool:
-    from convnet.io import ModelFileError
+    from clearconv.io import ModelFileError
 
     return isinstance(exc, ModelFileError)
 
@@ -248,7 +248,7 @@ def _ckpt_data():
 def _ckpt_fit(path: Path, resume: bool):
     import copy
 
-    from convnet.train import fit
+    from clearconv.train import fit
 
     model = copy.deepcopy(_tiny_model())
     return fit(
@@ -274,7 +274,7 @@ def _ckpt_run(data: bytes, work: Path) -> object:
 def _onnx_seeds() -> list[bytes]:
     import tempfile
 
-    from convnet.onnx import export
+    from clearconv.onnx import export
 
     with tempfile.TemporaryDirectory() as d:
         m = _tiny_model()
@@ -283,7 +283,7 @@ def _onnx_seeds() -> list[bytes]:
 
 
 def _onnx_run(data: bytes, work: Path) -> object:
-    from convnet.onnx import load
+    from clearconv.onnx import load
 
     return load(_write(work, "m.onnx", data))
 
@@ -310,7 +310,7 @@ def _client():
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 
-    from convnet.serve import create_app
+    from clearconv.serve import create_app
 
     return TestClient(create_app(_tiny_model(), max_bytes=64 * 1024), raise_server_exceptions=False)
 

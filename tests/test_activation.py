@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convnet.nn import Dropout, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from clearconv.nn import Dropout, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from gradcheck import check_layer
 
 ELEMENTWISE = [ReLU, lambda: LeakyReLU(0.2), Sigmoid, Tanh]
@@ -211,7 +211,7 @@ def test_dropout_errors_and_repr():
 
 
 def test_softmax_over_the_whole_float32_range_is_finite_and_silent():
-    from convnet.functional.activation import log_softmax, softmax
+    from clearconv.engine.activation import log_softmax, softmax
 
     x = np.array([[3e38, -3e38, 0.0]], dtype=np.float32)
     p = softmax(x, axis=1)
@@ -261,7 +261,7 @@ def test_inplace_dropout_writes_over_its_input_in_training_only(rng):
 
 
 def test_inplace_layers_in_a_sequential_match_the_plain_ones(rng):
-    from convnet.nn import Conv2d, Flatten, Linear, MaxPool2d, Sequential
+    from clearconv.nn import Conv2d, Flatten, Linear, MaxPool2d, Sequential
 
     def net(inplace):
         r = np.random.default_rng(0)
@@ -283,7 +283,7 @@ def test_inplace_layers_in_a_sequential_match_the_plain_ones(rng):
 
 
 def test_inplace_repr_config_and_errors():
-    from convnet.nn import from_config, to_config
+    from clearconv.nn import from_config, to_config
 
     assert repr(ReLU(inplace=True)) == "ReLU(inplace=True)"
     assert repr(LeakyReLU(0.2, inplace=True)) == "LeakyReLU(negative_slope=0.2, inplace=True)"
@@ -323,7 +323,7 @@ def test_inplace_repr_config_and_errors():
     ],
 )
 def test_relu_against_a_zero_row_equals_max_with_zero(make, dtype, rng):
-    from convnet.functional.activation import relu
+    from clearconv.engine.activation import relu
 
     a = rng.standard_normal((9, 7, 40, 33)).astype(dtype)
     a.reshape(-1)[:6] = [-0.0, 0.0, np.nan, np.inf, -np.inf, -1e-45]

@@ -1,4 +1,4 @@
-"""The array helpers of convnet.backend: layouts of new buffers and window views."""
+"""The array helpers of clearconv.backend: layouts of new buffers and window views."""
 
 import itertools
 import os
@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from convnet.backend import (
+from clearconv.backend import (
     _blas,
     as_strided,
     empty_like_layout,
@@ -80,7 +80,7 @@ def test_workspace_is_reused_and_grows():
 
 
 def test_workspace_does_not_keep_huge_buffers(monkeypatch):
-    import convnet.backend as backend
+    import clearconv.backend as backend
 
     like = np.zeros(1, np.float32)
     monkeypatch.setattr(backend, "WORKSPACE_MAX_BYTES", 400)
@@ -146,7 +146,7 @@ def test_fresh_memory_is_not_reused_while_something_holds_part_of_it(hold):
 
 
 def test_fresh_leaves_small_results_to_the_allocator_and_serves_any_dtype():
-    import convnet.backend as be
+    import clearconv.backend as be
 
     like = np.zeros(1, np.float32)
     release_workspace()
@@ -161,7 +161,7 @@ def test_fresh_leaves_small_results_to_the_allocator_and_serves_any_dtype():
 
 
 def test_fresh_keeps_at_most_kept_max_bytes(monkeypatch):
-    import convnet.backend as be
+    import clearconv.backend as be
 
     like = np.zeros(1, np.float32)
     release_workspace()
@@ -200,7 +200,7 @@ def test_fresh_hands_each_buffer_to_one_thread_at_a_time():
 def test_a_forked_child_is_not_stuck_on_the_kept_results_lock():
     # A helper thread may hold the lock when the process forks; the child
     # gets a new lock and keeps results of its own.
-    import convnet.backend as be
+    import clearconv.backend as be
 
     like = np.zeros(1, np.float32)
     held = fresh(BIG, np.float32, like)

@@ -1,4 +1,4 @@
-"""The command line end to end, through ``convnet.cli.main(argv)``: small data the tests make.
+"""The command line end to end, through ``clearconv.cli.main(argv)``: small data the tests make.
 
 Data: the X/O toy (generated), tiny IDX files under a temporary ``ROOT/mnist``
 and tiny image folders drawn with Pillow. No test touches the network.
@@ -13,9 +13,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-import convnet
-from convnet.cli import main
-from convnet.data import write_idx
+import clearconv
+from clearconv.cli import main
+from clearconv.data import write_idx
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageDraw  # noqa: E402
@@ -143,7 +143,7 @@ def test_train_xo_prints_epochs_and_test_accuracy_and_writes_the_model(capsys, t
     )  # fmt: skip
     assert code == 0, err
     assert "test accuracy" in out and str(out_path) in out
-    model = convnet.load(out_path)
+    model = clearconv.load(out_path)
     assert model.class_names == ["X", "O"]
     assert model.input_shape == (1, 9, 9)
     meta = model.meta
@@ -166,13 +166,13 @@ def test_same_seed_same_weights(capsys, tmp_path):
     for path, seed in zip(paths, (5, 5, 6)):
         argv = ["train", "--model", "xo", "--dataset", "xo", "--epochs", "1", "--limit", "64"]
         ok(*argv, "--out", path, "--seed", seed, "--quiet")
-    a, b, c = (convnet.load(p).state_dict() for p in paths)
+    a, b, c = (clearconv.load(p).state_dict() for p in paths)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not all(np.array_equal(a[k], c[k]) for k in a)
 
 
 def test_train_lenet5_on_idx_files_records_digit_preprocessing(lenet_model):
-    model = convnet.load(lenet_model)
+    model = clearconv.load(lenet_model)
     assert model.input_shape == (1, 28, 28)
     assert model.class_names == [str(d) for d in range(10)]
     assert model.meta["preprocess"] == "mnist" and model.meta["train_images"] == 60
@@ -185,7 +185,7 @@ def test_train_on_folder_with_train_and_test(capsys, tmp_path, shapes_folder):
         "--epochs", "1", "--batch-size", "8", "--out", out_path, "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    model = convnet.load(out_path)
+    model = clearconv.load(out_path)
     assert model.input_shape == (3, 16, 16)
     assert model.class_names == ["circle", "square", "triangle"]
     assert model.meta["train_images"] == 24 and model.meta["test_images"] == 9
@@ -209,7 +209,7 @@ def test_train_architecture_file_on_flat_folder_holds_out_a_test_set(capsys, tmp
         "--out", out_path, "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    model = convnet.load(out_path)
+    model = clearconv.load(out_path)
     assert model.input_shape == (1, 12, 12)
     assert model.meta["train_images"] == 16 and model.meta["test_images"] == 4
     capsys.readouterr()
@@ -221,7 +221,7 @@ def test_train_architecture_file_on_flat_folder_holds_out_a_test_set(capsys, tmp
 
 
 def test_interrupted_run_resumes_to_the_same_model(capsys, tmp_path, monkeypatch):
-    from convnet.cli import train as train_cli
+    from clearconv.cli import train as train_cli
 
     base = ["train", "--model", "xo", "--dataset", "xo", "--limit", 96, "--epochs", 3, "--seed", 4]
     ok(*base, "--out", tmp_path / "whole.npz", "-q")
@@ -241,7 +241,7 @@ def test_interrupted_run_resumes_to_the_same_model(capsys, tmp_path, monkeypatch
     )
     assert code == 0, err
     assert "epoch   3" in out and "epoch   2" not in out
-    whole, resumed = (convnet.load(tmp_path / f).state_dict() for f in ("whole.npz", "r.npz"))
+    whole, resumed = (clearconv.load(tmp_path / f).state_dict() for f in ("whole.npz", "r.npz"))
     assert all(np.array_equal(whole[k], resumed[k]) for k in whole)
 
 
@@ -260,14 +260,14 @@ def test_validation_early_stopping_and_augment_settings(capsys, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert "val_acc" in out
-    meta = convnet.load(out_path).meta
+    meta = clearconv.load(out_path).meta
     assert meta["train_images"] == 60 and isinstance(meta["stopped_early"], bool)
     assert meta["settings"]["lr"] == 0.005 and meta["settings"]["augment"]["flip"] is False
     records = json.loads((tmp_path / "h.json").read_text())["records"]
     assert len(records) == meta["epochs"] and records[0]["val_loss"] is not None
     ok("train", "--model", "xo", "--dataset", "xo", "--limit", 32, "--epochs", 1, "-q",
        "--no-augment", "--out", out_path)  # fmt: skip
-    assert convnet.load(out_path).meta["settings"]["augment"] is None
+    assert clearconv.load(out_path).meta["settings"]["augment"] is None
 
 
 # -- evaluate ------------------------------------------------------------------
@@ -323,7 +323,7 @@ def test_evaluate_refuses_a_dataset_of_another_shape(capsys, xo_model):
 
 def _xo_pngs(folder, n=4):
     """Black-on-white drawings of the X/O toy, as a person would draw them."""
-    from convnet.data import make_xo
+    from clearconv.data import make_xo
 
     folder.mkdir()
     ds = make_xo(n, np.random.default_rng(11), size=9)
@@ -397,7 +397,7 @@ def test_summary_of_a_model_file_and_json(capsys, xo_model):
     assert code == 0, err
     rep = json.loads(out)
     assert rep["input_shape"] == [1, 9, 9]
-    assert rep["total_params"] == sum(p.data.size for p in convnet.load(xo_model).parameters())
+    assert rep["total_params"] == sum(p.data.size for p in clearconv.load(xo_model).parameters())
 
 
 def test_summary_input_shape(capsys):
@@ -453,12 +453,12 @@ def test_train_mnist_without_files_and_network_says_what_to_do(capsys, tmp_path,
     code, _, err = run(capsys, *argv, "--out", tmp_path / "m.npz", "--data-dir", tmp_path)
     line = one_line_error(code, err)
     assert "MNIST not found" in line and "train-images-idx3-ubyte.gz" in line
-    assert str(tmp_path / "mnist") in line and "convnet datasets fetch mnist" in line
+    assert str(tmp_path / "mnist") in line and "clearconv datasets fetch mnist" in line
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_data_dir_defaults_to_convnet_data(capsys, tmp_path, monkeypatch, mnist_root):
-    monkeypatch.setenv("CONVNET_DATA", str(mnist_root))
+def test_data_dir_defaults_to_clearconv_data(capsys, tmp_path, monkeypatch, mnist_root):
+    monkeypatch.setenv("CLEARCONV_DATA", str(mnist_root))
     code, out, err = run(capsys, "datasets", "list", "--json")
     assert code == 0 and json.loads(out)["root"] == str(mnist_root)
 
@@ -514,4 +514,4 @@ def test_bad_model_file_and_bad_image(capsys, tmp_path, xo_model):
 def test_every_command_has_help_and_seed(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
-    assert f"usage: convnet {command}" in out and "--seed" in out
+    assert f"usage: clearconv {command}" in out and "--seed" in out

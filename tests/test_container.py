@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import convnet.nn
-from convnet.nn import (
+import clearconv.nn
+from clearconv.nn import (
     AdaptiveAvgPool2d,
     AvgPool1d,
     AvgPool2d,
@@ -328,10 +328,12 @@ def test_fresh_output_layers_return_memory_nobody_else_holds(make, shape, traini
 def test_every_layer_that_claims_fresh_arrays_is_checked(rng):
     claimed = {
         name
-        for name in convnet.nn.__all__
-        if isinstance(getattr(convnet.nn, name), type)
-        and issubclass(getattr(convnet.nn, name), Module)
-        and (getattr(convnet.nn, name).fresh_output or getattr(convnet.nn, name).fresh_input_grad)
+        for name in clearconv.nn.__all__
+        if isinstance(getattr(clearconv.nn, name), type)
+        and issubclass(getattr(clearconv.nn, name), Module)
+        and (
+            getattr(clearconv.nn, name).fresh_output or getattr(clearconv.nn, name).fresh_input_grad
+        )
     }
     checked = {type(make(rng)).__name__ for make, _ in FRESH}
     assert claimed == checked
@@ -373,11 +375,11 @@ def test_relu_before_max_pool_works_on_the_pooled_array(rng):
     net = Sequential(Conv2d(1, 2, 3, padding=1, rng=rng), relu, MaxPool2d(2))
     assert net(rng.standard_normal((2, 1, 6, 6)).astype(np.float32)).shape == (2, 2, 3, 3)
     assert seen == [(2, 2, 3, 3)]
-    assert [type(m).__name__ for m in convnet.nn.container.run_order(list(net))] == [
+    assert [type(m).__name__ for m in clearconv.nn.container.run_order(list(net))] == [
         "Conv2d",
         "MaxPool2d",
         "ReLU",
     ]
     # Not for average pooling, which does not commute with ReLU.
-    order = convnet.nn.container.run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
+    order = clearconv.nn.container.run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
     assert [type(m).__name__ for m in order] == ["ReLU", "AvgPool2d", "MaxPool1d", "ReLU"]

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convnet import backend, nn
-from convnet.functional import conv as F
+from clearconv import backend, nn
+from clearconv.engine import conv as F
 from tests.gradcheck import check_layer
 from tests.reference import conv2d_grads_loops, conv2d_loops
 
@@ -446,7 +446,7 @@ def test_fields_are_gathered_where_runs_are_longer(c, kw, stride, dilation, ow, 
 @pytest.mark.parametrize("channels", [4, 40])  # outputs channel-major or channels-last
 def test_results_outlive_the_reused_work_buffers(layout, channels):
     # The gathered fields and padded copies live in per-thread buffers reused by
-    # every call (convnet.backend.workspace); what a call returns must not.
+    # every call (clearconv.backend.workspace); what a call returns must not.
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, channels, 7, 6)).astype(np.float32)
     x = _channels_last(x) if layout == "channels_last" else x

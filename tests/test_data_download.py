@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convnet.data import (
+from clearconv.data import (
     DataError,
     DataMissingError,
     FileSpec,
@@ -20,8 +20,8 @@ from convnet.data import (
     resolve_root,
     write_idx,
 )
-from convnet.data.download import file_ok, verify_files
-from convnet.data.mnist import MNIST_MIRRORS, MNIST_SPECS
+from clearconv.data.download import file_ok, verify_files
+from clearconv.data.mnist import MNIST_MIRRORS, MNIST_SPECS
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -193,8 +193,8 @@ def test_sha256sums_file_checked(tmp_path):
 
 
 def test_data_root_resolution(monkeypatch, tmp_path):
-    monkeypatch.setenv("CONVNET_DATA", str(tmp_path))
+    monkeypatch.setenv("CLEARCONV_DATA", str(tmp_path))
     assert default_data_root() == tmp_path and resolve_root(None) == tmp_path
     assert resolve_root("/x/y") == Path("/x/y")
-    monkeypatch.delenv("CONVNET_DATA")
-    assert default_data_root() == Path.home() / ".cache" / "convnet"
+    monkeypatch.delenv("CLEARCONV_DATA")
+    assert default_data_root() == Path.home() / ".cache" / "clearconv"

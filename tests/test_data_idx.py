@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convnet.data import DataError, load_mnist, read_idx, verify_mnist, write_idx
+from clearconv.data import DataError, load_mnist, read_idx, verify_mnist, write_idx
 
 SHARED = Path(__file__).parents[2] / "shared/datasets"
 

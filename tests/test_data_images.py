@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from convnet.data import (
+from clearconv.data import (
     CIFAR10_CLASSES,
     DataError,
     DataMissingError,
@@ -168,7 +168,7 @@ def test_missing_pillow_message(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pil)
-    with pytest.raises(ImportError, match=r"pip install convnet\[cli\]"):
+    with pytest.raises(ImportError, match=r"pip install clearconv\[cli\]"):
         load_image(tmp_path / "x.png")
 
 

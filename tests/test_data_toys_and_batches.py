@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convnet.data import (
+from clearconv.data import (
     Augment,
     Dataset,
     channel_stats,

@@ -7,10 +7,10 @@ the sliced and blocked paths run whatever the machine's default.
 import numpy as np
 import pytest
 
-from convnet import nn
-from convnet.backend import parallel_slices, slice_count
-from convnet.functional import activation as A
-from convnet.functional import linear as L
+from clearconv import nn
+from clearconv.backend import parallel_slices, slice_count
+from clearconv.engine import activation as A
+from clearconv.engine import linear as L
 
 threadpoolctl = pytest.importorskip("threadpoolctl")  # the cli extra; test installs have it
 
@@ -116,8 +116,8 @@ def test_pooling_backward_is_shared_out_by_the_input_gradient_size(pool, monkeyp
     # gradient alone is under MIN_PARALLEL_WORK is still cut into slices
     # (the 4-conv net's first pooling at batch 64 ran on one thread: 1.85 ms,
     # against 1.0-1.1 ms in slices).
-    import convnet.backend as be
-    from convnet.functional import pool as P
+    import clearconv.backend as be
+    from clearconv.engine import pool as P
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 16, 32, 32)).astype(np.float32)  # 262,144 values
@@ -202,7 +202,7 @@ def test_batch_norm_in_batch_slices_matches_one_thread(layout):
 def test_adam_in_slices_equals_one_thread(amsgrad):
     # Adam is elementwise: a large parameter updated in slices on two threads
     # takes exactly the one-thread values, step after step.
-    from convnet import optim
+    from clearconv import optim
 
     rng = np.random.default_rng(5)
     start = rng.standard_normal((700, 900)).astype(np.float32)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convnet.nn import Flatten, Linear
+from clearconv.nn import Flatten, Linear
 from gradcheck import check_layer
 
 

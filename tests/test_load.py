@@ -1,4 +1,4 @@
-"""``convnet serve`` under load and attack, on loopback only (RELIABILITY.md, "the page").
+"""``clearconv serve`` under load and attack, on loopback only (RELIABILITY.md, "the page").
 
 The server runs as a subprocess on a free 127.0.0.1 port with the X/O net. Eight
 client threads with keep-alive connections send ``LOAD_REQUESTS`` (default 400;
@@ -27,18 +27,18 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 Image = pytest.importorskip("PIL.Image")
 
-import convnet  # noqa: E402
-from convnet import Model, models  # noqa: E402
-from convnet.data import make_xo  # noqa: E402
-from convnet.viz.inputs import decode_image, prepare  # noqa: E402
+import clearconv  # noqa: E402
+from clearconv import Model, zoo  # noqa: E402
+from clearconv.data import make_xo  # noqa: E402
+from clearconv.viz.inputs import decode_image, prepare  # noqa: E402
 
 JSON = "application/json"
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "400"))
 CLIENTS = 8
 BODY_TIMEOUT = 1.0  # the server's 10 s, shortened for the slow-body test
 SERVER = (
-    f"import sys, convnet.serve.app as a; a.BODY_TIMEOUT_S = {BODY_TIMEOUT}; "
-    "from convnet.cli import main; sys.exit(main(sys.argv[1:]))"
+    f"import sys, clearconv.serve.app as a; a.BODY_TIMEOUT_S = {BODY_TIMEOUT}; "
+    "from clearconv.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -58,9 +58,9 @@ def _rss_kb(pid: int) -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
-    net, shape = models.build("xo", rng=np.random.default_rng(0))
+    net, shape = zoo.build("xo", rng=np.random.default_rng(0))
     model = Model(net, shape, ["O", "X"])
-    path = convnet.save(model, d / "xo.npz")
+    path = clearconv.save(model, d / "xo.npz")
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", SERVER, "serve", str(path), "--port", str(port)]
@@ -75,7 +75,7 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail(f"server did not start: {proc.communicate()[1][-2000:]}")
-    yield proc, port, convnet.load(path)
+    yield proc, port, clearconv.load(path)
     proc.terminate()
     proc.communicate(timeout=10)
 
@@ -220,7 +220,7 @@ def test_lying_content_length_and_slow_body(server):
 
 
 def test_serve_binds_localhost_by_default():
-    from convnet.cli import build_parser
+    from clearconv.cli import build_parser
 
     args = build_parser().parse_args(["serve", "m.npz"])
     assert args.host == "127.0.0.1"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convnet.nn import CrossEntropyLoss, MSELoss
+from clearconv.nn import CrossEntropyLoss, MSELoss
 from gradcheck import numerical_grad
 
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from convnet import nn, optim
-from convnet.optim import lr_scheduler
+from clearconv import nn, optim
+from clearconv.optim import lr_scheduler
 
 
 def _ours(name, **kwargs):
@@ -204,7 +204,7 @@ def test_exports():
 @pytest.mark.parametrize(
     ("make", "exc", "match"),
     [
-        (lambda o: optim.StepLR("sgd", 3), TypeError, "StepLR: optimizer must be a convnet"),
+        (lambda o: optim.StepLR("sgd", 3), TypeError, "StepLR: optimizer must be a clearconv"),
         (lambda o: optim.StepLR(o, 0), ValueError, "StepLR: step_size must be >= 1, got 0"),
         (lambda o: optim.StepLR(o, 2.0), TypeError, "step_size must be an int"),
         (lambda o: optim.StepLR(o, 2, gamma=-1), ValueError, "gamma must be >= 0"),

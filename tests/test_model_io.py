@@ -9,13 +9,13 @@ import zipfile
 import numpy as np
 import pytest
 
-import convnet
-from convnet import Model, ModelFileError, load, models, nn, save
-from convnet.io import HEADER_KEY, load_arrays, save_arrays
+import clearconv
+from clearconv import Model, ModelFileError, load, nn, save, zoo
+from clearconv.io import HEADER_KEY, load_arrays, save_arrays
 
 
 def _model(name: str = "lenet5", seed: int = 0) -> Model:
-    net, shape = models.build(name, rng=np.random.default_rng(seed))
+    net, shape = zoo.build(name, rng=np.random.default_rng(seed))
     return Model(net, shape, [str(i) for i in range(10)], mean=[0.13], std=[0.31],
                  meta={"model": name, "epochs": 1})  # fmt: skip
 
@@ -45,7 +45,20 @@ def test_round_trip_same_outputs_and_metadata(tmp_path):
     assert m2.meta == {"model": "mnist", "epochs": 1}
     assert list(m2.state_dict()) == list(m.state_dict())  # BN buffers included
     assert all(p.data.flags.writeable for p in m2.parameters())  # trainable after load
-    assert convnet.load is load and convnet.save is save
+    assert clearconv.load is load and clearconv.save is save
+
+
+def test_files_written_before_the_rename_still_load(tmp_path):
+    # Model files saved as "convnet" (the package's name before clearconv) say so in
+    # their header; they load unchanged, and a different format is still refused.
+    m = _model()
+    p = save(m, tmp_path / "old.npz")
+    _rewrite(p, header=lambda h: {**h, "format": "convnet.model"})
+    x = np.random.default_rng(2).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    np.testing.assert_array_equal(load(p).predict_proba(x), m.predict_proba(x))
+    _rewrite(p, header=lambda h: {**h, "format": "othernet.model"})
+    with pytest.raises(ModelFileError, match="not a clearconv model file"):
+        load(p)
 
 
 def test_header_layout_and_no_leftover_temp_files(tmp_path):
@@ -54,7 +67,7 @@ def test_header_layout_and_no_leftover_temp_files(tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
         h = json.loads(str(f[HEADER_KEY]))
         assert "0.weight" in f.files and f["0.weight"].shape == (6, 1, 5, 5)
-    assert h["format"] == "convnet.model" and h["version"] == 1
+    assert h["format"] == "clearconv.model" and h["version"] == 1
     assert h["input_shape"] == [1, 28, 28] and h["normalization"]["mean"] == [0.13]
     assert h["config"]["type"] == "Sequential"
 
@@ -66,7 +79,7 @@ def test_save_overwrites_atomically_and_unwritable_folder_is_clear(tmp_path):
     np.testing.assert_array_equal(load(p)[0].weight.data, _model(seed=1)[0].weight.data)
     with pytest.raises(OSError, match="missing or not writable"):
         save(_model(), tmp_path / "no" / "such" / "m.npz")
-    with pytest.raises(TypeError, match=r"convnet\.Model"):
+    with pytest.raises(TypeError, match=r"clearconv\.Model"):
         save(_model().net, p)
 
 
@@ -74,7 +87,7 @@ def test_save_overwrites_atomically_and_unwritable_folder_is_clear(tmp_path):
     "edit, match",
     [
         (lambda h: {**h, "version": 99}, "unknown version 99"),
-        (lambda h: {**h, "format": "other"}, "not a convnet model file"),
+        (lambda h: {**h, "format": "other"}, "not a clearconv model file"),
         (lambda h: {k: v for k, v in h.items() if k != "class_names"}, "missing class_names"),
         (lambda h: {**h, "input_shape": [1, 28]}, "architecture in the header is invalid"),
         (lambda h: {**h, "input_shape": "28"}, "input_shape"),
@@ -118,7 +131,7 @@ def test_damaged_truncated_pickled_and_foreign_files(tmp_path):
     with pytest.raises(ModelFileError, match=r"damaged or not a \.npz"):
         load(tmp_path / "text.npz")
     np.savez(tmp_path / "plain.npz", a=np.zeros(3))
-    with pytest.raises(ModelFileError, match="not a convnet file"):
+    with pytest.raises(ModelFileError, match="not a clearconv file"):
         load(tmp_path / "plain.npz")
     np.savez(tmp_path / "obj.npz", **{HEADER_KEY: np.array("{}")}, w=np.array([{"x": 1}], object))
     with pytest.raises(ModelFileError, match="pickled"):
@@ -128,7 +141,7 @@ def test_damaged_truncated_pickled_and_foreign_files(tmp_path):
         load(tmp_path / "badjson.npz")
     with zipfile.ZipFile(tmp_path / "empty.npz", "w"):
         pass
-    with pytest.raises(ModelFileError, match="not a convnet file"):
+    with pytest.raises(ModelFileError, match="not a clearconv file"):
         load(tmp_path / "empty.npz")
     with pytest.raises(FileNotFoundError, match="no such file"):
         load(tmp_path / "nope.npz")
@@ -153,10 +166,10 @@ def test_model_delegates_and_validates():
         Model(m.net, (1, 28, 28), list("0123456789"), mean=[0.0], std=[0.0])
     with pytest.raises(ValueError, match="one per input channel"):
         Model(m.net, (1, 28, 28), list("0123456789"), mean=[0.0, 1.0], std=[1.0, 1.0])
-    with pytest.raises(TypeError, match="net must be a convnet Module"):
+    with pytest.raises(TypeError, match="net must be a clearconv Module"):
         Model("lenet5", (1, 28, 28), ["a"])
     with pytest.raises(TypeError, match="no config"):
-        from convnet.io import model_header
+        from clearconv.io import model_header
 
         class Custom(nn.Module):
             def output_shape(self, s):

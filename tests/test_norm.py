@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convnet.nn import BatchNorm1d, BatchNorm2d
+from clearconv.nn import BatchNorm1d, BatchNorm2d
 from gradcheck import check_layer
 
 CASES = [(BatchNorm1d, (6, 3)), (BatchNorm1d, (4, 3, 5)), (BatchNorm2d, (3, 3, 4, 5))]

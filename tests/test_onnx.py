@@ -1,9 +1,9 @@
 """ONNX export and import.
 
-convnet -> ONNX: onnxruntime's outputs equal convnet's (float32, max abs
+clearconv -> ONNX: onnxruntime's outputs equal clearconv's (float32, max abs
 difference <= 1e-5) at batch 1 and 7 for the zoo and for stacks covering every
 layer and option; every file passes ``onnx.checker.check_model``.
-ONNX -> convnet: torch models exported by ``torch.onnx.export`` give torch's
+ONNX -> clearconv: torch models exported by ``torch.onnx.export`` give torch's
 outputs; unsupported graphs and broken files fail with messages naming every
 offending node; the CLI round-trips.
 """
@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from convnet import models, nn
-from convnet.cli import main
-from convnet.model import Model
+from clearconv import nn, zoo
+from clearconv.cli import main
+from clearconv.model import Model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from convnet.onnx import (  # noqa: E402  (after the importorskip of onnx)
+from clearconv.onnx import (  # noqa: E402  (after the importorskip of onnx)
     OPSET,
     UnsupportedModelError,
     export,
@@ -57,7 +57,7 @@ def _randomize_bn(net, rng):
 
 
 def _check_export(net, shape, batches=(1, 7), seed=1):
-    """Export, check the file, and compare onnxruntime with convnet at each batch size."""
+    """Export, check the file, and compare onnxruntime with clearconv at each batch size."""
     proto = to_onnx(net, shape)
     onnx.checker.check_model(proto, full_check=True)
     sess = _session(proto)
@@ -71,11 +71,11 @@ def _check_export(net, shape, batches=(1, 7), seed=1):
     return proto
 
 
-# -- convnet -> ONNX ------------------------------------------------------------
+# -- clearconv -> ONNX ------------------------------------------------------------
 @pytest.mark.parametrize("name", ["xo", "lenet5", "simple", "mnist", "resnet"])
 def test_zoo_models_match_onnxruntime(name):
     rng = np.random.default_rng(0)
-    net, shape = models.build(name, rng=rng)
+    net, shape = zoo.build(name, rng=rng)
     _randomize_bn(net, rng)
     _check_export(net, shape)
 
@@ -84,7 +84,7 @@ def test_resnet18_matches_onnxruntime_at_batch_1():
     # alexnet and vgg11 (61M and 133M parameters at 224x224) take tens of seconds
     # to serialise and load; their layer types are all covered by the stacks below.
     rng = np.random.default_rng(0)
-    net, shape = models.build("resnet18", rng=rng)
+    net, shape = zoo.build("resnet18", rng=rng)
     _randomize_bn(net, rng)
     _check_export(net, shape, batches=(1,))
 
@@ -237,7 +237,7 @@ def test_random_window_options_match_onnxruntime(kind, k, s, p, d, ceil, include
 
 
 def test_export_graph_names_metadata_and_dynamic_batch():
-    net, shape = models.build("lenet5", rng=np.random.default_rng(0))
+    net, shape = zoo.build("lenet5", rng=np.random.default_rng(0))
     model = Model(net, shape, list("abcdefghij"), mean=[0.1307], std=[0.3081], meta={"k": 1})
     proto = to_onnx(model)
     g = proto.graph
@@ -246,9 +246,9 @@ def test_export_graph_names_metadata_and_dynamic_batch():
     dims = g.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [1, 28, 28]
     props = {p.key: p.value for p in proto.metadata_props}
-    assert props["convnet.class_names"] == '["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]'
-    assert props["convnet.normalization"] == '{"mean": [0.1307], "std": [0.3081]}'
-    assert props["convnet.input_shape"] == "[1, 28, 28]"
+    assert props["clearconv.class_names"] == '["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]'
+    assert props["clearconv.normalization"] == '{"mean": [0.1307], "std": [0.3081]}'
+    assert props["clearconv.input_shape"] == "[1, 28, 28]"
     assert {t.name for t in g.initializer} >= {"0.weight", "0.bias"}
 
 
@@ -321,7 +321,7 @@ def _explicit_same(cfg):
 @pytest.mark.parametrize("name", ["xo", "lenet5", "simple", "mnist", "resnet"])
 def test_zoo_round_trip(name):
     rng = np.random.default_rng(0)
-    net, shape = models.build(name, rng=rng)
+    net, shape = zoo.build(name, rng=rng)
     _randomize_bn(net, rng)
     got = from_onnx(to_onnx(net, shape))
     assert nn.to_config(got.net) == _explicit_same(nn.to_config(net))
@@ -330,7 +330,7 @@ def test_zoo_round_trip(name):
 
 
 def test_model_file_round_trip_restores_metadata(tmp_path):
-    net, shape = models.build("xo", rng=np.random.default_rng(0))
+    net, shape = zoo.build("xo", rng=np.random.default_rng(0))
     k = net.output_shape((1, *shape))[-1]
     names = [f"class {i}" for i in range(k)]
     model = Model(net, shape, names, mean=[0.5], std=[0.25], meta={"epochs": 3})
@@ -343,7 +343,7 @@ def test_model_file_round_trip_restores_metadata(tmp_path):
     np.testing.assert_array_equal(back(x), model(x))
 
 
-# -- ONNX written by torch -> convnet ---------------------------------------------
+# -- ONNX written by torch -> clearconv ---------------------------------------------
 def _torch_models():
     torch = pytest.importorskip("torch")
     tnn = torch.nn
@@ -469,7 +469,7 @@ def test_torch_exports_import_with_torch_outputs(key, dynamic):
 
 
 def test_imported_torch_model_trains_saves_and_loads(tmp_path):
-    from convnet import io, optim
+    from clearconv import io, optim
 
     torch, zoo = _torch_models()
     make, shape = zoo["vgg-bn"]
@@ -616,9 +616,9 @@ def test_broken_files_give_clear_errors(tmp_path):
 
 # -- the command line -----------------------------------------------------------------
 def test_cli_export_import_round_trip(tmp_path, capsys):
-    from convnet import io
+    from clearconv import io
 
-    net, shape = models.build("xo", rng=np.random.default_rng(0))
+    net, shape = zoo.build("xo", rng=np.random.default_rng(0))
     k = net.output_shape((1, *shape))[-1]
     model = Model(net, shape, [f"c{i}" for i in range(k)])
     src = io.save(model, tmp_path / "xo.npz")

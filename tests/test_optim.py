@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from convnet import nn, optim
+from clearconv import nn, optim
 
 SHAPES = [(3, 4), (5,), (2, 3, 2, 2)]
 STEPS = 8

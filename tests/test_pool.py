@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convnet import nn
-from convnet.functional import pool as F
+from clearconv import nn
+from clearconv.engine import pool as F
 from tests.gradcheck import check_layer
 from tests.reference import maxpool_grad_loops, pool2d_loops
 

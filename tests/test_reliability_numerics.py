@@ -8,7 +8,7 @@ warning fails too.
 import numpy as np
 import pytest
 
-from convnet import Model, nn
+from clearconv import Model, nn
 
 EXTREME = [1e4, -1e4, 3e38, -3e38, 0.0]
 # Softmax/cross-entropy subtract the row max: logits +-1e30 are fine in float32, but

@@ -10,10 +10,10 @@ import zipfile
 import numpy as np
 import pytest
 
-import convnet
-from convnet import Model, nn
-from convnet.data import DataError, load_cifar10, load_image, read_idx, write_idx
-from convnet.io import ModelFileError
+import clearconv
+from clearconv import Model, nn
+from clearconv.data import DataError, load_cifar10, load_image, read_idx, write_idx
+from clearconv.io import ModelFileError
 
 
 def _peak_mb() -> float:
@@ -169,7 +169,7 @@ def test_image_chunk_length_lie_does_not_allocate_it(tmp_path):
 def saved(tmp_path):
     r = np.random.default_rng(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=r))
-    return convnet.save(Model(net, (1, 2, 2), ["a", "b"]), tmp_path / "m.npz")
+    return clearconv.save(Model(net, (1, 2, 2), ["a", "b"]), tmp_path / "m.npz")
 
 
 def _members(path) -> dict[str, bytes]:
@@ -198,7 +198,7 @@ def test_model_file_with_pickle_is_refused_and_never_unpickled(saved, tmp_path):
     m["1.weight.npy"] = _npy(np.array([Boom()], dtype=object))
     _rewrite(saved, m)
     with pytest.raises(ModelFileError, match="object \\(pickled\\) arrays"):
-        convnet.load(saved)
+        clearconv.load(saved)
 
 
 def test_model_file_header_claiming_huge_shape_is_refused_before_allocation(saved):
@@ -209,7 +209,7 @@ def test_model_file_header_claiming_huge_shape_is_refused_before_allocation(save
     _rewrite(saved, m)
     before = _peak_mb()
     with pytest.raises(ModelFileError, match=r"claims shape \(100000, 100000\)"):
-        convnet.load(saved)
+        clearconv.load(saved)
     assert _peak_mb() - before < 64
 
 
@@ -222,7 +222,7 @@ def test_model_file_zip_bomb_is_refused(saved):
             f.write(bytes(1 << 20))
     before = _peak_mb()
     with pytest.raises(ModelFileError, match="zip bomb"):
-        convnet.load(saved)
+        clearconv.load(saved)
     assert _peak_mb() - before < 32
 
 
@@ -232,13 +232,13 @@ def test_model_file_non_npy_member_and_truncation(saved):
     m["notes.txt"] = b"hello"
     _rewrite(saved, m)
     with pytest.raises(ModelFileError, match=r"not a \.npy array"):
-        convnet.load(saved)
+        clearconv.load(saved)
     saved.write_bytes(good[: len(good) // 2])
     with pytest.raises(ModelFileError):
-        convnet.load(saved)
+        clearconv.load(saved)
     saved.write_bytes(b"PK\x03\x04" + bytes(40))
     with pytest.raises(ModelFileError):
-        convnet.load(saved)
+        clearconv.load(saved)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -249,7 +249,7 @@ def test_model_file_nan_weights_refused(saved, bad):
     m["1.weight.npy"] = _npy(w)
     _rewrite(saved, m)
     with pytest.raises(ModelFileError, match="NaN or infinite"):
-        convnet.load(saved)
+        clearconv.load(saved)
 
 
 @pytest.mark.parametrize(
@@ -267,14 +267,14 @@ def test_model_file_bad_normalisation_refused(saved, norm, msg):
     m["__header__.npy"] = _npy(np.array(json.dumps(header)))
     _rewrite(saved, m)
     with pytest.raises(ModelFileError, match=msg):
-        convnet.load(saved)
+        clearconv.load(saved)
 
 
 # -- ONNX -----------------------------------------------------------------------
 def test_onnx_truncated_and_garbage(tmp_path):
     pytest.importorskip("onnx")
-    from convnet.onnx import export
-    from convnet.onnx import load as onnx_load
+    from clearconv.onnx import export
+    from clearconv.onnx import load as onnx_load
 
     r = np.random.default_rng(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=r))

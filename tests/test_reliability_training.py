@@ -17,22 +17,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import convnet.io
-from convnet import Model, models, train
-from convnet.cli import main as cli_main
-from convnet.data import make_xo
-from convnet.io import load_arrays
+import clearconv.io
+from clearconv import Model, train, zoo
+from clearconv.cli import main as cli_main
+from clearconv.data import make_xo
+from clearconv.io import load_arrays
 
 TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "1"))
 EPOCHS = 6
 CHILD = f"""
 import os, sys
 import numpy as np
-from convnet import Model, models, train
-from convnet.data import make_xo
+from clearconv import Model, zoo, train
+from clearconv.data import make_xo
 ckpt, out = sys.argv[1], sys.argv[2]
 ds = make_xo(256, rng=np.random.default_rng(0))
-net, shape = models.build("xo", rng=np.random.default_rng(1))
+net, shape = zoo.build("xo", rng=np.random.default_rng(1))
 model = Model(net, shape, ds.class_names)
 try:
     train.fit(model, (ds.images, ds.labels), epochs={EPOCHS}, batch_size=8, lr=0.01, seed=0,
@@ -126,7 +126,7 @@ def test_sigint_saves_mid_epoch_and_exits_cleanly_then_resume_is_bit_exact(refer
 
 # -- disks that refuse ---------------------------------------------------------------
 def _xo_model():
-    net, shape = models.build("xo", rng=np.random.default_rng(1))
+    net, shape = zoo.build("xo", rng=np.random.default_rng(1))
     return Model(net, shape, ["O", "X"])
 
 
@@ -151,7 +151,7 @@ def test_permission_denied_is_reported_before_training(tmp_path, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("convnet.train.tempfile.mkstemp", denied)
+    monkeypatch.setattr("clearconv.train.tempfile.mkstemp", denied)
     with pytest.raises(OSError, match="Permission denied"):
         train.fit(_xo_model(), _xo_data(), epochs=1, batch_size=8, lr=0.01,
                   checkpoint=tmp_path / "c.npz", progress=False)  # fmt: skip
@@ -159,7 +159,7 @@ def test_permission_denied_is_reported_before_training(tmp_path, monkeypatch):
 
 def _disk_full_after(monkeypatch, n_ok: int):
     """Make the writes after the first ``n_ok`` fail half-way with ENOSPC."""
-    real = convnet.io._write_npz
+    real = clearconv.io._write_npz
     calls = {"n": 0}
 
     def write_npz(f, arrays):
@@ -169,7 +169,7 @@ def _disk_full_after(monkeypatch, n_ok: int):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(f, arrays)
 
-    monkeypatch.setattr(convnet.io, "_write_npz", write_npz)
+    monkeypatch.setattr(clearconv.io, "_write_npz", write_npz)
 
 
 def test_disk_full_keeps_the_last_good_checkpoint_and_says_so(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""convnet.serve: the JSON API, its limits, bad uploads and static files (Starlette TestClient)."""
+"""clearconv.serve: the JSON API, its limits, bad uploads and static files (TestClient)."""
 
 import io
 
@@ -17,8 +17,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from convnet import Model, nn
-from convnet.serve import create_app
+from clearconv import Model, nn
+from clearconv.serve import create_app
 
 DIGITS = [str(i) for i in range(10)]
 
@@ -56,7 +56,7 @@ def check_prediction(body, model, raw_pic):
     assert body["classes"] == DIGITS
     p = np.array(body["probabilities"])
     assert p.shape == (10,) and abs(p.sum() - 1) < 1e-4 and p.min() >= 0
-    from convnet.viz.inputs import prepare
+    from clearconv.viz.inputs import prepare
 
     expect = model.predict_proba(prepare(model, raw_pic))[0]
     np.testing.assert_allclose(p, expect, atol=1e-5)
@@ -171,7 +171,7 @@ def test_static_files_no_listing_no_traversal(client):
 
 
 def test_serve_cli_refuses_bad_arguments(tmp_path):
-    from convnet.cli import main
+    from clearconv.cli import main
 
     assert main(["serve", str(tmp_path / "missing.npz")]) == 2
     (tmp_path / "m.npz").write_bytes(b"x")

@@ -1,10 +1,10 @@
-"""convnet.summary: shapes, parameter and cost counts, receptive fields, errors."""
+"""clearconv.summary: shapes, parameter and cost counts, receptive fields, errors."""
 
 import numpy as np
 import pytest
 
-import convnet
-from convnet import nn
+import clearconv
+from clearconv import nn
 
 
 def lenet5():
@@ -17,7 +17,7 @@ def lenet5():
 
 def test_lenet5_totals_and_shapes_agree_with_forward():
     net = lenet5()
-    s = convnet.summary(net, (1, 28, 28))
+    s = clearconv.summary(net, (1, 28, 28))
     assert s.total_params == 61_706 == sum(p.size for p in net.parameters())
     # conv1 28*28*6*25 + conv2 10*10*16*150 + 400*120 + 120*84 + 84*10
     assert s.total_macs == 117_600 + 240_000 + 48_000 + 10_080 + 840
@@ -35,7 +35,7 @@ def test_receptive_field_grows_like_the_textbook_formula():
         nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3),
         nn.MaxPool2d(2), nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3, dilation=2),
     )  # fmt: skip
-    rf = [r.receptive_field for r in convnet.summary(net, (1, 40, 40)).rows]
+    rf = [r.receptive_field for r in clearconv.summary(net, (1, 40, 40)).rows]
     assert rf == [(3, 3), (5, 5), (7, 7), (8, 8), (12, 12), (20, 20)]
 
 
@@ -45,7 +45,7 @@ def test_residual_and_global_pool_rows():
         nn.Residual(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
     )  # fmt: skip
-    s = convnet.summary(net, (3, 32, 32))
+    s = clearconv.summary(net, (3, 32, 32))
     names = [r.name for r in s.rows]
     assert names == ["0", "1.block.0", "1.block.1", "1.block.2", "1", "2", "3", "4"]
     assert s.rows[4].receptive_field == (5, 5)
@@ -55,7 +55,7 @@ def test_residual_and_global_pool_rows():
 
 def test_conv1d_summary():
     net = nn.Sequential(nn.Conv1d(1, 4, 9, stride=2), nn.MaxPool1d(2), nn.Flatten())
-    s = convnet.summary(net, (1, 101))
+    s = clearconv.summary(net, (1, 101))
     assert s.rows[0].output_shape == (1, 4, 47)
     assert s.rows[1].receptive_field == (11,)
     assert s.rows[0].macs == 47 * 4 * 9
@@ -63,6 +63,6 @@ def test_conv1d_summary():
 
 def test_bad_input_shape_names_the_layer():
     with pytest.raises(ValueError, match=r"layer 0 Conv2d\(1, 6, kernel_size=5, padding=2\)"):
-        convnet.summary(lenet5(), (3, 28, 28))
+        clearconv.summary(lenet5(), (3, 28, 28))
     with pytest.raises(ValueError, match="input_shape is required"):
-        convnet.summary(lenet5())
+        clearconv.summary(lenet5())

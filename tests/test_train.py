@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from convnet import Model, data, models, nn
-from convnet.io import load_arrays
-from convnet.train import History, TrainingDiverged, evaluate, fit
+from clearconv import Model, data, nn, zoo
+from clearconv.io import load_arrays
+from clearconv.train import History, TrainingDiverged, evaluate, fit
 
 CFG = {"type": "Sequential", "layers": [
     {"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "bias": False},
@@ -37,9 +37,9 @@ def weights(m: Model) -> dict[str, np.ndarray]:
 
 
 def test_xo_learns_to_100_percent_on_fresh_data():
-    net, shape = models.build("xo", rng=np.random.default_rng(0))
+    net, shape = zoo.build("xo", rng=np.random.default_rng(0))
     m = Model(net, shape, data.XO_CLASSES)
-    h = fit(m, data.make_xo(2000, np.random.default_rng(1)), **models.recipe("xo"),
+    h = fit(m, data.make_xo(2000, np.random.default_rng(1)), **zoo.recipe("xo"),
             progress=False)  # fmt: skip
     assert h.last["train_acc"] > 0.99
     assert evaluate(m, data.make_xo(500, np.random.default_rng(2)))["accuracy"] == 1.0
@@ -183,7 +183,7 @@ def test_bad_arguments(tmp_path):
         fit(m, XO, early_stopping=2)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 1\]"):
         fit(m, (XO.images, XO.labels + 1))
-    with pytest.raises(TypeError, match=r"convnet\.Model"):
+    with pytest.raises(TypeError, match=r"clearconv\.Model"):
         fit(m.net, XO)
     ck = tmp_path / "ck.npz"
     fit(m, XO, epochs=1, checkpoint=ck, progress=False)

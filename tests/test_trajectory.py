@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convnet import nn, optim
+from clearconv import nn, optim
 
 torch = pytest.importorskip("torch")
 

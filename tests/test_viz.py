@@ -1,4 +1,4 @@
-"""convnet.viz: the arrays behind every picture, and that every PNG and HTML file opens."""
+"""clearconv.viz: the arrays behind every picture, and that every PNG and HTML file opens."""
 
 import json
 from html.parser import HTMLParser
@@ -6,8 +6,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from convnet import Model, nn
-from convnet.viz import (
+from clearconv import Model, nn
+from clearconv.viz import (
     HealthMonitor,
     colorize,
     confusion_matrix,
@@ -254,7 +254,7 @@ def test_gradient_norms_and_dead_relus(rng):
 
 
 def test_health_monitor_as_fit_callback(rng):
-    from convnet.train import fit
+    from clearconv.train import fit
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8, rng=rng), nn.ReLU(), nn.Linear(8, 2, rng=rng))
     model = Model(net, (1, 2, 2), ["a", "b"])
@@ -273,7 +273,7 @@ def test_health_monitor_as_fit_callback(rng):
 
 
 def test_history_csv_json_and_curves_png(tmp_path):
-    from convnet.viz import plot_curves
+    from clearconv.viz import plot_curves
 
     csv_path = tmp_path / "h.csv"
     csv_path.write_text("epoch,train_loss,val_acc\n1,0.9,0.5\n2,0.5,\n")
@@ -306,7 +306,7 @@ def test_confusion_and_worst_mistakes_and_their_pngs(tmp_path, rng):
     with pytest.raises(ValueError, match="differ"):
         confusion_matrix(labels, preds[:2], 3)
     pytest.importorskip("matplotlib")
-    from convnet.viz import plot_confusion, plot_health, plot_mistakes
+    from clearconv.viz import plot_confusion, plot_health, plot_mistakes
 
     assert png_file(plot_confusion(c, ["a", "b", "c"], tmp_path / "c.png"))[0] == "PNG"
     images = rng.integers(0, 255, (5, 1, 8, 8)).astype(np.uint8)
@@ -336,8 +336,8 @@ def test_inspect_report_is_self_contained_html(digit_model, rng):
 
 
 def test_inspect_cli_writes_the_report(tmp_path, digit_model):
-    from convnet import save
-    from convnet.cli import main
+    from clearconv import save
+    from clearconv.cli import main
 
     save(digit_model, tmp_path / "m.npz")
     pic = np.full((40, 30), 255, np.uint8)
@@ -362,7 +362,7 @@ def test_inspect_cli_writes_the_report(tmp_path, digit_model):
 
 
 def test_is_digit_model_one_rule_for_the_page_and_predict(rng, digit_model):
-    from convnet.viz.inputs import is_digit_model
+    from clearconv.viz.inputs import is_digit_model
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10, rng=rng))
     letters = list("abcdefghij")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from convnet.data import xo_canonical
-from convnet.viz.xo import train_xo, tutorial_net, walkthrough, xo_features
+from clearconv.data import xo_canonical
+from clearconv.viz.xo import train_xo, tutorial_net, walkthrough, xo_features
 
 # The tutorial's filtered map of the X with the "\" feature, in ninths
 # (0.77 = 7/9, 0.55 = 5/9, 0.33 = 3/9, 0.11 = 1/9; shown truncated in the slides).
@@ -105,7 +105,7 @@ def test_trained_network_learns_xo():
 def test_xo_report_and_cli(tmp_path):
     from html.parser import HTMLParser
 
-    from convnet.cli import main
+    from clearconv.cli import main
 
     out = tmp_path / "xo.html"
     assert main(["xo", "--out", str(out), "--epochs", "3", "--samples", "100"]) == 0

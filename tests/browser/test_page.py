@@ -1,6 +1,6 @@
 """The drawing page in a real browser: headless Chromium (Debian's ``chromium``) via Playwright.
 
-A small digit model is trained here on a few thousand MNIST images, ``convnet
+A small digit model is trained here on a few thousand MNIST images, ``clearconv
 serve`` runs on a free loopback port, the test draws a "1" (a vertical stroke)
 and a "0" (a ring) on the canvas with mouse events, and reads the predicted
 class back from the page. Screenshots go to ``$ARTIFACTS_DIR`` (default
@@ -27,8 +27,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-pytest.importorskip("starlette", reason="pip install 'convnet[serve]'")
-pytest.importorskip("uvicorn", reason="pip install 'convnet[serve]'")
+pytest.importorskip("starlette", reason="pip install 'clearconv[serve]'")
+pytest.importorskip("uvicorn", reason="pip install 'clearconv[serve]'")
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "tests" / "browser" / "artifacts"))
@@ -44,18 +44,18 @@ ARGS = [
 
 
 def mnist_root() -> Path:
-    for root in (os.environ.get("CONVNET_DATA"), ROOT.parent / "shared" / "datasets"):
+    for root in (os.environ.get("CLEARCONV_DATA"), ROOT.parent / "shared" / "datasets"):
         if root and (Path(root) / "mnist" / "train-images-idx3-ubyte.gz").exists():
             return Path(root)
-    pytest.fail("MNIST not found: set CONVNET_DATA to a folder holding mnist/ (IDX files)")
+    pytest.fail("MNIST not found: set CLEARCONV_DATA to a folder holding mnist/ (IDX files)")
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A small CNN trained on 4,000 MNIST digits for 2 epochs (~10 s on one core)."""
-    from convnet import Model, nn, save
-    from convnet.data import MNIST_CLASSES, load_mnist
-    from convnet.train import fit
+    from clearconv import Model, nn, save
+    from clearconv.data import MNIST_CLASSES, load_mnist
+    from clearconv.train import fit
 
     ds = load_mnist(mnist_root(), "train", download=False)
     rng = np.random.default_rng(0)
@@ -92,7 +92,7 @@ def server(model_file):
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "convnet", "serve", str(model_file), "--port", str(port)],
+        [sys.executable, "-m", "clearconv", "serve", str(model_file), "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -106,10 +106,10 @@ def server(model_file):
                 break
             except OSError:
                 if proc.poll() is not None:
-                    pytest.fail(f"convnet serve exited: {proc.stdout.read().decode()}")
+                    pytest.fail(f"clearconv serve exited: {proc.stdout.read().decode()}")
                 time.sleep(0.1)
         else:
-            pytest.fail("convnet serve did not answer within 15 s")
+            pytest.fail("clearconv serve did not answer within 15 s")
         yield url
     finally:
         proc.terminate()

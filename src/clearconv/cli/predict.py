@@ -1,0 +1,131 @@
+"""``clearconv predict m.npz IMAGE...``: the top-k classes of image files (or folders of them)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clearconv.cli import CLIError
+from clearconv.cli._common import add_command, format_table, load_model_file, print_json
+
+
+def add_parser(subparsers) -> None:
+    p = add_command(
+        subparsers,
+        "predict",
+        run,
+        help="classify image files with a model file (top-k with probabilities)",
+        description="Classify images with a model file. Each IMAGE is a file or a folder "
+        "(its image files, sorted). Digit models (1x28x28, trained on MNIST or with classes "
+        "0..9) get the usual MNIST "
+        "preprocessing: grey, inverted when the background is light, cropped, fitted "
+        "into 20x20 and centred by mass in 28x28; other models resize to their input.",
+    )
+    p.add_argument("model", metavar="MODEL.npz", help="model file written by `clearconv train`")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument(
+        "--no-mnist-preprocess",
+        action="store_true",
+        help="for digit models, only resize to 28x28 (for images already MNIST-like)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def image_files(items: list[str]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted); errors name the path."""
+    from clearconv.data import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise CLIError(f"{path}: no image files ({'|'.join(IMAGE_EXTENSIONS)}) in folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CLIError(f"{path}: no such file or folder")
+    return files
+
+
+def load_images(model, files: list[Path], mnist: bool) -> np.ndarray:
+    """Decode ``files`` into the model's raw input batch ``(N, *input_shape)``."""
+    from clearconv.data import load_image, mnist_preprocess
+
+    shape = tuple(model.input_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise CLIError(f"predict reads images, but this model takes input {shape}")
+    c, h, w = shape
+    if mnist:
+        # one photo at a time: each needs its own crop and centring
+        batch = [mnist_preprocess(load_image(f, channels=1)[0])[None] for f in files]
+    else:
+        batch = [load_image(f, (h, w), c) for f in files]
+    images = np.stack(batch)
+    if (model.meta or {}).get("dataset") == "xo":
+        images = _as_xo(images)
+    return images
+
+
+def _as_xo(images: np.ndarray) -> np.ndarray:
+    """uint8 pictures -> the X/O set's +1 (ink) / -1 (background) floats.
+
+    Ink is the darker side when the border is light (a drawing on paper).
+    """
+    x = images.astype(np.float32) / 255  # (N, 1, H, W)
+    border = np.concatenate(
+        [x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=-1
+    )  # (N, 1, 2H + 2W)
+    light = np.median(border, axis=(1, 2)) > 0.5
+    x = np.where(light[:, None, None, None], 1 - x, x)
+    return np.where(x > 0.5, 1.0, -1.0).astype(np.float32)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clearconv.viz.inputs import is_digit_model
+
+    model = load_model_file(args.model)
+    k = len(model.class_names)
+    if args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    top_k = min(args.top_k, k)
+    files = image_files(args.images)
+    mnist = is_digit_model(model) and not args.no_mnist_preprocess
+    proba = model.predict_proba(load_images(model, files, mnist))  # (N, K)
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]  # (N, top_k)
+    results: list[dict[str, Any]] = [
+        {
+            "file": str(f),
+            "top": [
+                {"class": model.class_names[j], "index": int(j), "probability": float(p[j])}
+                for j in idx
+            ],
+        }
+        for f, p, idx in zip(files, proba, order, strict=True)
+    ]
+    if args.json:
+        print_json(
+            {"model": args.model, "mnist_preprocess": mnist, "top_k": top_k, "results": results}
+        )
+        return 0
+    rows = []
+    for r in results:
+        best = r["top"]
+        rows.append(
+            [
+                r["file"],
+                best[0]["class"],
+                f"{best[0]['probability']:.1%}",
+                ", ".join(f"{t['class']} {t['probability']:.1%}" for t in best[1:]),
+            ]
+        )
+    print(format_table(["image", "class", "prob", "next"], rows))
+    return 0

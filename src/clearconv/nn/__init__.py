@@ -1,0 +1,52 @@
+"""Layers with PyTorch's names, arguments and layouts.
+
+Each layer is a thin class over the pure functions in :mod:`clearconv.engine`.
+"""
+
+from clearconv.nn.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from clearconv.nn.config import LAYER_TYPES, from_config, to_config
+from clearconv.nn.container import Residual, Sequential
+from clearconv.nn.conv import Conv1d, Conv2d
+from clearconv.nn.dropout import Dropout
+from clearconv.nn.flatten import Flatten
+from clearconv.nn.linear import Linear
+from clearconv.nn.loss import CrossEntropyLoss, MSELoss
+from clearconv.nn.module import Module
+from clearconv.nn.norm import BatchNorm1d, BatchNorm2d
+from clearconv.nn.parameter import Parameter
+from clearconv.nn.pool import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
+
+__all__ = [
+    "LAYER_TYPES",
+    "AdaptiveAvgPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Residual",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "from_config",
+    "to_config",
+]

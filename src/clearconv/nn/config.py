@@ -1,0 +1,189 @@
+"""Architectures as plain data: a model <-> a JSON-able config, both ways.
+
+A config is a dict with a ``"type"`` (the layer's class name) and the layer's
+constructor arguments; containers nest: ``{"type": "Sequential", "layers":
+[...]}`` and ``{"type": "Residual", "block": {...}}``. Model files, the model
+zoo, architecture files (TOML/JSON) and ONNX import all go through here.
+
+With ``input_shape`` given, :func:`from_config` fills in the sizes a person
+would rather not count: ``in_channels`` (Conv), ``in_features`` (Linear) and
+``num_features`` (BatchNorm) may be left out and are taken from the shape
+flowing into the layer.
+
+Examples
+--------
+>>> import numpy as np
+>>> cfg = {"type": "Sequential", "layers": [
+...     {"type": "Conv2d", "out_channels": 4, "kernel_size": 3},
+...     {"type": "ReLU"}, {"type": "Flatten"}, {"type": "Linear", "out_features": 2}]}
+>>> model = from_config(cfg, input_shape=(1, 5, 5), rng=np.random.default_rng(0))
+>>> model[3]
+Linear(in_features=36, out_features=2)
+>>> from_config(to_config(model))[0]
+Conv2d(1, 4, kernel_size=3)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clearconv import nn as _nn
+from clearconv.nn.module import Module
+
+# Constructor arguments stored for each layer type, in signature order.
+_ARGS: dict[str, tuple[str, ...]] = {
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"),
+    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"),
+    "MaxPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
+    "MaxPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
+    "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "AvgPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "AdaptiveAvgPool2d": ("output_size",),
+    "ReLU": ("inplace",),
+    "LeakyReLU": ("negative_slope", "inplace"),
+    "Sigmoid": (),
+    "Tanh": (),
+    "Softmax": ("dim",),
+    "Flatten": ("start_dim", "end_dim"),
+    "Linear": ("in_features", "out_features"),
+    "Dropout": ("p", "inplace"),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+}
+# Settings added later, written only when set: a file without them reads as before.
+_OMIT_WHEN_FALSE = ("inplace",)
+_HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
+_RANDOM = ("Conv2d", "Conv1d", "Linear")  # take rng= and dtype=
+_TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
+# Sizes that may be inferred from the incoming shape: key -> axis of that shape.
+_INFER = {"in_channels": 1, "num_features": 1, "in_features": -1}
+
+LAYER_TYPES = ("Sequential", "Residual", *sorted(_ARGS))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def to_config(module: Module) -> dict[str, Any]:
+    """The config of ``module`` (JSON-able: lists for tuples).
+
+    Raises
+    ------
+    TypeError
+        For a module type that has no config (a custom layer).
+    """
+    kind = type(module).__name__
+    if isinstance(module, _nn.Sequential):
+        return {"type": "Sequential", "layers": [to_config(m) for m in module]}
+    if isinstance(module, _nn.Residual):
+        res: dict[str, Any] = {"type": "Residual", "block": to_config(module.block)}
+        if module.shortcut is not None:
+            res["shortcut"] = to_config(module.shortcut)
+        return res
+    if kind not in _ARGS:
+        raise TypeError(f"to_config: no config for layer type {kind}; known: {LAYER_TYPES}")
+    cfg: dict[str, Any] = {"type": kind}
+    for key in _ARGS[kind]:
+        if key in _OMIT_WHEN_FALSE and not getattr(module, key):
+            continue  # so that files clearconv wrote before the setting existed read the same
+        cfg[key] = _jsonable(getattr(module, key))
+    if kind in _HAS_BIAS:
+        cfg["bias"] = module.bias is not None  # type: ignore[attr-defined]
+    return cfg
+
+
+def from_config(
+    config: dict[str, Any],
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    rng: np.random.Generator | None = None,
+    dtype: Any = np.float32,
+) -> Module:
+    """Build the module a config describes.
+
+    Parameters
+    ----------
+    config : dict
+        As written by :func:`to_config` or by hand.
+    input_shape : tuple of int, optional
+        One sample's shape without the batch, e.g. ``(1, 28, 28)``; enables
+        size inference for keys left out.
+    rng : numpy.random.Generator, optional
+        Initial weights (one generator used in layer order, so a seed fixes them).
+    dtype : float32 or float64
+
+    Raises
+    ------
+    ValueError
+        For an unknown type, unknown or missing keys, or sizes that cannot be inferred.
+    """
+    gen = rng if rng is not None else np.random.default_rng()
+    shape = None if input_shape is None else (1, *tuple(int(s) for s in input_shape))
+    module, _ = _build(config, shape, gen, dtype, "model")
+    return module
+
+
+def _build(cfg: Any, shape, rng, dtype, where: str) -> tuple[Module, tuple[int, ...] | None]:
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ValueError(f"{where}: a layer must be a table with a 'type' key, got {cfg!r}")
+    kind = cfg["type"]
+    if kind == "Sequential":
+        _check_keys(cfg, ("layers",), where)
+        items = cfg.get("layers")
+        if not isinstance(items, list):
+            raise ValueError(f"{where}: Sequential needs a list 'layers', got {items!r}")
+        layers = []
+        for i, sub in enumerate(items):
+            m, shape = _build(sub, shape, rng, dtype, f"{where}.{i}")
+            layers.append(m)
+        return _nn.Sequential(*layers), shape
+    if kind == "Residual":
+        _check_keys(cfg, ("block", "shortcut"), where)
+        block, out = _build(cfg.get("block"), shape, rng, dtype, f"{where}.block")
+        shortcut = None
+        if cfg.get("shortcut") is not None:
+            shortcut, _ = _build(cfg["shortcut"], shape, rng, dtype, f"{where}.shortcut")
+        res = _nn.Residual(block, shortcut)
+        return res, (res.output_shape(shape) if shape is not None else None)
+    if kind not in _ARGS:
+        raise ValueError(f"{where}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    allowed = _ARGS[kind] + (("bias",) if kind in _HAS_BIAS else ())
+    _check_keys(cfg, allowed, where)
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k != "type"}
+    for key, axis in _INFER.items():
+        if key in _ARGS[kind] and key not in kwargs:
+            if shape is None:
+                raise ValueError(f"{where}: {kind} needs {key!r} (or an input shape to infer it)")
+            kwargs[key] = int(shape[axis])
+    if kind in _RANDOM:
+        kwargs.update(rng=rng, dtype=dtype)
+    elif kind in _TYPED:
+        kwargs.update(dtype=dtype)
+    elif kind == "Dropout":
+        kwargs.update(rng=rng)
+    try:
+        layer = getattr(_nn, kind)(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    out = layer.output_shape(shape) if shape is not None else None
+    return layer, out
+
+
+def _check_keys(cfg: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in cfg if k != "type" and k not in allowed]
+    if unknown:
+        raise ValueError(
+            f"{where}: {cfg['type']} has no setting {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(allowed) or 'none'}"
+        )

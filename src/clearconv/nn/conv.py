@@ -1,0 +1,240 @@
+"""Convolution layers: Conv2d and Conv1d (PyTorch's arguments and layouts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clearconv import _validate as v
+from clearconv.backend import Array
+from clearconv.engine import conv as F
+from clearconv.nn.init import default_weight_bias
+from clearconv.nn.module import Module
+from clearconv.nn.parameter import Parameter
+
+
+def _fmt(t: tuple[int, ...]) -> str:
+    """Show (3, 3) as 3 and (3, 5) as (3, 5): the way people write it."""
+    return str(t[0]) if len(set(t)) == 1 else str(t)
+
+
+class _ConvNd(Module):
+    """Shared code of Conv1d and Conv2d; ``nd`` spatial axes, computed as 2-D."""
+
+    nd = 2
+    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
+        bias: bool = True,
+        *,
+        rng: np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        name = type(self).__name__
+        nd = self.nd
+        self.in_channels = v.check_int(name, "in_channels", in_channels, 1)
+        self.out_channels = v.check_int(name, "out_channels", out_channels, 1)
+        self.kernel_size = v.check_tuple(name, "kernel_size", kernel_size, nd, 1)
+        self.stride = v.check_tuple(name, "stride", stride, nd, 1)
+        self.dilation = v.check_tuple(name, "dilation", dilation, nd, 1)
+        v.check_bool(name, "bias", bias)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(
+                    f"{name}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}"
+                )
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(
+                    f"{name}: padding='same' is not supported for strided convolutions "
+                    f"(stride={_fmt(self.stride)}); use an explicit padding"
+                )
+            self.padding: tuple[int, ...] | str = padding
+        else:
+            self.padding = v.check_tuple(name, "padding", padding, nd, 0)
+        dt = v.check_dtype(name, dtype)
+        gen = v.check_rng(name, rng)
+        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        fan_in = self.in_channels * int(np.prod(self.kernel_size))
+        w, b = default_weight_bias(gen, shape, fan_in, dt, bool(bias))
+        self.weight = Parameter(w)
+        self.bias = Parameter(b) if b is not None else None
+        self._cache: tuple[Any, ...] | None = None
+
+    # -- geometry ---------------------------------------------------------
+    def _pads2d(self) -> F.Pads:
+        """Padding as ((top, bottom), (left, right)) of the 2-D computation."""
+        if self.padding == "valid":
+            per_axis = [(0, 0)] * self.nd
+        elif self.padding == "same":
+            # As PyTorch: total d*(k-1), the odd extra pixel goes to the end.
+            per_axis = []
+            for k, d in zip(self.kernel_size, self.dilation):
+                total = d * (k - 1)
+                per_axis.append((total // 2, total - total // 2))
+        else:
+            # An int tuple here: the strings were handled above.
+            per_axis = [(int(p), int(p)) for p in self.padding]
+        return ((0, 0), per_axis[0]) if self.nd == 1 else (per_axis[0], per_axis[1])
+
+    def _to2d(self, t: tuple[int, ...], fill: int) -> tuple[int, int]:
+        return (fill, t[0]) if self.nd == 1 else (t[0], t[1])
+
+    def _expected(self) -> str:
+        spatial = "L" if self.nd == 1 else "H, W"
+        return f"(N, {self.in_channels}, {spatial})"
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != self.nd + 2 or input_shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self!r} expected input of shape {self._expected()}, got {tuple(input_shape)}"
+            )
+        pads = self._pads2d()[2 - self.nd :]
+        spatial = []
+        for size, k, s, d, p in zip(
+            input_shape[2:], self.kernel_size, self.stride, self.dilation, pads
+        ):
+            if size + sum(p) < d * (k - 1) + 1:
+                raise ValueError(
+                    f"{self!r}: input of spatial size {tuple(input_shape[2:])} padded by "
+                    f"{tuple(sum(q) for q in pads)} is smaller than the dilated kernel "
+                    f"{tuple(d_ * (k_ - 1) + 1 for k_, d_ in zip(self.kernel_size, self.dilation))}"
+                )
+            spatial.append(F.out_size(size, k, s, sum(p), d))
+        return (input_shape[0], self.out_channels, *spatial)
+
+    # -- computation ------------------------------------------------------
+    def forward(self, x: Array, training: bool = False) -> Array:
+        v.check_input(self, x, self._expected(), self.nd + 2, self.in_channels)
+        self.output_shape(x.shape)  # validates the window against the padded input
+        x4 = x[:, :, None, :] if self.nd == 1 else x  # (N, C, L) -> (N, C, 1, L)
+        w = self.weight.data.astype(x.dtype, copy=False)
+        w4 = w[:, :, None, :] if self.nd == 1 else w
+        b = None if self.bias is None else self.bias.data.astype(x.dtype, copy=False)
+        stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
+        y = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
+        self._cache = (x4,)  # backward rebuilds the columns block by block
+        return y[:, :, 0, :] if self.nd == 1 else y
+
+    skips_input_grad = True
+
+    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
+        """Input gradient (None when ``input_grad=False``); adds dW and db."""
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        (x4,) = self._cache
+        stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
+        w = self.weight.data.astype(x4.dtype, copy=False)
+        w4 = w[:, :, None, :] if self.nd == 1 else w
+        g4 = grad_out[:, :, None, :] if self.nd == 1 else grad_out
+        dx, dw, db = F.conv2d_backward(
+            g4, x4, w4, stride, self._pads2d(), dil, self.bias is not None, input_grad
+        )
+        self.weight.accumulate(dw.reshape(self.weight.shape))
+        if self.bias is not None and db is not None:
+            self.bias.accumulate(db)
+        if dx is None:
+            return None
+        return dx[:, :, 0, :] if self.nd == 1 else dx
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={_fmt(self.kernel_size)}"
+        if any(x != 1 for x in self.stride):
+            s += f", stride={_fmt(self.stride)}"
+        if isinstance(self.padding, str):
+            s += f", padding={self.padding!r}"
+        elif any(self.padding):
+            s += f", padding={_fmt(self.padding)}"
+        if any(x != 1 for x in self.dilation):
+            s += f", dilation={_fmt(self.dilation)}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution (cross-correlation) over an NCHW batch.
+
+    ``y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] * x_pad[n, c, sH*i + dH*p, sW*j + dW*q]``
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output (number of filters).
+    kernel_size : int or (int, int)
+        Window ``(kH, kW)``.
+    stride : int or (int, int), default 1
+    padding : int, (int, int), 'same' or 'valid', default 0
+        Zeros added on both sides. ``'same'`` keeps the size at stride 1 (an
+        even kernel puts the extra pixel at the bottom/right, as PyTorch does).
+    dilation : int or (int, int), default 1
+        Spacing between kernel taps.
+    bias : bool, default True
+    rng : numpy.random.Generator, optional
+        Source of the initial weights (keyword only).
+    dtype : float32 or float64, default float32
+        Dtype of the parameters (keyword only).
+
+    Shape
+    -----
+    Input ``(N, C_in, H, W)``, output ``(N, C_out, OH, OW)`` with
+    ``OH = floor((H + 2*padH - dH*(kH - 1) - 1) / sH) + 1`` (likewise ``OW``).
+
+    Attributes
+    ----------
+    weight : Parameter
+        ``(C_out, C_in, kH, kW)``, U(-1/sqrt(C_in*kH*kW), 1/sqrt(C_in*kH*kW)) like PyTorch.
+    bias : Parameter or None
+        ``(C_out,)``, same distribution.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad arguments at construction and bad input shapes at forward.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> conv = Conv2d(1, 4, 3, padding=1, rng=np.random.default_rng(0))
+    >>> conv(np.zeros((2, 1, 5, 5), dtype=np.float32)).shape
+    (2, 4, 5, 5)
+    >>> conv
+    Conv2d(1, 4, kernel_size=3, padding=1)
+    """
+
+    nd = 2
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over an NCL batch (sound, text); computed as a 2-D one with H = 1.
+
+    Arguments as :class:`Conv2d` with ints (or 1-tuples) for the window settings.
+
+    Shape
+    -----
+    Input ``(N, C_in, L)``, output ``(N, C_out, OL)``,
+    ``OL = floor((L + 2*pad - d*(k - 1) - 1) / s) + 1``.
+
+    Attributes
+    ----------
+    weight : Parameter
+        ``(C_out, C_in, k)``, PyTorch's default init.
+    bias : Parameter or None
+        ``(C_out,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> conv = Conv1d(2, 3, 5, stride=2, rng=np.random.default_rng(0))
+    >>> conv(np.ones((1, 2, 20), np.float32)).shape
+    (1, 3, 8)
+    """
+
+    nd = 1

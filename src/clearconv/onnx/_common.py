@@ -1,0 +1,31 @@
+"""What export and import share: the lazy ``onnx`` import and the metadata keys."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+#: The opset :func:`clearconv.onnx.export` writes unless told otherwise.
+OPSET = 17
+#: The oldest opset export can write: Softmax normalises one axis from opset 13 on.
+MIN_OPSET = 13
+
+# metadata_props keys; the values are JSON strings.
+META_CLASS_NAMES = "clearconv.class_names"
+META_NORMALIZATION = "clearconv.normalization"
+META_INPUT_SHAPE = "clearconv.input_shape"
+META_MODEL = "clearconv.meta"
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "N"
+
+
+def require_onnx() -> ModuleType:
+    """The ``onnx`` package, or an ImportError that says how to install it."""
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - onnx is installed in the test env
+        raise ImportError(
+            "ONNX export and import need the onnx package: pip install clearconv[onnx]"
+        ) from exc
+    return onnx

@@ -1,0 +1,496 @@
+"""The model zoo: architectures by name, as configs, plus default training recipes.
+
+Every zoo model is a plain config (see :mod:`clearconv.nn.config`) written to
+match its PyTorch definition layer for layer, with sizes inferred from the
+input shape, so the channels and the image size adapt to the data (a
+``resnet`` on grey images, ``lenet5`` on 32x32) and the last Linear layer
+to the number of classes.
+
+========  ===============  ==========================================================
+name      input, classes   what it is
+========  ===============  ==========================================================
+xo        (1, 9, 9), 2     the tutorials' X/O toy: 3x3 features, ReLU, 2x2 max pool
+                           (ceil_mode pads the ragged border), a fully connected vote
+lenet5    (1, 28, 28), 10  LeNet-5 with ReLU and max pooling (padding 2 on the first conv)
+simple    (1, 28, 28), 10  conv(30, 5)-ReLU-pool, dense 100, dense 10
+mnist     (1, 28, 28), 10  conv-BN-ReLU 32, 32, pool, 64, 64, pool, dense 256 + dropout
+resnet    (3, 32, 32), 10  a small ResNet (16-32-64, two blocks per stage, global pool)
+alexnet   (3, 224, 224)    torchvision's AlexNet (61.1 M parameters)
+vgg11     (3, 224, 224)    torchvision's VGG-11 (132.9 M parameters)
+resnet18  (3, 224, 224)    torchvision's ResNet-18 (11.7 M parameters)
+========  ===============  ==========================================================
+
+Architecture files (TOML or JSON) hold ``{"input_shape": [1, 28, 28],
+"layers": [{type = "Conv2d", out_channels = 6, kernel_size = 5}, ...]}``;
+sizes left out are inferred. TOML is read with :mod:`tomllib` (Python 3.11+)
+or the ``tomli`` package on 3.10; JSON needs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clearconv.nn.config import from_config
+from clearconv.nn.module import Module
+
+__all__ = [
+    "DEFAULT_INPUT_SHAPES",
+    "NAMES",
+    "build",
+    "config",
+    "read_architecture",
+    "recipe",
+    "shape_only_rng",
+]
+
+NAMES = ("xo", "lenet5", "simple", "mnist", "resnet", "alexnet", "vgg11", "resnet18")
+
+# (input shape, number of classes) each zoo model is defined for.
+DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "xo": (1, 9, 9),
+    "lenet5": (1, 28, 28),
+    "simple": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "resnet": (3, 32, 32),
+    "alexnet": (3, 224, 224),
+    "vgg11": (3, 224, 224),
+    "resnet18": (3, 224, 224),
+}
+_DEFAULT_CLASSES = {"xo": 2, "alexnet": 1000, "vgg11": 1000, "resnet18": 1000}
+
+
+class _ShapeOnlyGenerator(np.random.Generator):
+    """A Generator whose ``uniform`` returns read-only zeros without memory.
+
+    Layers initialise weights with ``rng.uniform``; with this generator they
+    get broadcast views of one zero, so building VGG-11 (133 M weights) for a
+    summary or before loading saved weights takes milliseconds and no memory.
+    Other draws (Dropout masks) are ordinary random numbers.
+    """
+
+    def uniform(self, low=0.0, high=1.0, size=None):  # type: ignore[override]
+        return np.broadcast_to(np.float32(0.0), () if size is None else size)
+
+
+def shape_only_rng() -> np.random.Generator:
+    """A generator that makes layers with zero, read-only weights (for shapes only)."""
+    return _ShapeOnlyGenerator(np.random.PCG64())
+
+
+# -- layer shorthands (configs) -------------------------------------------------
+def _conv(out: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True) -> dict:
+    cfg: dict[str, Any] = {"type": "Conv2d", "out_channels": out, "kernel_size": k}
+    if stride != 1:
+        cfg["stride"] = stride
+    if padding:
+        cfg["padding"] = padding
+    if not bias:
+        cfg["bias"] = False
+    return cfg
+
+
+def _pool(k: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False) -> dict:
+    cfg: dict[str, Any] = {"type": "MaxPool2d", "kernel_size": k}
+    if stride is not None:
+        cfg["stride"] = stride
+    if padding:
+        cfg["padding"] = padding
+    if ceil_mode:
+        cfg["ceil_mode"] = True
+    return cfg
+
+
+def _linear(out: int) -> dict:
+    return {"type": "Linear", "out_features": out}
+
+
+RELU = {"type": "ReLU"}
+FLATTEN = {"type": "Flatten"}
+BN = {"type": "BatchNorm2d"}
+
+
+def _seq(*layers: dict) -> dict:
+    return {"type": "Sequential", "layers": [dict(layer) for layer in layers]}
+
+
+def _basic_block(channels: int) -> dict:
+    """ResNet's BasicBlock at constant width: ``relu(x + bn(conv(relu(bn(conv(x))))))``."""
+    block = _seq(
+        _conv(channels, 3, padding=1, bias=False),
+        BN,
+        RELU,
+        _conv(channels, 3, padding=1, bias=False),
+        BN,
+    )
+    return {"type": "Residual", "block": block}
+
+
+def _down_block(channels: int) -> list[dict]:
+    """A stage's first block when it halves the size and changes the width.
+
+    torchvision adds ``conv1x1(stride 2) + BN`` on the skip path; when
+    :class:`~clearconv.nn.Residual` takes a ``shortcut`` that is used (the
+    published shapes and parameter counts), otherwise the block is written
+    as a plain conv-BN-ReLU-conv-BN-ReLU (same main path, no skip).
+    """
+    main = _seq(
+        _conv(channels, 3, stride=2, padding=1, bias=False),
+        BN,
+        RELU,
+        _conv(channels, 3, padding=1, bias=False),
+        BN,
+    )
+    if _RESIDUAL_HAS_SHORTCUT:
+        skip = _seq(_conv(channels, 1, stride=2, bias=False), BN)
+        return [{"type": "Residual", "block": main, "shortcut": skip}, RELU]
+    return [*main["layers"], RELU]
+
+
+def _has_shortcut() -> bool:
+    import inspect
+
+    from clearconv.nn import Residual
+
+    return "shortcut" in inspect.signature(Residual.__init__).parameters
+
+
+_RESIDUAL_HAS_SHORTCUT = _has_shortcut()
+
+
+def _xo(k: int) -> list[dict]:
+    # The tutorial: 3x3 feature detectors, ReLU, 2x2 max pooling (ceil_mode pads
+    # the ragged border: 9 -> 7 -> 4 -> 2 -> 1), stacked twice as in its "deep
+    # stacking" step, then every pooled feature votes for X or O.
+    p = _pool(2, ceil_mode=True)
+    return [_conv(8, 3), RELU, p, _conv(16, 3), RELU, p, FLATTEN, _linear(k)]
+
+
+def _lenet5(k: int) -> list[dict]:
+    return [
+        _conv(6, 5, padding=2), RELU, _pool(2),
+        _conv(16, 5), RELU, _pool(2),
+        FLATTEN, _linear(120), RELU, _linear(84), RELU, _linear(k),
+    ]  # fmt: skip
+
+
+def _simple(k: int) -> list[dict]:
+    return [_conv(30, 5), RELU, _pool(2), FLATTEN, _linear(100), RELU, _linear(k)]
+
+
+def _mnist(k: int) -> list[dict]:
+    # The well-known 99.5%+ Kaggle/Keras MNIST net (valid 3x3 convs keep it cheap:
+    # 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4).
+    def cbr(c: int) -> list[dict]:
+        return [_conv(c, 3, bias=False), BN, RELU]
+
+    return [
+        *cbr(32), *cbr(32), _pool(2),
+        *cbr(64), *cbr(64), _pool(2),
+        FLATTEN, _linear(256), {"type": "BatchNorm1d"}, RELU, {"type": "Dropout", "p": 0.4},
+        _linear(k),
+    ]  # fmt: skip
+
+
+def _resnet(k: int) -> list[dict]:
+    layers = [_conv(16, 3, padding=1, bias=False), BN, RELU]
+    for i, width in enumerate((16, 32, 64)):
+        if i > 0:
+            layers += _down_block(width)
+        else:
+            layers += [_basic_block(width), RELU]
+        layers += [_basic_block(width), RELU]
+    return [*layers, {"type": "AdaptiveAvgPool2d", "output_size": 1}, FLATTEN, _linear(k)]
+
+
+def _alexnet(k: int) -> list[dict]:
+    return [
+        _conv(64, 11, stride=4, padding=2), RELU, _pool(3, 2),
+        _conv(192, 5, padding=2), RELU, _pool(3, 2),
+        _conv(384, 3, padding=1), RELU,
+        _conv(256, 3, padding=1), RELU,
+        _conv(256, 3, padding=1), RELU, _pool(3, 2),
+        {"type": "AdaptiveAvgPool2d", "output_size": 6}, FLATTEN,
+        {"type": "Dropout", "p": 0.5}, _linear(4096), RELU,
+        {"type": "Dropout", "p": 0.5}, _linear(4096), RELU,
+        _linear(k),
+    ]  # fmt: skip
+
+
+def _vgg11(k: int) -> list[dict]:
+    layers: list[dict] = []
+    for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+        layers += [_pool(2, 2)] if v == "M" else [_conv(int(v), 3, padding=1), RELU]
+    return [
+        *layers,
+        {"type": "AdaptiveAvgPool2d", "output_size": 7}, FLATTEN,
+        _linear(4096), RELU, {"type": "Dropout", "p": 0.5},
+        _linear(4096), RELU, {"type": "Dropout", "p": 0.5},
+        _linear(k),
+    ]  # fmt: skip
+
+
+def _resnet18(k: int) -> list[dict]:
+    layers = [_conv(64, 7, stride=2, padding=3, bias=False), BN, RELU, _pool(3, 2, padding=1)]
+    for i, width in enumerate((64, 128, 256, 512)):
+        layers += [_basic_block(width), RELU] if i == 0 else _down_block(width)
+        layers += [_basic_block(width), RELU]
+    return [*layers, {"type": "AdaptiveAvgPool2d", "output_size": 1}, FLATTEN, _linear(k)]
+
+
+_ZOO = {
+    "xo": _xo,
+    "lenet5": _lenet5,
+    "simple": _simple,
+    "mnist": _mnist,
+    "resnet": _resnet,
+    "alexnet": _alexnet,
+    "vgg11": _vgg11,
+    "resnet18": _resnet18,
+}
+
+
+def _check_shape(owner: str, input_shape: Any) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)):
+        raise TypeError(f"{owner}: input_shape must be a tuple of ints, got {input_shape!r}")
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(
+            f"{owner}: input_shape must be a tuple of ints, got {input_shape!r}"
+        ) from None
+    if len(shape) not in (2, 3) or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
+    ):
+        raise ValueError(
+            f"{owner}: input_shape must be (C, H, W) or (C, L) of positive ints, got {shape!r}"
+        )
+    return tuple(int(s) for s in shape)
+
+
+def config(
+    name: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+) -> dict[str, Any]:
+    """The config of zoo model ``name`` (a ``Sequential``) for ``num_classes`` outputs.
+
+    ``input_shape`` is not needed to write the config (sizes are inferred when
+    it is built); it is accepted for symmetry with :func:`build`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
+    if name not in _ZOO:
+        raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(NAMES)}")
+    k = _DEFAULT_CLASSES.get(name, 10) if num_classes is None else num_classes
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return _seq(*_ZOO[name](int(k)))
+
+
+def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an architecture file (``.toml`` or ``.json``).
+
+    Returns
+    -------
+    dict
+        ``{"input_shape": [...] (optional), "layers": [...]}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        For another suffix, a parse error, or a file without a ``layers`` list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such architecture file")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            import tomllib  # Python 3.11+
+        except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ModuleNotFoundError:
+                raise ValueError(
+                    f"{path}: reading TOML on Python 3.10 needs the 'tomli' package "
+                    "(pip install tomli), or write the architecture as JSON"
+                ) from None
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML ({exc})") from exc
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    else:
+        raise ValueError(f"{path}: an architecture file must end in .toml or .json")
+    if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+        raise ValueError(f"{path}: expected a 'layers' list (and optionally 'input_shape')")
+    unknown = sorted(set(data) - {"input_shape", "layers", "name"})
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown top-level keys {unknown}; expected input_shape, layers, name"
+        )
+    return data
+
+
+def _set_num_classes(cfg: dict[str, Any], num_classes: int | None, where: str) -> None:
+    """Give the last Linear layer ``num_classes`` outputs (or check it has some)."""
+    last = cfg["layers"][-1] if cfg.get("layers") else None
+    if not isinstance(last, dict) or last.get("type") != "Linear":
+        if num_classes is None:
+            return
+        raise ValueError(f"{where}: the last layer must be a Linear to set {num_classes} classes")
+    if num_classes is not None:
+        last["out_features"] = int(num_classes)
+    elif "out_features" not in last:
+        raise ValueError(f"{where}: the last Linear needs out_features (or give num_classes)")
+
+
+def build(
+    name_or_path: str | os.PathLike,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    rng: np.random.Generator | None = None,
+    *,
+    init: bool = True,
+) -> tuple[Module, tuple[int, ...]]:
+    """Build a zoo model by name, or the model an architecture file describes.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        One of :data:`NAMES`, or a path to a ``.toml``/``.json`` architecture file.
+    input_shape : tuple of int, optional
+        One sample's shape ``(C, H, W)``; default: the model's own (the file's
+        ``input_shape``). Channels and image size adapt the layer sizes.
+    num_classes : int, optional
+        Outputs of the last Linear layer; default: the model's own.
+    rng : numpy.random.Generator, optional
+        Initial weights (a seed fixes them).
+    init : bool, default True
+        ``False`` gives zero, read-only weights at no cost: for summaries of
+        large nets and for loading saved weights into.
+
+    Returns
+    -------
+    (net, input_shape)
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an unknown name, a bad file, or an input shape the net cannot take.
+    FileNotFoundError
+        For a path that does not exist.
+
+    Examples
+    --------
+    >>> net, shape = build("lenet5", rng=np.random.default_rng(0))
+    >>> shape, net.output_shape((2, *shape)), net[7]
+    ((1, 28, 28), (2, 10), Linear(in_features=400, out_features=120))
+    >>> build("resnet", (1, 32, 32), num_classes=6, init=False)[0].output_shape((1, 1, 32, 32))
+    (1, 6)
+    """
+    name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if not isinstance(name, str):
+        raise TypeError(f"build: expected a model name or a file path, got {name_or_path!r}")
+    if name in _ZOO:
+        cfg = config(name, num_classes=num_classes)
+        default_shape: tuple[int, ...] | None = DEFAULT_INPUT_SHAPES[name]
+        where = name
+    elif name.lower().endswith((".toml", ".json")) or os.path.sep in name:
+        data = read_architecture(name)
+        cfg = {"type": "Sequential", "layers": copy.deepcopy(data["layers"])}
+        where = name
+        default_shape = _check_shape(where, data["input_shape"]) if "input_shape" in data else None
+        if num_classes is not None:
+            check_k = num_classes
+            if isinstance(check_k, bool) or not isinstance(check_k, (int, np.integer)):
+                raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        _set_num_classes(cfg, num_classes, where)
+    else:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of {', '.join(NAMES)} or a .toml/.json file"
+        )
+    shape = _check_shape(where, input_shape) if input_shape is not None else default_shape
+    if shape is None:
+        raise ValueError(f"{where}: no input_shape in the file; pass one, e.g. (1, 28, 28)")
+    gen = shape_only_rng() if not init else (rng if rng is not None else np.random.default_rng())
+    try:
+        net = from_config(cfg, shape, rng=gen)
+        out = net.output_shape((1, *shape))
+    except ValueError as exc:
+        raise ValueError(f"{where} cannot take inputs of shape {shape}: {exc}") from exc
+    if len(out) != 2:
+        raise ValueError(f"{where}: the net must end in (N, classes), got output shape {out}")
+    return net, shape
+
+
+# -- default training settings --------------------------------------------------
+_RECIPES: dict[str, dict[str, Any]] = {
+    "xo": dict(epochs=20, batch_size=32, optimizer="adam", lr=0.01, schedule="onecycle"),
+    "lenet5": dict(epochs=1, batch_size=32, optimizer="adamw", lr=3e-3, schedule="onecycle"),
+    "simple": dict(epochs=1, batch_size=64, optimizer="adamw", lr=3e-3, schedule="onecycle"),
+    "mnist": dict(
+        epochs=12,
+        batch_size=128,
+        optimizer="adamw",
+        lr=5e-3,
+        schedule="onecycle",
+        weight_decay=1e-4,
+        label_smoothing=0.05,
+        augment={"shift": 2, "rotate": 10.0, "scale": 0.1},
+    ),
+    "resnet": dict(
+        epochs=30,
+        batch_size=32,
+        optimizer="adamw",
+        lr=2e-3,
+        schedule="onecycle",
+        weight_decay=5e-4,
+        augment={"shift": 3, "rotate": 15.0, "scale": 0.15, "flip": True},
+    ),
+    "alexnet": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.01, schedule="step"),
+    "vgg11": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.01, schedule="step"),
+    "resnet18": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.1, schedule="step"),
+}
+_RECIPE_DEFAULTS: dict[str, Any] = dict(
+    epochs=5,
+    batch_size=64,
+    optimizer="adamw",
+    lr=1e-3,
+    schedule="onecycle",
+    weight_decay=0.0,
+    label_smoothing=0.0,
+    augment=None,
+)
+
+
+def recipe(name: str | None) -> dict[str, Any]:
+    """Default training settings for a zoo model (keyword arguments of ``train.fit``).
+
+    Keys: ``epochs, batch_size, optimizer, lr, schedule, weight_decay,
+    label_smoothing, augment`` (``augment``: ``None`` or the keyword arguments
+    of :class:`clearconv.data.Augment`). Unknown names (architecture files) get
+    general defaults.
+
+    Example
+    -------
+    >>> r = recipe("lenet5")
+    >>> r["epochs"], r["schedule"]
+    (1, 'onecycle')
+    """
+    out = dict(_RECIPE_DEFAULTS)
+    out.update(copy.deepcopy(_RECIPES.get(name or "", {})))
+    return out

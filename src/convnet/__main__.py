@@ -1,7 +1,0 @@
-"""``python -m convnet`` runs the command line."""
-
-import sys
-
-from convnet.cli import main
-
-sys.exit(main())

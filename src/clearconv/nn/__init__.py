@@ -4,6 +4,7 @@ Each layer is a thin class over the pure functions in :mod:`clearconv.engine`.
 """
 
 from clearconv.nn.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from clearconv.nn.classic import ChannelShuffle, LocalResponseNorm, ReLU6
 from clearconv.nn.config import LAYER_TYPES, from_config, to_config
 from clearconv.nn.container import Residual, Sequential
 from clearconv.nn.conv import Conv1d, Conv2d
@@ -11,6 +12,7 @@ from clearconv.nn.dropout import Dropout
 from clearconv.nn.flatten import Flatten
 from clearconv.nn.linear import Linear
 from clearconv.nn.loss import CrossEntropyLoss, MSELoss
+from clearconv.nn.merge import Add, Concat, Identity
 from clearconv.nn.module import Module
 from clearconv.nn.norm import BatchNorm1d, BatchNorm2d
 from clearconv.nn.parameter import Parameter
@@ -25,23 +27,29 @@ from clearconv.nn.pool import (
 __all__ = [
     "LAYER_TYPES",
     "AdaptiveAvgPool2d",
+    "Add",
     "AvgPool1d",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "ChannelShuffle",
+    "Concat",
     "Conv1d",
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "Identity",
     "LeakyReLU",
     "Linear",
+    "LocalResponseNorm",
     "MSELoss",
     "MaxPool1d",
     "MaxPool2d",
     "Module",
     "Parameter",
     "ReLU",
+    "ReLU6",
     "Residual",
     "Sequential",
     "Sigmoid",

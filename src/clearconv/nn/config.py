@@ -2,7 +2,9 @@
 
 A config is a dict with a ``"type"`` (the layer's class name) and the layer's
 constructor arguments; containers nest: ``{"type": "Sequential", "layers":
-[...]}`` and ``{"type": "Residual", "block": {...}}``. Model files, the model
+[...]}``, ``{"type": "Residual", "block": {...}}``, and the branch containers
+``{"type": "Concat", "branches": [...], "dim": 1}`` and ``{"type": "Add",
+"branches": [...]}``. Model files, the model
 zoo, architecture files (TOML/JSON) and ONNX import all go through here.
 
 With ``input_shape`` given, :func:`from_config` fills in the sizes a person
@@ -51,7 +53,12 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "Dropout": ("p", "inplace"),
     "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "Identity": (),
+    "ReLU6": (),
+    "LocalResponseNorm": ("size", "alpha", "beta", "k"),
+    "ChannelShuffle": ("groups",),
 }
+_BRANCHES = ("Concat", "Add")  # containers of branches run on one input
 # Settings added later, written only when set: a file without them reads as before.
 _OMIT_WHEN_FALSE = ("inplace",)
 _HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
@@ -60,7 +67,7 @@ _TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
 # Sizes that may be inferred from the incoming shape: key -> axis of that shape.
 _INFER = {"in_channels": 1, "num_features": 1, "in_features": -1}
 
-LAYER_TYPES = ("Sequential", "Residual", *sorted(_ARGS))
+LAYER_TYPES = ("Sequential", "Residual", *_BRANCHES, *sorted(_ARGS))
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,6 +98,11 @@ def to_config(module: Module) -> dict[str, Any]:
         if module.shortcut is not None:
             res["shortcut"] = to_config(module.shortcut)
         return res
+    if kind in _BRANCHES:
+        cfg_b: dict[str, Any] = {"type": kind, "branches": [to_config(b) for b in module]}  # type: ignore[attr-defined]
+        if kind == "Concat" and module.dim != 1:  # type: ignore[attr-defined]
+            cfg_b["dim"] = module.dim  # type: ignore[attr-defined]
+        return cfg_b
     if kind not in _ARGS:
         raise TypeError(f"to_config: no config for layer type {kind}; known: {LAYER_TYPES}")
     cfg: dict[str, Any] = {"type": kind}
@@ -156,6 +168,8 @@ def _build(cfg: Any, shape, rng, dtype, where: str) -> tuple[Module, tuple[int, 
             shortcut, _ = _build(cfg["shortcut"], shape, rng, dtype, f"{where}.shortcut")
         res = _nn.Residual(block, shortcut)
         return res, (res.output_shape(shape) if shape is not None else None)
+    if kind in _BRANCHES:
+        return _build_branches(cfg, shape, rng, dtype, where)
     if kind not in _ARGS:
         raise ValueError(f"{where}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
     allowed = _ARGS[kind] + (("bias",) if kind in _HAS_BIAS else ())
@@ -178,6 +192,21 @@ def _build(cfg: Any, shape, rng, dtype, where: str) -> tuple[Module, tuple[int, 
         raise ValueError(f"{where}: {exc}") from exc
     out = layer.output_shape(shape) if shape is not None else None
     return layer, out
+
+
+def _build_branches(cfg: dict, shape, rng, dtype, where: str) -> tuple[Module, Any]:
+    kind = cfg["type"]
+    _check_keys(cfg, ("branches", "dim") if kind == "Concat" else ("branches",), where)
+    items = cfg.get("branches")
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{where}: {kind} needs a non-empty list 'branches', got {items!r}")
+    branches = [_build(b, shape, rng, dtype, f"{where}.{i}")[0] for i, b in enumerate(items)]
+    extra = {"dim": cfg["dim"]} if "dim" in cfg else {}
+    try:
+        module = getattr(_nn, kind)(*branches, **extra)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return module, (module.output_shape(shape) if shape is not None else None)
 
 
 def _check_keys(cfg: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:

@@ -102,7 +102,7 @@ def test_a_tensor_used_twice_gets_the_sum_of_both_gradients():
     np.testing.assert_array_equal(cat.backward(gc), gc[:, :3] + gc[:, 3:])
 
 
-# -- PyTorch parity ---------------------------------------------------------------------------------
+# -- PyTorch parity -----------------------------------------------------------------------------
 def _torch_twin(torch, module):
     """The same architecture in torch, children named alike so state_dicts copy 1:1."""
     tnn = torch.nn
@@ -148,8 +148,10 @@ def _torch_twin(torch, module):
         (lambda: inception(c_in=6), (3, 6, 7, 7)),
         (lambda: dense_block(), (2, 3, 6, 6)),
         (lambda: unet3(), (2, 2, 6, 6)),
-        (lambda: Sequential(LocalResponseNorm(5, 1e-2, 0.75, 2.0), ChannelShuffle(2), ReLU6()),
-         (2, 8, 3, 3)),  # fmt: skip
+        (
+            lambda: Sequential(LocalResponseNorm(5, 1e-2, 0.75, 2.0), ChannelShuffle(2), ReLU6()),
+            (2, 8, 3, 3),
+        ),  # fmt: skip
         (lambda: LocalResponseNorm(2), (2, 4, 3)),
         (lambda: LocalResponseNorm(6, alpha=0.1), (1, 9, 2, 2)),
     ],

@@ -18,6 +18,12 @@ resnet    (3, 32, 32), 10  a small ResNet (16-32-64, two blocks per stage, globa
 alexnet   (3, 224, 224)    torchvision's AlexNet (61.1 M parameters)
 vgg11     (3, 224, 224)    torchvision's VGG-11 (132.9 M parameters)
 resnet18  (3, 224, 224)    torchvision's ResNet-18 (11.7 M parameters)
+googlenet (3, 224, 224)    torchvision's GoogLeNet, no auxiliary heads (6.6 M): Concat
+squeezenet1_1              torchvision's SqueezeNet 1.1 (1.2 M): Fire modules (Concat)
+densenet121                torchvision's DenseNet-121 (8.0 M): dense layers (Concat)
+resnet50  (3, 224, 224)    torchvision's ResNet-50 (25.6 M): bottleneck blocks
+zfnet     (3, 224, 224)    Zeiler & Fergus 2013 (62,357,608 parameters, counted from the
+                           paper's Fig. 3: AlexNet with a 7x7 stride-2 first layer, LRN)
 ========  ===============  ==========================================================
 
 Architecture files (TOML or JSON) hold ``{"input_shape": [1, 28, 28],
@@ -49,7 +55,10 @@ __all__ = [
     "shape_only_rng",
 ]
 
-NAMES = ("xo", "lenet5", "simple", "mnist", "resnet", "alexnet", "vgg11", "resnet18")
+NAMES = (
+    "xo", "lenet5", "simple", "mnist", "resnet", "alexnet", "vgg11", "resnet18",
+    "googlenet", "squeezenet1_1", "densenet121", "resnet50", "zfnet",
+)  # fmt: skip
 
 # (input shape, number of classes) each zoo model is defined for.
 DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -61,8 +70,15 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "alexnet": (3, 224, 224),
     "vgg11": (3, 224, 224),
     "resnet18": (3, 224, 224),
+    "googlenet": (3, 224, 224),
+    "squeezenet1_1": (3, 224, 224),
+    "densenet121": (3, 224, 224),
+    "resnet50": (3, 224, 224),
+    "zfnet": (3, 224, 224),
 }
-_DEFAULT_CLASSES = {"xo": 2, "alexnet": 1000, "vgg11": 1000, "resnet18": 1000}
+_IMAGENET = ("alexnet", "vgg11", "resnet18", "googlenet", "squeezenet1_1", "densenet121",
+             "resnet50", "zfnet")  # fmt: skip
+_DEFAULT_CLASSES = {"xo": 2, **dict.fromkeys(_IMAGENET, 1000)}
 
 
 class _ShapeOnlyGenerator(np.random.Generator):
@@ -243,6 +259,117 @@ def _resnet18(k: int) -> list[dict]:
     return [*layers, {"type": "AdaptiveAvgPool2d", "output_size": 1}, FLATTEN, _linear(k)]
 
 
+# -- branched classics (Concat / Add containers) ---------------------------------
+def _avgpool(k: int, stride: int | None = None) -> dict:
+    cfg: dict[str, Any] = {"type": "AvgPool2d", "kernel_size": k}
+    if stride is not None:
+        cfg["stride"] = stride
+    return cfg
+
+
+GLOBAL_POOL = {"type": "AdaptiveAvgPool2d", "output_size": 1}
+
+
+def _bconv(out: int, k: int, stride: int = 1, padding: int = 0) -> list[dict]:
+    """GoogLeNet's BasicConv2d: conv without bias, BN (eps 1e-3), ReLU."""
+    return [_conv(out, k, stride, padding, bias=False), {"type": "BatchNorm2d", "eps": 1e-3}, RELU]
+
+
+def _inception(c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int) -> dict:
+    # torchvision's Inception: its "5x5" branch uses a 3x3 kernel (kept for the same weights)
+    return {"type": "Concat", "branches": [
+        _seq(*_bconv(c1, 1)),
+        _seq(*_bconv(c3r, 1), *_bconv(c3, 3, padding=1)),
+        _seq(*_bconv(c5r, 1), *_bconv(c5, 3, padding=1)),
+        _seq(_pool(3, 1, padding=1, ceil_mode=True), *_bconv(pool, 1)),
+    ]}  # fmt: skip
+
+
+def _googlenet(k: int) -> list[dict]:
+    # torchvision's GoogLeNet in inference form (no auxiliary heads)
+    p = _pool(3, 2, ceil_mode=True)
+    return [
+        *_bconv(64, 7, stride=2, padding=3), p, *_bconv(64, 1), *_bconv(192, 3, padding=1), p,
+        _inception(64, 96, 128, 16, 32, 32), _inception(128, 128, 192, 32, 96, 64), p,
+        _inception(192, 96, 208, 16, 48, 64), _inception(160, 112, 224, 24, 64, 64),
+        _inception(128, 128, 256, 24, 64, 64), _inception(112, 144, 288, 32, 64, 64),
+        _inception(256, 160, 320, 32, 128, 128), _pool(2, 2, ceil_mode=True),
+        _inception(256, 160, 320, 32, 128, 128), _inception(384, 192, 384, 48, 128, 128),
+        GLOBAL_POOL, FLATTEN, {"type": "Dropout", "p": 0.2}, _linear(k),
+    ]  # fmt: skip
+
+
+def _fire(squeeze: int, e1: int, e3: int) -> list[dict]:
+    """SqueezeNet's Fire module: a 1x1 squeeze, then 1x1 and 3x3 expands side by side."""
+    expand = {"type": "Concat", "branches": [_seq(_conv(e1, 1), RELU),
+                                             _seq(_conv(e3, 3, padding=1), RELU)]}  # fmt: skip
+    return [_conv(squeeze, 1), RELU, expand]
+
+
+def _squeezenet1_1(k: int) -> list[dict]:
+    p = _pool(3, 2, ceil_mode=True)
+    return [
+        _conv(64, 3, stride=2), RELU, p, *_fire(16, 64, 64), *_fire(16, 64, 64), p,
+        *_fire(32, 128, 128), *_fire(32, 128, 128), p,
+        *_fire(48, 192, 192), *_fire(48, 192, 192), *_fire(64, 256, 256), *_fire(64, 256, 256),
+        {"type": "Dropout", "p": 0.5}, _conv(k, 1), RELU, GLOBAL_POOL, FLATTEN,
+    ]  # fmt: skip
+
+
+def _densenet121(k: int, growth: int = 32, blocks=(6, 12, 24, 16), width: int = 64) -> list[dict]:
+    # Each dense layer's maps join all the maps before it: Concat(Identity, layer).
+    layers = [_conv(width, 7, stride=2, padding=3, bias=False), BN, RELU, _pool(3, 2, padding=1)]
+    c = width
+    for i, n in enumerate(blocks):
+        for _ in range(n):
+            layer = _seq(BN, RELU, _conv(4 * growth, 1, bias=False),
+                         BN, RELU, _conv(growth, 3, padding=1, bias=False))  # fmt: skip
+            layers.append({"type": "Concat", "branches": [{"type": "Identity"}, layer]})
+            c += growth
+        if i < len(blocks) - 1:  # transition: halve the channels and the size
+            c //= 2
+            layers += [BN, RELU, _conv(c, 1, bias=False), _avgpool(2, 2)]
+    return [*layers, BN, RELU, GLOBAL_POOL, FLATTEN, _linear(k)]
+
+
+def _bottleneck(width: int, stride: int, project: bool) -> list[dict]:
+    """ResNet-50's block: 1x1 down, 3x3 (strided), 1x1 up to 4x width, plus the skip."""
+    block = _seq(
+        _conv(width, 1, bias=False), BN, RELU,
+        _conv(width, 3, stride=stride, padding=1, bias=False), BN, RELU,
+        _conv(4 * width, 1, bias=False), BN,
+    )  # fmt: skip
+    res: dict[str, Any] = {"type": "Residual", "block": block}
+    if project:
+        res["shortcut"] = _seq(_conv(4 * width, 1, stride=stride, bias=False), BN)
+    return [res, RELU]
+
+
+def _resnet50(k: int) -> list[dict]:
+    layers = [_conv(64, 7, stride=2, padding=3, bias=False), BN, RELU, _pool(3, 2, padding=1)]
+    for i, (width, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+        layers += _bottleneck(width, 1 if i == 0 else 2, project=True)
+        for _ in range(n - 1):
+            layers += _bottleneck(width, 1, project=False)
+    return [*layers, GLOBAL_POOL, FLATTEN, _linear(k)]
+
+
+def _zfnet(k: int) -> list[dict]:
+    # Zeiler & Fergus 2013, Fig. 3: AlexNet with a 7x7 stride-2 first layer and a
+    # stride-2 second layer (224 -> 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6), local
+    # contrast normalisation after the first two layers, no grouped convolutions.
+    lrn = {"type": "LocalResponseNorm", "size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+    p = _pool(3, 2, ceil_mode=True)
+    return [
+        _conv(96, 7, stride=2, padding=1), RELU, p, lrn,
+        _conv(256, 5, stride=2), RELU, p, lrn,
+        _conv(384, 3, padding=1), RELU, _conv(384, 3, padding=1), RELU,
+        _conv(256, 3, padding=1), RELU, p, FLATTEN,
+        _linear(4096), RELU, {"type": "Dropout", "p": 0.5},
+        _linear(4096), RELU, {"type": "Dropout", "p": 0.5}, _linear(k),
+    ]  # fmt: skip
+
+
 _ZOO = {
     "xo": _xo,
     "lenet5": _lenet5,
@@ -252,6 +379,11 @@ _ZOO = {
     "alexnet": _alexnet,
     "vgg11": _vgg11,
     "resnet18": _resnet18,
+    "googlenet": _googlenet,
+    "squeezenet1_1": _squeezenet1_1,
+    "densenet121": _densenet121,
+    "resnet50": _resnet50,
+    "zfnet": _zfnet,
 }
 
 

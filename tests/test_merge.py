@@ -151,7 +151,7 @@ def _torch_twin(torch, module):
         (
             lambda: Sequential(LocalResponseNorm(5, 1e-2, 0.75, 2.0), ChannelShuffle(2), ReLU6()),
             (2, 8, 3, 3),
-        ),  # fmt: skip
+        ),
         (lambda: LocalResponseNorm(2), (2, 4, 3)),
         (lambda: LocalResponseNorm(6, alpha=0.1), (1, 9, 2, 2)),
     ],

@@ -500,3 +500,20 @@ def test_find_lr_library_restores_the_model_and_stops_when_the_loss_diverges(rng
     assert r.suggestion == r.lr_min == r.lrs[np.argmin(r.losses)] / 10
     with pytest.raises(ValueError, match="steps"):
         find_lr(model, ds, steps=2)
+
+
+def test_plots_without_matplotlib_fail_before_training(capsys, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    argv = ["train", "--model", "xo", "--dataset", "xo", "--limit", 32, "--out", tmp_path / "m.npz"]
+    line = one_line_error(*run(capsys, *argv, "--plots", tmp_path / "p")[::2])
+    assert "--plots needs matplotlib" in line
+    assert not (tmp_path / "m.npz").exists() and not (tmp_path / "p").exists()

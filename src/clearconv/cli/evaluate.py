@@ -216,7 +216,17 @@ def print_report(rep: dict) -> None:
 
 
 def make_plot_dir(folder: str) -> Path:
-    """Create ``folder`` for ``--plots`` (before any work), or a one-line error."""
+    """Create ``folder`` for ``--plots`` (before any work), or a one-line error.
+
+    Also checks that matplotlib is there, so that its absence is found before
+    training rather than after.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise CLIError(
+            "--plots needs matplotlib: pip install 'clearconv[viz]' (or pip install matplotlib)"
+        ) from exc
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -164,24 +164,25 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--num-classes is for a model file (.npz) given as --model; {args.model}'s last "
             "layer is sized to the data's classes already"
         )
+    if args.out is None and not args.find_lr:
+        raise CLIError("--out PATH is required: the model file to write (.npz)")
+    if args.out is not None:
+        _check_out(args.out)
     if args.plots is not None:
         make_plot_dir(args.plots)
-    if args.out is None:
-        if args.find_lr:
-            return
-        raise CLIError("--out PATH is required: the model file to write (.npz)")
-    out_dir = Path(args.out).parent
+
+
+def _check_out(out: str) -> None:
+    out_dir = Path(out).parent
     if not out_dir.is_dir():
-        raise CLIError(f"--out {args.out}: folder {out_dir} does not exist")
+        raise CLIError(f"--out {out}: folder {out_dir} does not exist")
     # Probe now: an unwritable folder found after hours of training loses them.
     try:
         fd, probe = tempfile.mkstemp(prefix=".clearconv-probe.", dir=out_dir)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise CLIError(
-            f"--out {args.out}: cannot write in {out_dir} ({exc.strerror or exc})"
-        ) from exc
+        raise CLIError(f"--out {out}: cannot write in {out_dir} ({exc.strerror or exc})") from exc
 
 
 def settings(spec: str, args: argparse.Namespace) -> dict:
@@ -234,11 +235,10 @@ def small_data(cfg: dict, n: int, args: argparse.Namespace) -> str | None:
     Example
     -------
     >>> cfg = {"epochs": 1, "batch_size": 64}
-    >>> small_data(cfg, 64, argparse.Namespace(epochs=None, batch_size=None))
-    'small data (64 training images): batch 8, 25 epochs (at least 200 optimizer steps; set --epochs or --batch-size to choose)'
-    >>> cfg
-    {'epochs': 25, 'batch_size': 8}
-    """  # noqa: E501
+    >>> line = small_data(cfg, 64, argparse.Namespace(epochs=None, batch_size=None))
+    >>> cfg, line.split(" (at least")[0]
+    ({'epochs': 25, 'batch_size': 8}, 'small data (64 training images): batch 8, 25 epochs')
+    """
     before = (cfg["epochs"], cfg["batch_size"])
     if args.batch_size is None:
         cfg["batch_size"] = min(cfg["batch_size"], max(MIN_BATCH, n // BATCH_SHARE))
@@ -532,10 +532,10 @@ def run(args: argparse.Namespace) -> int:
         }
     if notes:
         model.meta["adapted"] = notes
+    io.save(model, args.out)  # before the plots: a failed plot must not lose the model
     if args.plots is not None:
         for path in write_plots(args.plots, model, test_ds, history.records):
             say(f"wrote {path}")
-    io.save(model, args.out)
     print(
         f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
         f"after {epochs_run} epoch(s) in {wall:.1f} s; wrote {args.out}"

@@ -17,6 +17,7 @@ from clearconv.cli import CLIError
 from clearconv.cli._common import (
     DATASET_SHAPES,
     DATASETS,
+    HELD_OUT_FRACTION,
     add_command,
     add_data_dir,
     data_root,
@@ -165,7 +166,7 @@ def _held_out(labels, held_out: dict):
     if held_out.get("stratified"):
         return held_out_split(labels, seed)[1]
     # model files written before the split was stratified
-    return train_val_split(len(labels), 0.2, np.random.default_rng([seed, 2]))[1]
+    return train_val_split(len(labels), HELD_OUT_FRACTION, np.random.default_rng([seed, 2]))[1]
 
 
 def report(result: dict, class_names: list[str]) -> dict:
@@ -305,7 +306,8 @@ def run(args: argparse.Namespace) -> int:
     result = train.evaluate(model, ds.images, ds.labels, batch_size=args.batch_size)
     rep = report(result, model.class_names)
     if args.json:
-        data = {"dataset": args.dataset or "folder", "path": args.data, "split": args.split}
+        root = None if args.dataset in (None, "xo") else str(data_root(args))
+        data = {"dataset": args.dataset or "folder", "path": args.data or root, "split": args.split}
         data["from_model_file"] = bool(recorded)
         print_json({"model": args.model, "data": data, **rep})
     else:

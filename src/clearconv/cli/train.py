@@ -60,7 +60,9 @@ def add_parser(subparsers) -> None:
         "model's recipe. Small data: when --batch-size is not given, a batch holds at most "
         f"1/{BATCH_SHARE} of the training images (at least {MIN_BATCH}); when --epochs is not "
         f"given, the epochs are raised so that training takes at least {MIN_STEPS} optimizer "
-        "steps (one line says so when this changes the recipe).",
+        "steps (one line says so when this changes the recipe). Settings of an architecture "
+        "file that the data replaces (input_shape, the last layer's out_features) are named "
+        "on one line each.",
     )
     p.add_argument(
         "--model",

@@ -137,6 +137,7 @@ def find_lr(
     >>> 1e-7 <= r.suggestion < 10, len(r.lrs) == len(r.losses) <= 60
     (True, True)
     """
+    # Over 80 lines with its docstring: validation, then one loop over the steps.
     if not isinstance(model, Model):
         raise TypeError(f"find_lr expected a clearconv.Model, got {type(model).__name__}")
     if not isinstance(train_data, Dataset):

@@ -49,6 +49,7 @@ MIN_BATCH = 8
 
 
 def add_parser(subparsers) -> None:
+    # Over 80 lines: one flat add_argument per option, each with its help text.
     p = add_command(
         subparsers,
         "train",
@@ -442,6 +443,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Over 80 lines: one straight sequence (check, load, build, train, test, save)
+    # read top to bottom; the steps with choices in them are the helpers above.
     from clearconv import io, train
     from clearconv.data import channel_stats, stratified_split
     from clearconv.model import Model

@@ -36,6 +36,7 @@ __all__ = [
     "parse_shape",
     "print_json",
     "resolve_model_spec",
+    "skipped_line",
 ]
 
 #: Data sets known by name, and one sample's shape ``(C, H, W)`` for each.
@@ -205,8 +206,13 @@ def load_folder(
     split: str | None,
     input_shape: Sequence[int],
     class_names: Sequence[str] | None = None,
+    skipped: list | None = None,
 ):
-    """Images of ``root`` (its ``split`` sub-folder when present), resized to ``input_shape``."""
+    """Images of ``root`` (its ``split`` sub-folder when present), resized to ``input_shape``.
+
+    With a ``skipped`` list, unreadable files are left out and listed there
+    (see :func:`skipped_line`) instead of stopping the command.
+    """
     from clearconv.data import load_image_folder
 
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
@@ -220,17 +226,33 @@ def load_folder(
         input_shape[0],
         split=split,
         class_names=class_names,
+        skipped=skipped,
     )
 
 
-def held_out_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def skipped_line(skipped: Sequence[tuple[Path, str]], shown: int = 10) -> str:
+    """One line naming the files that could not be read (the first ``shown`` of them).
+
+    Example
+    -------
+    >>> skipped_line([(Path("a.png"), "bad"), (Path("b.jpg"), "bad")])
+    'skipped 2 unreadable files: a.png, b.jpg'
+    """
+    names = [str(p) for p, _ in skipped[:shown]]
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    noun = "file" if len(skipped) == 1 else "files"
+    return f"skipped {len(skipped)} unreadable {noun}: {', '.join(names)}{more}"
+
+
+def held_out_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train_idx, test_idx)`` of a folder without ``FOLDER/test``: the same for the same seed.
 
+    Stratified: each class gives :data:`HELD_OUT_FRACTION` of its images.
     ``evaluate`` calls it again to test on exactly the images ``train`` held out.
     """
-    from clearconv.data import train_val_split
+    from clearconv.data import stratified_split
 
-    return train_val_split(n, HELD_OUT_FRACTION, np.random.default_rng([seed, 2]))
+    return stratified_split(labels, HELD_OUT_FRACTION, np.random.default_rng([seed, 2]))
 
 
 def resolve_model_spec(spec: str) -> str:

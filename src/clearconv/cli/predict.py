@@ -1,15 +1,27 @@
-"""``clearconv predict m.npz IMAGE...``: the top-k classes of image files (or folders of them)."""
+"""``clearconv predict m.npz IMAGE...``: the top-k classes of image files (or folders of them).
+
+Folders are searched recursively for image files. A file that cannot be read
+is skipped and named in one line on stderr; only when none can be read is it
+an error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clearconv.cli import CLIError
-from clearconv.cli._common import add_command, format_table, load_model_file, print_json
+from clearconv.cli._common import (
+    add_command,
+    format_table,
+    load_model_file,
+    print_json,
+    skipped_line,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +31,8 @@ def add_parser(subparsers) -> None:
         run,
         help="classify image files with a model file (top-k with probabilities)",
         description="Classify images with a model file. Each IMAGE is a file or a folder "
-        "(its image files, sorted). Digit models (1x28x28, trained on MNIST or with classes "
+        "(its image files and those of its sub-folders, sorted). Files that cannot be read are "
+        "skipped and named on one line. Digit models (1x28x28, trained on MNIST or with classes "
         "0..9) get the usual MNIST "
         "preprocessing: grey, inverted when the background is light, cropped, fitted "
         "into 20x20 and centred by mass in 28x28; other models resize to their input.",
@@ -36,7 +49,8 @@ def add_parser(subparsers) -> None:
 
 
 def image_files(items: list[str]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted); errors name the path."""
+    """Files as given; folders expanded to the image files in them and their sub-folders
+    (sorted, hidden ones left out); errors name the path."""
     from clearconv.data import IMAGE_EXTENSIONS
 
     files: list[Path] = []
@@ -44,7 +58,11 @@ def image_files(items: list[str]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             found = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
                 raise CLIError(f"{path}: no image files ({'|'.join(IMAGE_EXTENSIONS)}) in folder")
@@ -56,9 +74,15 @@ def image_files(items: list[str]) -> list[Path]:
     return files
 
 
-def load_images(model, files: list[Path], mnist: bool) -> np.ndarray:
-    """Decode ``files`` into the model's raw input batch ``(N, *input_shape)``."""
-    from clearconv.data import load_image, mnist_preprocess
+def load_images(
+    model, files: list[Path], mnist: bool, skipped: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``files`` into the model's raw input batch ``(N, *input_shape)``.
+
+    Returns ``(images, kept)``, ``kept`` indexing ``files``. With a ``skipped``
+    list, unreadable files are left out and ``(path, reason)`` appended to it.
+    """
+    from clearconv.data import DataError, load_image, mnist_preprocess, read_images
 
     shape = tuple(model.input_shape)
     if len(shape) != 3 or shape[0] not in (1, 3):
@@ -66,13 +90,23 @@ def load_images(model, files: list[Path], mnist: bool) -> np.ndarray:
     c, h, w = shape
     if mnist:
         # one photo at a time: each needs its own crop and centring
-        batch = [mnist_preprocess(load_image(f, channels=1)[0])[None] for f in files]
+        batch, kept = [], []
+        for i, f in enumerate(files):
+            try:
+                batch.append(mnist_preprocess(load_image(f, channels=1)[0])[None])
+            except (DataError, OSError) as exc:
+                if skipped is None:
+                    raise
+                skipped.append((f, str(exc)))
+                continue
+            kept.append(i)
+        images = np.stack(batch) if batch else np.zeros((0, *shape), np.uint8)
+        index = np.asarray(kept, dtype=np.int64)
     else:
-        batch = [load_image(f, (h, w), c) for f in files]
-    images = np.stack(batch)
-    if (model.meta or {}).get("dataset") == "xo":
+        images, index = read_images(files, (h, w), c, skipped)
+    if len(index) and (model.meta or {}).get("dataset") == "xo":
         images = _as_xo(images)
-    return images
+    return images, index
 
 
 def _as_xo(images: np.ndarray) -> np.ndarray:
@@ -99,7 +133,16 @@ def run(args: argparse.Namespace) -> int:
     top_k = min(args.top_k, k)
     files = image_files(args.images)
     mnist = is_digit_model(model) and not args.no_mnist_preprocess
-    proba = model.predict_proba(load_images(model, files, mnist))  # (N, K)
+    skipped: list = []
+    images, kept = load_images(model, files, mnist, skipped)
+    if len(kept) == 0:  # nothing to show: the reason is the answer
+        if len(skipped) == 1:
+            raise CLIError(skipped[0][1])
+        raise CLIError(f"none of the {len(skipped)} image files could be read ({skipped[0][1]})")
+    if skipped:
+        print(f"clearconv predict: warning: {skipped_line(skipped)}", file=sys.stderr)
+    files = [files[i] for i in kept]
+    proba = model.predict_proba(images)  # (N, K)
     order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]  # (N, top_k)
     results: list[dict[str, Any]] = [
         {
@@ -112,8 +155,15 @@ def run(args: argparse.Namespace) -> int:
         for f, p, idx in zip(files, proba, order, strict=True)
     ]
     if args.json:
+        bad = [{"file": str(f), "error": why} for f, why in skipped]
         print_json(
-            {"model": args.model, "mnist_preprocess": mnist, "top_k": top_k, "results": results}
+            {
+                "model": args.model,
+                "mnist_preprocess": mnist,
+                "top_k": top_k,
+                "results": results,
+                "skipped": bad,
+            }
         )
         return 0
     rows = []

@@ -1,16 +1,20 @@
-"""``clearconv train --model NAME|net.toml --dataset NAME|--data FOLDER --out m.npz``.
+"""``clearconv train --model NAME|net.toml|m.npz --dataset NAME|--data FOLDER --out m.npz``.
 
-Builds the model (zoo name or architecture file), loads the data, trains with
-the model's recipe (every setting can be overridden), reports per-epoch
-metrics and the final test accuracy, and writes one model file holding the
-weights, class names, normalisation and training metadata.
+Builds the model (zoo name or architecture file) or loads a model file to train
+further, loads the data, trains with the model's recipe (every setting can be
+overridden; small data gets more steps, see :func:`small_data`), reports
+per-epoch metrics and the final test accuracy, and writes one model file
+holding the weights, class names, normalisation, training metadata and the
+per-epoch history. ``--find-lr`` runs the learning-rate range test instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,29 +25,53 @@ from clearconv.cli import CLIError
 from clearconv.cli._common import (
     DATASET_SHAPES,
     DATASETS,
+    HELD_OUT_FRACTION,
     add_command,
     add_data_dir,
     data_root,
     folder_classes,
     held_out_split,
     load_folder,
+    load_model_file,
     load_named,
     parse_shape,
     resolve_model_spec,
+    skipped_line,
 )
+from clearconv.cli.evaluate import atomic_plot, make_plot_dir, write_plots
+
+#: Small data: without --epochs, training takes at least this many optimizer steps.
+MIN_STEPS = 200
+#: Small data: without --batch-size, a batch holds at most 1/BATCH_SHARE of the
+#: training images (and at least MIN_BATCH), so that an epoch has several steps.
+BATCH_SHARE = 8
+MIN_BATCH = 8
 
 
 def add_parser(subparsers) -> None:
+    # Over 80 lines: one flat add_argument per option, each with its help text.
     p = add_command(
         subparsers,
         "train",
         run,
         help="train a model on a data set or an image folder and save it",
-        description="Train a zoo model (or one from a .toml/.json architecture file) on a "
-        "known data set or an image folder FOLDER/CLASS/*.png|jpg, then write a model file. "
-        "Unset options come from the model's recipe.",
+        description="Train a zoo model (or one from a .toml/.json architecture file, or a "
+        "saved model file to train further) on a known data set or an image folder "
+        "FOLDER/CLASS/*.png|jpg, then write a model file. Unset options come from the "
+        "model's recipe. Small data: when --batch-size is not given, a batch holds at most "
+        f"1/{BATCH_SHARE} of the training images (at least {MIN_BATCH}); when --epochs is not "
+        f"given, the epochs are raised so that training takes at least {MIN_STEPS} optimizer "
+        "steps (one line says so when this changes the recipe). Settings of an architecture "
+        "file that the data replaces (input_shape, the last layer's out_features) are named "
+        "on one line each.",
     )
-    p.add_argument("--model", required=True, help="zoo name (lenet5, resnet, ...) or .toml/.json")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="zoo name (lenet5, resnet, ...), a .toml/.json architecture file, or a model "
+        "file (.npz) to continue training: same classes (fine-tuning), or a new last layer "
+        "with --num-classes",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=DATASETS, help="a known data set (xo needs no files)")
     src.add_argument(
@@ -51,13 +79,32 @@ def add_parser(subparsers) -> None:
         metavar="FOLDER",
         help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present)",
     )
-    p.add_argument("--out", required=True, metavar="PATH", help="model file to write (.npz)")
+    p.add_argument(
+        "--out", metavar="PATH", help="model file to write (.npz); required unless --find-lr"
+    )
     add_data_dir(p)
     p.add_argument(
         "--input-shape", metavar="C,H,W", help="input size for folder data (default: the model's)"
     )
-    p.add_argument("--epochs", type=int, help="passes over the training data")
-    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        metavar="K",
+        help="with a model file as --model: replace its last Linear layer by a new one with "
+        "K outputs (K = the data's classes), keeping the other weights",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="passes over the training data (default: the recipe's, "
+        f"raised to at least {MIN_STEPS} steps for small data)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per step (default: the recipe's, at most "
+        f"1/{BATCH_SHARE} of the training images)",
+    )
     p.add_argument("--lr", type=float, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help="optimizer")
     p.add_argument("--schedule", choices=("none", "step", "cosine", "onecycle"), help="lr schedule")
@@ -78,12 +125,26 @@ def add_parser(subparsers) -> None:
     p.add_argument("--history", metavar="PATH", help="write per-epoch metrics (.csv or .json)")
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images")
     p.add_argument("--no-download", action="store_true", help="never download a missing data set")
+    p.add_argument(
+        "--find-lr",
+        action="store_true",
+        help="learning-rate range test instead of training (as fastai's lr_find): the lr grows "
+        "from 1e-7 to 10 over 200 steps until the loss diverges; prints the suggested --lr "
+        "and saves no model",
+    )
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="write PNGs to DIR: training curves, confusion matrix and worst mistakes on the "
+        "test set (with --find-lr: the loss against the learning rate)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
 def _check_args(args: argparse.Namespace) -> None:
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--limit": args.limit}
     positive["--early-stopping"] = args.early_stopping
+    positive["--num-classes"] = args.num_classes
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise CLIError(f"{flag} must be >= 1, got {value}")
@@ -101,18 +162,30 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError("--resume needs --checkpoint PATH (the checkpoint to continue from)")
     if args.history and Path(args.history).suffix.lower() not in (".csv", ".json"):
         raise CLIError(f"--history must end in .csv or .json, got {args.history}")
-    out_dir = Path(args.out).parent
+    if args.num_classes is not None and not is_model_file(args.model):
+        raise CLIError(
+            f"--num-classes is for a model file (.npz) given as --model; {args.model}'s last "
+            "layer is sized to the data's classes already"
+        )
+    if args.out is None and not args.find_lr:
+        raise CLIError("--out PATH is required: the model file to write (.npz)")
+    if args.out is not None:
+        _check_out(args.out)
+    if args.plots is not None:
+        make_plot_dir(args.plots)
+
+
+def _check_out(out: str) -> None:
+    out_dir = Path(out).parent
     if not out_dir.is_dir():
-        raise CLIError(f"--out {args.out}: folder {out_dir} does not exist")
+        raise CLIError(f"--out {out}: folder {out_dir} does not exist")
     # Probe now: an unwritable folder found after hours of training loses them.
     try:
         fd, probe = tempfile.mkstemp(prefix=".clearconv-probe.", dir=out_dir)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise CLIError(
-            f"--out {args.out}: cannot write in {out_dir} ({exc.strerror or exc})"
-        ) from exc
+        raise CLIError(f"--out {out}: cannot write in {out_dir} ({exc.strerror or exc})") from exc
 
 
 def settings(spec: str, args: argparse.Namespace) -> dict:
@@ -155,47 +228,206 @@ def _epoch_line(record: dict) -> None:
     print("  ".join(parts), flush=True)
 
 
-def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator):
-    """``(net, input_shape, train, test, source)`` for the model and data named in ``args``.
+def small_data(cfg: dict, n: int, args: argparse.Namespace) -> str | None:
+    """Fit the recipe to ``n`` training images (in place); a line saying what changed, or None.
 
-    ``source`` (recorded in the model file) names the data; for a folder
-    without ``FOLDER/test`` it also says which images were held out, so that
-    ``evaluate`` can test on the same ones.
+    The recipes are made for tens of thousands of images: one epoch of
+    batch 64 over 64 images is a single optimizer step, which learns nothing.
+    Settings given on the command line are kept as they are.
+
+    Example
+    -------
+    >>> cfg = {"epochs": 1, "batch_size": 64}
+    >>> line = small_data(cfg, 64, argparse.Namespace(epochs=None, batch_size=None))
+    >>> cfg, line.split(" (at least")[0]
+    ({'epochs': 25, 'batch_size': 8}, 'small data (64 training images): batch 8, 25 epochs')
+    """
+    before = (cfg["epochs"], cfg["batch_size"])
+    if args.batch_size is None:
+        cfg["batch_size"] = min(cfg["batch_size"], max(MIN_BATCH, n // BATCH_SHARE))
+    steps = max(1, math.ceil(n / cfg["batch_size"]))
+    if args.epochs is None and cfg["epochs"] * steps < MIN_STEPS:
+        cfg["epochs"] = math.ceil(MIN_STEPS / steps)
+    if (cfg["epochs"], cfg["batch_size"]) == before:
+        return None
+    return (
+        f"small data ({n:,} training images): batch {cfg['batch_size']}, {cfg['epochs']} "
+        f"epochs (at least {MIN_STEPS} optimizer steps; set --epochs or --batch-size to choose)"
+    )
+
+
+def is_model_file(spec: str) -> bool:
+    """``--model`` names a saved model file (to train further) rather than an architecture."""
+    return Path(spec).suffix.lower() == ".npz"
+
+
+def _notice(kind: str, message: str) -> None:
+    """One line on stderr that is not an error: ``clearconv train: note: ...``."""
+    print(f"clearconv train: {kind}: {message}", file=sys.stderr, flush=True)
+
+
+def _arch_notes(path: str, data_shape: tuple | None, shape: tuple, classes: int, what: str):
+    """Lines saying which settings of an architecture file the data replaced, and why.
+
+    Layer sizes are inferred from the input, so a net written for 28x28 images
+    also runs on 9x9 ones; the notes make sure this is never silent.
     """
     from clearconv import zoo
 
+    arch = zoo.read_architecture(path)
+    notes = []
+    written = arch.get("input_shape")
+    if data_shape is not None and written is not None and tuple(written) != tuple(shape):
+        notes.append(
+            f"{path} says input_shape = {list(written)}, but {what} images are "
+            f"{'x'.join(map(str, data_shape))}: the net is built for {tuple(shape)} "
+            "(layer sizes follow the input)"
+        )
+    last = arch["layers"][-1] if arch["layers"] else None
+    if isinstance(last, dict) and last.get("type") == "Linear":
+        out = last.get("out_features")
+        if out is not None and out != classes:
+            notes.append(
+                f"{path} says out_features = {out} for the last Linear layer, but {what} has "
+                f"{classes} classes: it gets {classes} outputs"
+            )
+    return notes
+
+
+def _new_head(base, k: int, rng: np.random.Generator):
+    """``base``'s net with its last Linear layer replaced by a fresh one with ``k`` outputs."""
+    from clearconv.nn.config import from_config, to_config
+
+    cfg = to_config(base.net)
+    layers = cfg.get("layers") if cfg.get("type") == "Sequential" else None
+    linear = [i for i, layer in enumerate(layers or []) if layer.get("type") == "Linear"]
+    if layers is None or not linear:
+        raise CLIError("--num-classes: the model has no top-level Linear layer to replace")
+    i = linear[-1]
+    layers[i]["out_features"] = k
+    net = from_config(cfg, base.input_shape, rng=rng)
+    kept = {n: v for n, v in base.state_dict().items() if not n.startswith(f"{i}.")}
+    net.load_state_dict(kept, strict=False)  # every weight but the new layer's
+    return net
+
+
+def build_net(spec: str, base, shape, data_shape, class_names: list[str], what: str, args, rng):
+    """``(net, input_shape, notes)``: the net to train on data with ``class_names``.
+
+    ``base`` (a loaded model file) keeps its weights; it must have the same
+    classes, or ``--num-classes`` gives it a new last layer. Otherwise the
+    zoo model or architecture file is built for the data; ``notes`` say what
+    of an architecture file the data replaced.
+    """
+    from clearconv import zoo
+
+    k = len(class_names)
+    if base is not None:
+        if args.num_classes is None:
+            if list(base.class_names) != list(class_names):
+                raise CLIError(
+                    f"{args.model} has {base.num_classes} classes "
+                    f"({_names(base.class_names)}) but {what} has {k} ({_names(class_names)}): "
+                    f"add --num-classes {k} to replace its last layer with a new {k}-class one"
+                )
+            return base.net, tuple(base.input_shape), []
+        if args.num_classes != k:
+            raise CLIError(f"--num-classes {args.num_classes}, but {what} has {k} classes")
+        return _new_head(base, k, rng), tuple(base.input_shape), []
+    net, built = zoo.build(spec, input_shape=shape, num_classes=k, rng=rng)
+    notes = [] if spec in zoo.NAMES else _arch_notes(spec, data_shape, built, k, what)
+    return net, tuple(built), notes
+
+
+def _names(names, shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator, base=None):
+    """``(net, input_shape, train, test, source, notes)`` for the model and data in ``args``.
+
+    ``source`` (recorded in the model file) names the data; for a folder
+    without ``FOLDER/test`` it also says which images were held out, so that
+    ``evaluate`` can test on the same ones. ``base`` is a model file to train
+    further (its input shape and classes must fit the data).
+    """
     shape = parse_shape(args.input_shape)
+    if base is not None and shape is not None and shape != tuple(base.input_shape):
+        raise CLIError(f"--input-shape {shape} does not match {args.model}'s {base.input_shape}")
     if args.dataset is not None:
         ds_shape = DATASET_SHAPES[args.dataset]
         if shape is not None and shape != ds_shape:
             raise CLIError(f"--input-shape {shape} does not match {args.dataset}'s {ds_shape}")
+        if base is not None and tuple(base.input_shape) != ds_shape:
+            raise CLIError(
+                f"{args.model} takes input {tuple(base.input_shape)} but {args.dataset} "
+                f"images are {ds_shape}"
+            )
         root = data_root(args)
         download = not args.no_download
         train = load_named(
             args.dataset, root, "train", seed=args.seed, download=download, limit=args.limit
         )
         test = load_named(args.dataset, root, "test", seed=args.seed, download=download)
-        net, shape = zoo.build(
-            spec, input_shape=ds_shape, num_classes=len(train.class_names), rng=rng
+        net, built, notes = build_net(
+            spec, base, ds_shape, ds_shape, train.class_names, args.dataset, args, rng
         )
-        return net, tuple(shape), train, test, {"dataset": args.dataset, "data": str(root)}
+        source = {"dataset": args.dataset, "data": str(root)}
+        return net, built, train, test, source, notes
+    return _load_folder_data(spec, args, rng, base, shape)
+
+
+def _load_folder_data(
+    spec: str, args: argparse.Namespace, rng: np.random.Generator, base, shape
+) -> tuple:
+    """:func:`load_data` for ``--data FOLDER``: refuses what ImageFolder does, skips bad files."""
+    from clearconv.data import IMAGE_EXTENSIONS, image_folder_split
+
     root = Path(args.data)
     classes = folder_classes(root)
-    net, shape = zoo.build(spec, input_shape=shape, num_classes=len(classes), rng=rng)
-    train = load_folder(root, "train", shape, classes)
+    folder = image_folder_split(root, "train")
+    if len(classes) < 2:
+        raise CLIError(
+            f"{folder}: one class folder ({classes[0]}); a classifier needs at least two, "
+            f"one folder per class ({folder}/CLASS/*.png|jpg)"
+        )
+    net, built, notes = build_net(spec, base, shape, None, classes, str(root), args, rng)
+    skipped: list = []
+    train = load_folder(root, "train", built, classes, skipped)
+    counts = np.bincount(train.labels, minlength=len(classes))
+    if len(train) == 0 and skipped:
+        raise CLIError(
+            f"{folder}: none of its {len(skipped)} image files could be read "
+            f"(first: {skipped[0][1]})"
+        )
+    empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
+    if empty:
+        raise CLIError(
+            f"{folder}: no readable images in class folder(s) {', '.join(empty)} (expected "
+            f"{'|'.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)"
+        )
+    found = f"found {len(train):,} images in {len(classes)} classes: " + ", ".join(
+        f"{c} ({n:,})" for c, n in zip(classes, counts, strict=True)
+    )
     if (root / "test").is_dir():
-        test = load_folder(root, "test", shape, classes)
+        test = load_folder(root, "test", built, classes, skipped)
         held_out = None
+        found += f"; {len(test):,} test images in {root / 'test'}"
     else:
-        held_out = {"seed": args.seed, "images": len(train)}
-        tr, te = held_out_split(len(train), args.seed)
+        held_out = {"seed": args.seed, "images": len(train), "stratified": True}
+        tr, te = held_out_split(train.labels, args.seed)
         train, test = train[tr], train[te]
         if len(train) == 0 or len(test) == 0:
             raise CLIError(f"{root}: too few images to hold out a test set ({len(tr) + len(te)})")
+        found += f"; {len(test):,} held out for testing ({HELD_OUT_FRACTION:.0%} of each class)"
+    if skipped:
+        _notice("warning", skipped_line(skipped))
+    if not args.quiet:
+        print(found, flush=True)
     if args.limit is not None:
         train = train[: args.limit]
     source = {"dataset": "folder", "data": str(root.resolve()), "held_out": held_out}
-    return net, tuple(shape), train, test, source
+    return net, built, train, test, source, notes
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -211,25 +443,40 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Over 80 lines: one straight sequence (check, load, build, train, test, save)
+    # read top to bottom; the steps with choices in them are the helpers above.
     from clearconv import io, train
-    from clearconv.data import channel_stats, train_val_split
+    from clearconv.data import channel_stats, stratified_split
     from clearconv.model import Model
 
     _check_args(args)
-    spec = resolve_model_spec(args.model)
+    base = load_model_file(args.model) if is_model_file(args.model) else None
+    spec = args.model if base is not None else resolve_model_spec(args.model)
     rng = np.random.default_rng(args.seed)
-    net, shape, train_ds, test_ds, source = load_data(spec, args, rng)
-    cfg = settings(spec, args)
+    net, shape, train_ds, test_ds, source, notes = load_data(spec, args, rng, base)
+    for note in notes:
+        _notice("note", note)
+    # a model file trains further with the recipe of the model it was made from
+    name = str(base.meta.get("model", "")) if base is not None else spec
+    cfg = settings(name, args)
     digits = args.dataset in ("mnist", "xo")
     val_ds = None
     if args.val_split > 0:
-        tr, va = train_val_split(len(train_ds), args.val_split, rng)
+        tr, va = stratified_split(train_ds.labels, args.val_split, rng)
         train_ds, val_ds = train_ds[tr], train_ds[va]
     if len(train_ds) == 0:
         raise CLIError("no training images left (check --limit and --val-split)")
-    mean, std = channel_stats(train_ds.images)
-    model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
+    small = small_data(cfg, len(train_ds), args)
+    if base is not None:  # keep the normalisation the weights were trained with
+        model = Model(net, shape, train_ds.class_names, mean=base.mean, std=base.std)
+    else:
+        mean, std = channel_stats(train_ds.images)
+        model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
     say = (lambda *a: None) if args.quiet else print
+    if small:
+        say(small)
+    if args.find_lr:
+        return _find_lr(model, train_ds, cfg, args)
     say(
         f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} images"
         + (f", {len(val_ds):,} for validation" if val_ds is not None else "")
@@ -265,7 +512,7 @@ def run(args: argparse.Namespace) -> int:
     accuracy = float(result["accuracy"])
     epochs_run = len(history)
     model.meta = {
-        "model": args.model,
+        "model": name or args.model,
         **source,
         "preprocess": "mnist" if args.dataset == "mnist" else None,
         "epochs": epochs_run,
@@ -274,15 +521,61 @@ def run(args: argparse.Namespace) -> int:
         "wall_time_s": round(wall, 3),
         "train_images": len(train_ds),
         "test_images": len(test_ds),
+        "class_counts": np.bincount(train_ds.labels, minlength=model.num_classes).tolist(),
         "test_accuracy": accuracy,
         "test_loss": float(result["loss"]),
         "seed": args.seed,
         "settings": {**cfg, "augment": _augment(cfg["augment"], digits)},
         "command": command_line(args),
+        "history": history.records,
     }
-    io.save(model, args.out)
+    if base is not None:
+        model.meta["fine_tuned_from"] = {
+            "file": str(args.model),
+            "classes": list(base.class_names),
+            "new_head": args.num_classes is not None,
+        }
+    if notes:
+        model.meta["adapted"] = notes
+    io.save(model, args.out)  # before the plots: a failed plot must not lose the model
+    if args.plots is not None:
+        for path in write_plots(args.plots, model, test_ds, history.records):
+            say(f"wrote {path}")
     print(
         f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
         f"after {epochs_run} epoch(s) in {wall:.1f} s; wrote {args.out}"
     )
+    return 0
+
+
+def _find_lr(model, train_ds, cfg: dict, args: argparse.Namespace) -> int:
+    """``--find-lr``: the range test on the training data; prints the suggestion, saves no model."""
+    from clearconv.lr_finder import find_lr, plot_lr_finder
+
+    if args.out is not None:
+        print(f"--find-lr trains no model: {args.out} is not written", file=sys.stderr)
+    r = find_lr(
+        model,
+        train_ds,
+        batch_size=cfg["batch_size"],
+        optimizer=cfg["optimizer"],
+        weight_decay=cfg["weight_decay"],
+        seed=args.seed,
+    )
+    stop = "the loss diverged" if r.diverged else "the end of the sweep"
+    print(
+        f"lr finder: {len(r.lrs)} steps from {r.lrs[0]:.1e} to {r.lrs[-1]:.2g} ({stop}), "
+        f"batch {cfg['batch_size']}, {cfg['optimizer']}"
+    )
+    if r.diverged:
+        why = f"a tenth of {r.lr_min * 10:.2g}, where the loss was lowest"
+        other = f"steepest descent at {r.lr_steep:.2g}"
+    else:
+        why = "the steepest descent of the loss"
+        other = "the loss did not blow up, so its lowest point is no guide"
+    print(f"suggested --lr {r.suggestion:.2g} ({why}); {other}")
+    if args.plots is not None:
+        path = Path(args.plots) / "lr_finder.png"
+        atomic_plot(lambda tmp: plot_lr_finder(r, tmp), path)
+        print(f"wrote {path}")
     return 0

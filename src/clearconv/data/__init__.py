@@ -33,9 +33,10 @@ from clearconv.data.folder import (
     image_folder_split,
     load_image,
     load_image_folder,
+    read_images,
 )
 from clearconv.data.idx import DataError, read_idx, write_idx
-from clearconv.data.loader import Dataset, iterate_batches, train_val_split
+from clearconv.data.loader import Dataset, iterate_batches, stratified_split, train_val_split
 from clearconv.data.mnist import (
     FASHION_CLASSES,
     MNIST_CLASSES,
@@ -76,9 +77,11 @@ __all__ = [
     "random_flip",
     "random_shift",
     "read_idx",
+    "read_images",
     "resolve_root",
     "safe_extract",
     "shift_images",
+    "stratified_split",
     "to_float",
     "train_val_split",
     "verify_cifar10",

@@ -9,7 +9,7 @@ import numpy as np
 
 from clearconv._validate import check_float, check_int, check_rng
 
-__all__ = ["Dataset", "iterate_batches", "train_val_split"]
+__all__ = ["Dataset", "iterate_batches", "stratified_split", "train_val_split"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +129,55 @@ def train_val_split(
     order = check_rng("train_val_split", rng).permutation(n)
     n_val = round(n * fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(len(labels))`` so that each class keeps its share in both parts.
+
+    ``round(n * fraction)`` samples go to the second part, shared out among
+    the classes in proportion to their sizes (largest remainders first), each
+    class's picks drawn at random: a class of 40 among 80 gives 8 of 16.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(N,)`` integer class labels.
+    fraction : float
+        Share of the samples for the second (validation or test) part, in ``[0, 1)``.
+    rng : numpy.random.Generator, optional
+
+    Returns
+    -------
+    (train_idx, held_idx) : two sorted int64 arrays
+        Disjoint, together ``range(N)``.
+
+    Example
+    -------
+    >>> labels = np.array([0] * 6 + [1] * 4)
+    >>> tr, te = stratified_split(labels, 0.5, np.random.default_rng(0))
+    >>> np.bincount(labels[te]).tolist(), len(tr)
+    ([3, 2], 5)
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"stratified_split: labels must be a 1-D integer array, got {labels.dtype} "
+            f"of shape {labels.shape}"
+        )
+    fraction = check_float("stratified_split", "fraction", fraction, 0.0, 1.0, open_max=True)
+    rng = check_rng("stratified_split", rng)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * fraction
+    take = np.floor(quota).astype(np.int64)
+    extra = round(len(labels) * fraction) - int(take.sum())
+    # the classes with the largest remainders get the samples rounding left over
+    take[np.argsort(-(quota - take), kind="stable")[:extra]] += 1
+    held = [
+        rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)
+    ]  # one loop over classes, not samples
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[held_idx] = False
+    return np.flatnonzero(mask).astype(np.int64), held_idx.astype(np.int64)

@@ -6,14 +6,17 @@ import pytest
 import clearconv.nn
 from clearconv.nn import (
     AdaptiveAvgPool2d,
+    Add,
     AvgPool1d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
+    Concat,
     Conv1d,
     Conv2d,
     Dropout,
     Flatten,
+    Identity,
     Linear,
     MaxPool1d,
     MaxPool2d,
@@ -306,6 +309,8 @@ FRESH = [
     (lambda r: AdaptiveAvgPool2d((None, 3)), (2, 2, 3, 3)),
     (lambda r: Residual(ReLU()), (3, 4)),
     (lambda r: Residual(Linear(4, 4, rng=r)), (3, 4)),
+    (lambda r: Concat(Identity(), ReLU()), (3, 4)),
+    (lambda r: Add(Identity(), Linear(4, 4, rng=r)), (3, 4)),
 ]
 
 

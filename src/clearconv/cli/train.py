@@ -306,7 +306,12 @@ def run(args: argparse.Namespace) -> int:
         _interrupted(args, model, last, ckpt, written=_mtime(ckpt) != ckpt_before)
         raise
     wall = time.perf_counter() - start
-    result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
+    try:
+        result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
+    except KeyboardInterrupt:  # the training is done: keep it
+        model.meta = {**meta, "epochs": len(history), "interrupted": True}
+        print(f"interrupted while testing: wrote {save_model(model, args.out)}", file=sys.stderr)
+        raise
     accuracy = float(result["accuracy"])
     epochs_run = len(history)
     model.meta = {

@@ -328,7 +328,10 @@ class ProgressBar(Callback):
         line += f"  acc {r['train_acc']:.1%}"
         if r.get("val_loss") is not None:
             line += f"  val_loss {r['val_loss']:.4f}  val_acc {r['val_acc']:.1%}"
-        print(f"{line}  {r['seconds']:.1f} s", file=self.stream, flush=True)
+        lr = f"{r['lr']:.3g}"
+        if r["lr_min"] != r["lr_max"]:
+            lr = f"{r['lr_min']:.3g}..{r['lr_max']:.3g}"
+        print(f"{line}  lr {lr}  {r['seconds']:.1f} s", file=self.stream, flush=True)
 
     def on_interrupt(self, s: TrainState) -> None:
         self._clear()

@@ -221,7 +221,7 @@ def restore(path: Path, s: TrainState, early: EarlyStopping | None) -> None:
             d.rng.bit_generator.state = st
         h = header["history"]
         s.history = History(list(h["records"]), h["best_epoch"], h["stopped_early"])
-        s.running = dict(header["running"])
+        s.running = _running(path, header["running"])
         order = arrays.get("order")
         if order is not None and (
             order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n))
@@ -239,3 +239,15 @@ def restore(path: Path, s: TrainState, early: EarlyStopping | None) -> None:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise ModelFileError(f"{path}: damaged checkpoint header ({exc!r})") from exc
+
+
+def _running(path: Path, saved: Any) -> dict[str, Any]:
+    """The saved running sums, checked: numbers under the keys the loop uses."""
+    need, optional = ("loss", "correct", "count", "seconds"), ("lr_first", "lr_min", "lr_max")
+    if not isinstance(saved, dict) or not all(k in saved for k in need):
+        raise ModelFileError(f"{path}: the running sums are missing or incomplete")
+    for k in need + optional:
+        v = saved.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ModelFileError(f"{path}: the running sum {k!r} is not a number ({v!r})")
+    return dict(saved)

@@ -15,6 +15,7 @@ __all__ = ["as_data", "check_labels", "evaluate"]
 
 
 def as_data(owner: str, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` from a Dataset or a pair; errors name ``owner``."""
     if isinstance(data, Dataset):
         return data.images, data.labels
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
@@ -32,6 +33,7 @@ def as_data(owner: str, data: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_labels(owner: str, labels: np.ndarray, k: int) -> None:
+    """Raise ValueError unless every label is a class index of a ``k``-class model."""
     if len(labels) and (labels.min() < 0 or labels.max() >= k):
         raise ValueError(
             f"{owner}: labels must be in [0, {k - 1}] for a model with {k} classes, "

@@ -165,6 +165,7 @@ def fit(
     >>> len(h), sorted(h.last)[:3]
     (2, ['epoch', 'lr', 'lr_max'])
     """
+    # fit is long only by its docstring; the loop is run() below.
     s, val = _prepare(model, train_data, val_data, epochs, batch_size, optimizer, lr, scheduler,
                       schedule, scheduler_interval, weight_decay, label_smoothing, augment,
                       val_fraction, seed)  # fmt: skip

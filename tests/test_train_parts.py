@@ -203,3 +203,15 @@ def test_written_files_follow_the_umask(tmp_path, mask):
     for name in ("a.npz", "m.npz", "c.npz", "h.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
     assert load_arrays(tmp_path / "a.npz")[0] == {"x": 1}
+
+
+def test_a_checkpoint_kept_for_ctrl_c_only_is_written_only_then(tmp_path):
+    ck = tmp_path / "c.npz"
+    m = tiny()
+
+    def poison(record):
+        m[-1].weight.data[0, 0] = np.nan
+
+    with pytest.raises(clearconv.train.TrainingDiverged) as e:
+        fit(m, XO, **BASE, checkpoint=ck, checkpoint_every_epoch=False, on_epoch_end=poison)
+    assert "checkpoint" not in str(e.value) and not ck.exists()  # none was written to keep

@@ -179,7 +179,8 @@ def fit(
     bar = (ProgressBar() if progress else None) if isinstance(progress, bool) else progress
     # The order is the order of the hooks: the caller's parts first, so that
     # (say) averaging metrics across processes happens before they are used.
-    parts: list[Callback | None] = [Interrupt(), *callbacks, NanGuard(_path(checkpoint))]
+    kept = _path(checkpoint) if checkpoint_every_epoch else None  # what a NaN leaves behind
+    parts: list[Callback | None] = [Interrupt(), *callbacks, NanGuard(kept)]
     parts += [None if val is None else Validation(*val, batch_size=max(batch_size, 256))]
     parts += [bar, early]
     if checkpoint is not None:

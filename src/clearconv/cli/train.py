@@ -270,41 +270,7 @@ def run(args: argparse.Namespace) -> int:
         "command": command_line(args),
     }
     start = time.perf_counter()
-    # Ctrl-C always leaves something to go on from: the checkpoint, or (without
-    # --checkpoint) the last finished epoch's weights at --out plus a checkpoint
-    # written only then, so that the printed command resumes exactly.
-    ckpt = args.checkpoint or str(interrupt_checkpoint(args.out))
-    ckpt_before = _mtime(ckpt)
-    last = LastEpoch(keep=not args.checkpoint)
-    try:
-        history = train.fit(
-            model,
-            train_ds,
-            val_ds,
-            epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"],
-            optimizer=train.make_optimizer(
-                cfg["optimizer"], model.parameters(), cfg["lr"], cfg["weight_decay"]
-            ),
-            scheduler=train.make_schedule(cfg["schedule"], cfg["epochs"]),
-            label_smoothing=cfg["label_smoothing"],
-            augment=_augment(cfg["augment"], digits),
-            seed=args.seed,
-            checkpoint=ckpt,
-            resume=args.resume,
-            checkpoint_every_epoch=bool(args.checkpoint),
-            early_stopping=args.early_stopping,
-            progress=False if args.quiet else train.ProgressBar(lines=False),
-            on_epoch_end=None if args.quiet else _epoch_line,
-            history_path=args.history,
-            callbacks=[last],
-        )
-    except train.TrainingDiverged as exc:
-        raise CLIError(str(exc)) from exc
-    except KeyboardInterrupt:
-        model.meta = {**meta, "interrupted": True, "epochs": last.epoch}
-        _interrupted(args, model, last, ckpt, written=_mtime(ckpt) != ckpt_before)
-        raise
+    history = _train(args, model, train_ds, val_ds, cfg, meta)
     wall = time.perf_counter() - start
     try:
         result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
@@ -334,6 +300,46 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"{line}; wrote {saved}")
     return 0
+
+
+def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: dict):
+    """``train.fit`` with the command's settings; on Ctrl-C, save and say how to go on."""
+    # Ctrl-C always leaves something to go on from: the checkpoint, or (without
+    # --checkpoint) the last finished epoch's weights at --out plus a checkpoint
+    # written only then, so that the printed command resumes exactly.
+    ckpt = args.checkpoint or str(interrupt_checkpoint(args.out))
+    ckpt_before = _mtime(ckpt)
+    last = LastEpoch(keep=not args.checkpoint)
+    try:
+        history = train.fit(
+            model,
+            train_ds,
+            val_ds,
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            optimizer=train.make_optimizer(
+                cfg["optimizer"], model.parameters(), cfg["lr"], cfg["weight_decay"]
+            ),
+            scheduler=train.make_schedule(cfg["schedule"], cfg["epochs"]),
+            label_smoothing=cfg["label_smoothing"],
+            augment=meta["settings"]["augment"],
+            seed=args.seed,
+            checkpoint=ckpt,
+            resume=args.resume,
+            checkpoint_every_epoch=bool(args.checkpoint),
+            early_stopping=args.early_stopping,
+            progress=False if args.quiet else train.ProgressBar(lines=False),
+            on_epoch_end=None if args.quiet else _epoch_line,
+            history_path=args.history,
+            callbacks=[last],
+        )
+    except train.TrainingDiverged as exc:
+        raise CLIError(str(exc)) from exc
+    except KeyboardInterrupt:
+        model.meta = {**meta, "interrupted": True, "epochs": last.epoch}
+        _interrupted(args, model, last, ckpt, written=_mtime(ckpt) != ckpt_before)
+        raise
+    return history
 
 
 class LastEpoch(train.Callback):

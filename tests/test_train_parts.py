@@ -1,11 +1,12 @@
 """fit's parts: optimizer and schedule objects, the hooks a part gets, the lr each
-epoch used, the progress line, and file modes that follow the umask."""
+epoch used, the progress bar, and file modes that follow the umask."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
+import sys
 import time
 
 import numpy as np
@@ -156,27 +157,38 @@ def test_a_part_sees_and_replaces_gradients_and_shards_batches():
     assert all(np.array_equal(v, weights(m)[k]) for k, v in before.items())
 
 
-# -- the progress line (issue 24, item 22) ----------------------------------------------
+# -- the progress bar (issue 24, item 22) ------------------------------------------------
 class Terminal(io.StringIO):
-    """A stream that says it is a terminal; ``fileno`` fails as for a width of 0."""
+    """A stream that says it is a terminal; it has no file descriptor, so its width is
+    what ``shutil.get_terminal_size`` reports."""
 
     def isatty(self) -> bool:
         return True
 
 
-def test_progress_redraws_a_few_times_a_second_with_one_rate_at_any_width():
+def frames(out: io.StringIO) -> list[str]:
+    """Each redraw of the bar (tqdm starts every one with a carriage return)."""
+    return [f for f in out.getvalue().split("\r") if f.strip()]
+
+
+@pytest.mark.parametrize(("columns", "width"), [(0, 80), (120, 120)])
+def test_progress_redraws_a_few_times_a_second_with_one_rate(monkeypatch, columns, width):
+    pytest.importorskip("tqdm", reason="the bar needs the cli extra (tqdm)")
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a: os.terminal_size((columns, 24)))
     out = Terminal()
-    bar = ProgressBar(out, mininterval=0.05)
     start = time.perf_counter()
     fit(tiny(), data.make_xo(2000, np.random.default_rng(0)), epochs=2, batch_size=4,
-        progress=bar)  # fmt: skip
+        progress=ProgressBar(out, mininterval=0.05))  # fmt: skip
     elapsed = time.perf_counter() - start
-    frames = [f for f in out.getvalue().split("\r") if f.strip()]
-    assert 1 <= len(frames) <= elapsed / 0.05 + 2 * 2  # at most one per interval (+1 per epoch)
-    for f in frames:  # a width of 0 is taken as 80 columns
-        assert len(f) == 79 and f.count("img/s") == 1, f
-        assert re.match(r"epoch [12]/2 +[\d,]+/2,000 img +loss [\d.]+ +acc", f), f
-    assert out.getvalue().endswith("\r")  # the line is cleared at the end
+    drawn = frames(out)
+    # 2 x 500 batches, but at most one redraw per interval (+ the first of each epoch)
+    assert 2 <= len(drawn) <= elapsed / 0.05 + 2 * 2, (len(drawn), elapsed)
+    for f in drawn:  # a width of 0 is taken as 80 columns
+        assert len(f) == width and f.count("/s") == 1 and f.count("img/s") == 1, f
+        assert re.match(r"epoch [12]/2: +\d+%\|.*\| *[\d.]+k?/2\.00k \[", f), f
+    assert any(re.search(r"img/s, loss [\d.]+ +acc [\d.]+%]$", f) for f in drawn)
+    assert out.getvalue().endswith("\r")  # the bar is cleared at the end
+    assert "\n" not in out.getvalue()  # a terminal gets the bar, not the epoch lines
 
 
 def test_progress_without_a_terminal_is_one_line_per_epoch():
@@ -185,7 +197,16 @@ def test_progress_without_a_terminal_is_one_line_per_epoch():
         progress=ProgressBar(out))  # fmt: skip
     lines = out.getvalue().splitlines()
     assert [int(re.match(r"epoch (\d)/3 ", x)[1]) for x in lines] == [1, 2, 3], lines
-    assert len(out.getvalue()) < 400
+    assert "\r" not in out.getvalue() and len(out.getvalue()) < 400
+
+
+def test_progress_without_tqdm_is_one_line_per_epoch_on_a_terminal_too(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    out = Terminal()
+    fit(tiny(), XO, epochs=2, batch_size=16, progress=ProgressBar(out))
+    lines = out.getvalue().splitlines()
+    assert [int(re.match(r"epoch (\d)/2 +loss ", x)[1]) for x in lines] == [1, 2], lines
+    assert "\r" not in out.getvalue()
 
 
 # -- file modes (issue 24, item 22) ------------------------------------------------------

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -108,10 +108,6 @@ class TrainState:
     @property
     def n(self) -> int:
         return len(self.labels)
-
-    def elapsed(self) -> float:
-        """Seconds spent on this epoch's batches so far (over resumes too)."""
-        return float(self.running["seconds"]) + time.perf_counter() - self.t0
 
     def position(self) -> tuple[int, int, np.ndarray | None]:
         """(epoch, batch, order) where a resumed run starts: the next batch to train."""
@@ -265,12 +261,13 @@ class Interrupt(Callback):
 
 
 class ProgressBar(Callback):
-    """One line redrawn in place on a terminal, at most every ``mininterval`` seconds:
-    ``epoch 2/5  640/1000 img  loss 0.4321  acc 87.5%  1,234 img/s  ETA 0:03``.
+    """A tqdm bar on a terminal, redrawn at most every ``mininterval`` seconds:
+    ``epoch 2/5:  64%|######4   | 640/1.00k [00:01<00:00, 1.23kimg/s, loss 0.4321  acc 87.5%]``.
 
-    Where ``stream`` is not a terminal (a log file, a pipe), it writes one plain
-    line per epoch instead (``lines=False``: nothing). A terminal that reports a
-    width of 0 gets 80 columns.
+    Where ``stream`` is not a terminal (a log file, a pipe), or tqdm (the
+    ``cli`` extra) is not installed, it writes one plain line per epoch
+    instead (``lines=False``: nothing). A terminal that reports a width of 0
+    gets 80 columns.
     """
 
     def __init__(
@@ -280,48 +277,56 @@ class ProgressBar(Callback):
         self.mininterval = mininterval
         self.lines = lines
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = -math.inf
-        self._drawn = False
+        self._bar: Any = None
 
     def _width(self) -> int:
+        """The terminal's columns (the stream's own, else what Python finds); 0 -> 80."""
         try:
             cols = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
-            cols = 0
-        return cols if cols >= 20 else 80
+            cols = shutil.get_terminal_size().columns
+        return cols or 80
 
-    def _text(self, s: TrainState) -> str:
-        r = s.running
-        done, total = r["count"], s.n
-        elapsed = s.elapsed()
-        rate = done / elapsed if elapsed > 0 else 0.0
-        text = f"epoch {s.epoch + 1}/{s.epochs}  {done:,}/{total:,} img"
-        if done:
-            text += f"  loss {r['loss'] / done:.4f}  acc {r['correct'] / done:.1%}"
-            eta = (total - done) / rate if rate > 0 else 0.0
-            text += f"  {rate:,.0f} img/s  ETA {int(eta // 60)}:{int(eta % 60):02d}"
-        return text
+    def on_epoch_begin(self, s: TrainState) -> None:
+        self._close()
+        try:
+            from tqdm import tqdm  # optional: the cli extra
+        except ImportError:
+            return
+        self._bar = tqdm(
+            total=s.n,
+            initial=s.running["count"],  # a resumed epoch starts where it stopped
+            desc=f"epoch {s.epoch + 1}/{s.epochs}",
+            unit="img",
+            unit_scale=True,
+            file=self.stream,
+            ncols=self._width(),
+            mininterval=self.mininterval,
+            miniters=1,  # look at the clock after every batch: redraws follow mininterval alone
+            leave=False,
+            disable=not self.tty,
+        )
 
     def on_batch_end(self, s: TrainState) -> None:
-        now = time.perf_counter()
-        if not self.tty or now - self._last < self.mininterval:
+        r = s.running
+        if self._bar is None or not r["count"]:
             return
-        self._last = now
-        width = self._width()
-        self.stream.write("\r" + self._text(s)[: width - 1].ljust(width - 1))
-        self.stream.flush()
-        self._drawn = True
+        # the bar's own rate is the only one: the postfix holds no second
+        self._bar.set_postfix_str(
+            f"loss {r['loss'] / r['count']:.4f}  acc {r['correct'] / r['count']:.1%}",
+            refresh=False,
+        )
+        self._bar.update(r["count"] - self._bar.n)
 
-    def _clear(self) -> None:
-        if self._drawn:
-            self.stream.write("\r" + " " * (self._width() - 1) + "\r")
-            self.stream.flush()
-            self._drawn = False
-        self._last = -math.inf
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def on_epoch_end(self, s: TrainState) -> None:
-        self._clear()
-        if self.tty or not self.lines:
+        drawn = self._bar is not None and not self._bar.disable
+        self._close()
+        if drawn or not self.lines:
             return
         r = s.record
         line = f"epoch {r['epoch']}/{s.epochs}  loss {r['train_loss']:.4f}"
@@ -334,7 +339,7 @@ class ProgressBar(Callback):
         print(f"{line}  lr {lr}  {r['seconds']:.1f} s", file=self.stream, flush=True)
 
     def on_interrupt(self, s: TrainState) -> None:
-        self._clear()
+        self._close()
 
     def close(self, s: TrainState) -> None:
-        self._clear()
+        self._close()

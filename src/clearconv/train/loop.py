@@ -8,7 +8,7 @@ One step on a batch of indices ``idx`` (never a loop over samples)::
     model.backward(loss.backward()); optimizer.step(); scheduler.step()
 
 Everything else is a part (:mod:`clearconv.train.callbacks`): validation,
-the progress line, early stopping, the checkpoint, the history file, the
+the progress bar, early stopping, the checkpoint, the history file, the
 NaN guard, Ctrl-C. :func:`run` is the loop; :func:`fit` checks its
 arguments, builds the state and the parts, and calls it.
 
@@ -19,6 +19,68 @@ optimizer and schedule state, every generator's state (Dropout layers'
 included), the position (epoch and batch), the running sums and the history,
 so ``resume=True`` continues to exactly the weights an uninterrupted run with
 the same seed reaches.
+
+Parameters of fit
+-----------------
+model : Model
+    Trained in place (its ``preprocess`` maps raw images to the net's input).
+train_data, val_data : Dataset or (images, labels)
+    Raw images (uint8 or float in [0, 1]) of shape ``(N, *input_shape)``.
+epochs, batch_size : int
+optimizer : Optimizer or {'adam', 'adamw', 'sgd'}
+    An optimizer over ``model.parameters()``, or a name for
+    :func:`~clearconv.train.make_optimizer` (SGD with momentum 0.9).
+lr, weight_decay : float, optional
+    Only with an optimizer name (default 1e-3 and 0); ``lr`` is the peak
+    for 'onecycle'.
+scheduler : LRScheduler or callable, optional
+    A schedule over ``optimizer``, or a factory
+    ``(optimizer, steps_per_epoch) -> LRScheduler`` such as a
+    :class:`~clearconv.train.Schedule`. It steps after every epoch, or
+    after every batch where ``scheduler_interval`` (or the factory's
+    ``interval``) is 'batch'.
+schedule : {'none', 'step', 'cosine', 'onecycle'}
+    The shorthand for ``scheduler=make_schedule(schedule, epochs)``:
+    'step' divides the lr by 10 every ``ceil(epochs / 3)`` epochs; 'cosine'
+    and 'onecycle' step per batch over the whole run.
+scheduler_interval : {'epoch', 'batch'}, optional
+label_smoothing : float
+augment : Augment, dict or None
+    Batch augmentation of the training images (dict: Augment's arguments).
+val_fraction : float
+    When ``val_data`` is None, hold out this share of ``train_data``.
+seed : int
+    Fixes the split, the shuffle and the augmentation.
+checkpoint : path, optional
+    ``.npz`` written atomically after every epoch (and on Ctrl-C; only
+    then when ``checkpoint_every_epoch`` is False).
+resume : bool
+    Continue from ``checkpoint`` (which must exist, written with the same
+    settings) to the same result as an uninterrupted run.
+early_stopping : int or dict, optional
+    Patience, or ``{"patience", "monitor": "val_loss"|"val_acc",
+    "min_delta"}``; stops when the monitored value has not improved for
+    ``patience`` epochs; the best epoch's weights are restored (also when
+    the run ends without stopping early). Needs validation data.
+progress : bool or ProgressBar
+    A tqdm bar on stderr (images/s, loss, ETA) when it is a terminal and
+    tqdm (the ``cli`` extra) is installed, else one plain line per epoch.
+on_epoch_end : callable, optional
+    Called with each epoch's record (a dict) after the checkpoint is written.
+history_path : path, optional
+    ``.csv`` or ``.json``, rewritten after every epoch.
+callbacks : sequence of Callback
+    More parts (see :mod:`clearconv.train.callbacks`); their hooks run
+    before the built-in ones (validation, early stopping, checkpoint).
+
+What fit raises
+---------------
+TrainingDiverged
+    When the loss becomes NaN or infinite (the last checkpoint is kept).
+KeyboardInterrupt
+    On Ctrl-C, after a checkpoint at the end of the current batch.
+TypeError, ValueError
+    For bad arguments; ``ModelFileError`` for a checkpoint that does not fit.
 """
 
 from __future__ import annotations
@@ -94,67 +156,8 @@ def fit(
 ) -> History:
     """Train ``model`` on ``train_data`` with mini-batches; returns the :class:`History`.
 
-    Parameters
-    ----------
-    model : Model
-        Trained in place (its ``preprocess`` maps raw images to the net's input).
-    train_data, val_data : Dataset or (images, labels)
-        Raw images (uint8 or float in [0, 1]) of shape ``(N, *input_shape)``.
-    epochs, batch_size : int
-    optimizer : Optimizer or {'adam', 'adamw', 'sgd'}
-        An optimizer over ``model.parameters()``, or a name for
-        :func:`~clearconv.train.make_optimizer` (SGD with momentum 0.9).
-    lr, weight_decay : float, optional
-        Only with an optimizer name (default 1e-3 and 0); ``lr`` is the peak
-        for 'onecycle'.
-    scheduler : LRScheduler or callable, optional
-        A schedule over ``optimizer``, or a factory
-        ``(optimizer, steps_per_epoch) -> LRScheduler`` such as a
-        :class:`~clearconv.train.Schedule`. It steps after every epoch, or
-        after every batch where ``scheduler_interval`` (or the factory's
-        ``interval``) is 'batch'.
-    schedule : {'none', 'step', 'cosine', 'onecycle'}
-        The shorthand for ``scheduler=make_schedule(schedule, epochs)``:
-        'step' divides the lr by 10 every ``ceil(epochs / 3)`` epochs; 'cosine'
-        and 'onecycle' step per batch over the whole run.
-    scheduler_interval : {'epoch', 'batch'}, optional
-    label_smoothing : float
-    augment : Augment, dict or None
-        Batch augmentation of the training images (dict: Augment's arguments).
-    val_fraction : float
-        When ``val_data`` is None, hold out this share of ``train_data``.
-    seed : int
-        Fixes the split, the shuffle and the augmentation.
-    checkpoint : path, optional
-        ``.npz`` written atomically after every epoch (and on Ctrl-C; only
-        then when ``checkpoint_every_epoch`` is False).
-    resume : bool
-        Continue from ``checkpoint`` (which must exist, written with the same
-        settings) to the same result as an uninterrupted run.
-    early_stopping : int or dict, optional
-        Patience, or ``{"patience", "monitor": "val_loss"|"val_acc",
-        "min_delta"}``; stops when the monitored value has not improved for
-        ``patience`` epochs; the best epoch's weights are restored (also when
-        the run ends without stopping early). Needs validation data.
-    progress : bool or ProgressBar
-        A progress line on stderr (images/s, loss, ETA) when it is a terminal,
-        else one plain line per epoch.
-    on_epoch_end : callable, optional
-        Called with each epoch's record (a dict) after the checkpoint is written.
-    history_path : path, optional
-        ``.csv`` or ``.json``, rewritten after every epoch.
-    callbacks : sequence of Callback
-        More parts (see :mod:`clearconv.train.callbacks`); their hooks run
-        before the built-in ones (validation, early stopping, checkpoint).
-
-    Raises
-    ------
-    TrainingDiverged
-        When the loss becomes NaN or infinite (the last checkpoint is kept).
-    KeyboardInterrupt
-        On Ctrl-C, after a checkpoint at the end of the current batch.
-    TypeError, ValueError
-        For bad arguments; ``ModelFileError`` for a checkpoint that does not fit.
+    Every parameter, and what fit raises, is described in the docstring of
+    this module (:mod:`clearconv.train.loop`).
 
     Example
     -------
@@ -165,7 +168,6 @@ def fit(
     >>> len(h), sorted(h.last)[:3]
     (2, ['epoch', 'lr', 'lr_max'])
     """
-    # fit is long only by its docstring; the loop is run() below.
     s, val = _prepare(model, train_data, val_data, epochs, batch_size, optimizer, lr, scheduler,
                       schedule, scheduler_interval, weight_decay, label_smoothing, augment,
                       val_fraction, seed)  # fmt: skip

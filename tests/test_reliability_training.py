@@ -151,7 +151,7 @@ def test_permission_denied_is_reported_before_training(tmp_path, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("clearconv.train.tempfile.mkstemp", denied)
+    monkeypatch.setattr("clearconv.train.checkpoint.tempfile.mkstemp", denied)
     with pytest.raises(OSError, match="Permission denied"):
         train.fit(_xo_model(), _xo_data(), epochs=1, batch_size=8, lr=0.01,
                   checkpoint=tmp_path / "c.npz", progress=False)  # fmt: skip

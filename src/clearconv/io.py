@@ -86,6 +86,10 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
                 payload.update({k: np.asarray(v) for k, v in arrays.items()})
                 _write_npz(f, payload)
                 f.flush()
+                # mkstemp makes the file 0600; give it the mode open() would
+                # (0666 less the umask), as every other file the tool writes has.
+                if hasattr(os, "fchmod"):  # POSIX
+                    os.fchmod(f.fileno(), 0o666 & ~current_umask())
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as exc:  # disk full, quota, I/O error: say which file and that
@@ -102,6 +106,20 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
             pass
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:  # Linux: reading it here leaves it alone (os.umask can only read by setting)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # set and restore at once: the only portable way to read it
+    os.umask(mask)
+    return mask
 
 
 def _write_npz(f: Any, arrays: dict[str, np.ndarray]) -> None:

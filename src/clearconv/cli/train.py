@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clearconv import train
 from clearconv.cli import CLIError
 from clearconv.cli._common import (
     DATASET_SHAPES,
@@ -120,7 +121,11 @@ def add_parser(subparsers) -> None:
         help="random shifts/rotations/scalings (default: the recipe's)",
     )
     p.add_argument("--early-stopping", type=int, metavar="N", help="stop after N epochs w/o gain")
-    p.add_argument("--checkpoint", metavar="PATH", help="checkpoint written after each epoch")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint written after each epoch (without it, Ctrl-C writes OUT.ckpt.npz)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--history", metavar="PATH", help="write per-epoch metrics (.csv or .json)")
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images")
@@ -169,23 +174,37 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.out is None and not args.find_lr:
         raise CLIError("--out PATH is required: the model file to write (.npz)")
+    # Check every file the run writes now: a folder found unwritable after
+    # hours of training would lose them.
     if args.out is not None:
-        _check_out(args.out)
+        check_output("--out", args.out)
+    if args.checkpoint:
+        check_output("--checkpoint", args.checkpoint, must_exist=args.resume)
+    if args.history:
+        check_output("--history", args.history)
     if args.plots is not None:
         make_plot_dir(args.plots)
 
 
-def _check_out(out: str) -> None:
-    out_dir = Path(out).parent
-    if not out_dir.is_dir():
-        raise CLIError(f"--out {out}: folder {out_dir} does not exist")
-    # Probe now: an unwritable folder found after hours of training loses them.
+def check_output(flag: str, path: str, must_exist: bool = False) -> None:
+    """Raise a one-line CLIError unless a file can be written at ``path``.
+
+    ``must_exist``: the file is read first (``--resume``), so it must be there.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise CLIError(f"{flag} {path} is a folder; give a file name, e.g. {target / 'model.npz'}")
+    if must_exist and not target.is_file():
+        raise CLIError(f"{flag} {path}: no such file to resume from")
+    folder = target.parent
+    if not folder.is_dir():
+        raise CLIError(f"{flag} {path}: folder {folder} does not exist")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".clearconv-probe.", dir=out_dir)
+        fd, probe = tempfile.mkstemp(prefix=".clearconv-probe.", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise CLIError(f"--out {out}: cannot write in {out_dir} ({exc.strerror or exc})") from exc
+        raise CLIError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc})") from exc
 
 
 def settings(spec: str, args: argparse.Namespace) -> dict:
@@ -224,7 +243,9 @@ def _epoch_line(record: dict) -> None:
     parts.append(f"loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}")
     if record.get("val_loss") is not None:
         parts.append(f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.2%}")
-    parts.append(f"lr {record['lr']:.3g}  {record['seconds']:.1f} s")
+    lo, hi = record.get("lr_min", record["lr"]), record.get("lr_max", record["lr"])
+    lr = f"{record['lr']:.3g}" if lo == hi else f"{lo:.3g}..{hi:.3g}"
+    parts.append(f"lr {lr}  {record['seconds']:.1f} s")
     print("  ".join(parts), flush=True)
 
 
@@ -445,7 +466,6 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     # Over 80 lines: one straight sequence (check, load, build, train, test, save)
     # read top to bottom; the steps with choices in them are the helpers above.
-    from clearconv import io, train
     from clearconv.data import channel_stats, stratified_split
     from clearconv.model import Model
 
@@ -483,7 +503,70 @@ def run(args: argparse.Namespace) -> int:
         + f", {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, {cfg['optimizer']} "
         f"lr {cfg['lr']:g}"
     )
+    meta = {
+        "model": name or args.model,
+        **source,
+        "preprocess": "mnist" if args.dataset == "mnist" else None,
+        "train_images": len(train_ds),
+        "test_images": len(test_ds),
+        "class_counts": np.bincount(train_ds.labels, minlength=model.num_classes).tolist(),
+        "seed": args.seed,
+        "settings": {**cfg, "augment": _augment(cfg["augment"], digits)},
+        "command": command_line(args),
+    }
+    if base is not None:
+        meta["fine_tuned_from"] = {
+            "file": str(args.model),
+            "classes": list(base.class_names),
+            "new_head": args.num_classes is not None,
+        }
+    if notes:
+        meta["adapted"] = notes
     start = time.perf_counter()
+    history = _train(args, model, train_ds, val_ds, cfg, meta)
+    wall = time.perf_counter() - start
+    try:
+        result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
+    except KeyboardInterrupt:  # the training is done: keep it
+        model.meta = {**meta, "epochs": len(history), "interrupted": True}
+        print(f"interrupted while testing: wrote {save_model(model, args.out)}", file=sys.stderr)
+        raise
+    accuracy = float(result["accuracy"])
+    epochs_run = len(history)
+    model.meta = {
+        **meta,
+        "epochs": epochs_run,
+        "stopped_early": bool(history.stopped_early),
+        "best_epoch": history.best_epoch,
+        "wall_time_s": round(wall, 3),
+        "test_accuracy": accuracy,
+        "test_loss": float(result["loss"]),
+        "history": history.records,
+    }
+    line = (
+        f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
+        f"after {epochs_run} epoch(s) in {wall:.1f} s"
+    )
+    try:
+        saved = save_model(model, args.out)  # before the plots: a failed plot must not lose it
+    except CLIError:
+        print(line)  # the result still counts: the error says where the model went
+        raise
+    if args.plots is not None:
+        for path in write_plots(args.plots, model, test_ds, history.records):
+            say(f"wrote {path}")
+    print(f"{line}; wrote {saved}")
+    return 0
+
+
+def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: dict):
+    """``train.fit`` with the command's settings; on Ctrl-C, save and say how to go on."""
+    # Ctrl-C always leaves something to go on from: the checkpoint, or (without
+    # --checkpoint) the last finished epoch's weights at --out plus a checkpoint
+    # written only then, so that the printed command resumes exactly.
+    ckpt = args.checkpoint or str(interrupt_checkpoint(args.out))
+    ckpt_before = _mtime(ckpt)
+    last = LastEpoch(keep=not args.checkpoint)
     try:
         history = train.fit(
             model,
@@ -491,61 +574,29 @@ def run(args: argparse.Namespace) -> int:
             val_ds,
             epochs=cfg["epochs"],
             batch_size=cfg["batch_size"],
-            optimizer=cfg["optimizer"],
-            lr=cfg["lr"],
-            schedule=cfg["schedule"],
-            weight_decay=cfg["weight_decay"],
+            optimizer=train.make_optimizer(
+                cfg["optimizer"], model.parameters(), cfg["lr"], cfg["weight_decay"]
+            ),
+            scheduler=train.make_schedule(cfg["schedule"], cfg["epochs"]),
             label_smoothing=cfg["label_smoothing"],
-            augment=_augment(cfg["augment"], digits),
+            augment=meta["settings"]["augment"],
             seed=args.seed,
-            checkpoint=args.checkpoint,
+            checkpoint=ckpt,
             resume=args.resume,
+            checkpoint_every_epoch=bool(args.checkpoint),
             early_stopping=args.early_stopping,
-            progress=not args.quiet,
+            progress=False if args.quiet else train.ProgressBar(lines=False),
             on_epoch_end=None if args.quiet else _epoch_line,
             history_path=args.history,
+            callbacks=[last],
         )
     except train.TrainingDiverged as exc:
         raise CLIError(str(exc)) from exc
-    wall = time.perf_counter() - start
-    result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
-    accuracy = float(result["accuracy"])
-    epochs_run = len(history)
-    model.meta = {
-        "model": name or args.model,
-        **source,
-        "preprocess": "mnist" if args.dataset == "mnist" else None,
-        "epochs": epochs_run,
-        "stopped_early": bool(history.stopped_early),
-        "best_epoch": history.best_epoch,
-        "wall_time_s": round(wall, 3),
-        "train_images": len(train_ds),
-        "test_images": len(test_ds),
-        "class_counts": np.bincount(train_ds.labels, minlength=model.num_classes).tolist(),
-        "test_accuracy": accuracy,
-        "test_loss": float(result["loss"]),
-        "seed": args.seed,
-        "settings": {**cfg, "augment": _augment(cfg["augment"], digits)},
-        "command": command_line(args),
-        "history": history.records,
-    }
-    if base is not None:
-        model.meta["fine_tuned_from"] = {
-            "file": str(args.model),
-            "classes": list(base.class_names),
-            "new_head": args.num_classes is not None,
-        }
-    if notes:
-        model.meta["adapted"] = notes
-    io.save(model, args.out)  # before the plots: a failed plot must not lose the model
-    if args.plots is not None:
-        for path in write_plots(args.plots, model, test_ds, history.records):
-            say(f"wrote {path}")
-    print(
-        f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
-        f"after {epochs_run} epoch(s) in {wall:.1f} s; wrote {args.out}"
-    )
-    return 0
+    except KeyboardInterrupt:
+        model.meta = {**meta, "interrupted": True, "epochs": last.epoch}
+        _interrupted(args, model, last, ckpt, written=_mtime(ckpt) != ckpt_before)
+        raise
+    return history
 
 
 def _find_lr(model, train_ds, cfg: dict, args: argparse.Namespace) -> int:
@@ -579,3 +630,76 @@ def _find_lr(model, train_ds, cfg: dict, args: argparse.Namespace) -> int:
         atomic_plot(lambda tmp: plot_lr_finder(r, tmp), path)
         print(f"wrote {path}")
     return 0
+
+
+class LastEpoch(train.Callback):
+    """Keeps a copy of the weights after each finished epoch (``keep=False``: nothing)."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.epoch = 0
+        self.state: dict[str, np.ndarray] | None = None
+
+    def on_epoch_end(self, s: train.TrainState) -> None:
+        self.epoch = s.epoch + 1
+        if self.keep:
+            self.state = {k: np.array(v) for k, v in s.model.state_dict().items()}
+
+
+def interrupt_checkpoint(out: str) -> Path:
+    """Where an interrupted run without ``--checkpoint`` saves its state: beside
+    ``--out`` (``m.npz`` -> ``m.ckpt.npz``)."""
+    path = Path(out)
+    return path.with_name(f"{path.stem}.ckpt.npz")
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _interrupted(
+    args: argparse.Namespace, model, last: LastEpoch, ckpt: str, written: bool
+) -> None:
+    """After Ctrl-C: save what the run has and print the command that goes on from it."""
+    if last.state is not None:
+        model.load_state_dict(last.state)
+        kept = f"wrote {save_model(model, args.out)} (the weights after epoch {last.epoch})"
+        if written:
+            kept += f" and the run's state to {ckpt}"
+    elif args.checkpoint:
+        kept = f"the checkpoint {ckpt} holds the run"
+    else:
+        kept = "no epoch had finished: nothing was written to --out"
+    if Path(ckpt).is_file() and (written or args.checkpoint):
+        again = argparse.Namespace(**{**vars(args), "checkpoint": ckpt, "resume": True})
+        print(f"interrupted: {kept}; to resume:\n  {command_line(again)}", file=sys.stderr)
+    else:
+        print(f"interrupted: {kept}; to start again:\n  {command_line(args)}", file=sys.stderr)
+
+
+def save_model(model, out: str) -> Path:
+    """Write the model at ``out``; if that fails now (the disk filled, the folder
+    went away), write it to a new file in the current folder or the temporary
+    folder instead and say where, so that the training is not lost."""
+    from clearconv import io
+
+    try:
+        return io.save(model, out)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+            try:
+                fd, name = tempfile.mkstemp(prefix=f"{Path(out).stem}-", suffix=".npz", dir=folder)
+                os.close(fd)
+                saved = io.save(model, name)
+            except OSError:
+                continue
+            raise CLIError(
+                f"cannot write {out} ({reason}); the model was saved to {saved} instead"
+            ) from exc
+        raise CLIError(
+            f"cannot write {out} ({reason}), nor a copy in {Path.cwd()} or {tempfile.gettempdir()}"
+        ) from exc

@@ -26,6 +26,11 @@ start in the end padding is dropped), as onnxruntime does and as
 Anything else (another operator, a grouped convolution, asymmetric padding,
 branches that do not meet in an Add, ...) is refused, never approximated: the error lists
 every unsupported node with its type, name and offending attribute.
+
+This module walks the graph (:class:`Importer`) and holds the public API;
+each operator's handler and accepted attributes are in
+:data:`clearconv.onnx.ops.OPS`, the graph reading in :mod:`clearconv.onnx.graph`
+and the padding and reshape arithmetic in :mod:`clearconv.onnx.shapes`.
 """
 
 from __future__ import annotations

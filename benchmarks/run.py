@@ -387,7 +387,8 @@ def _header(info: dict, threads: int, res: dict, cmd: str, repeats: int, rev) ->
         f"- machine: {info['cpu']}; Python {info['python']}; NumPy {info['numpy']}; "
         f"PyTorch {info['torch']}; clearconv {info['clearconv']}",
         f"- command: `{cmd}`",
-        f"- threads: {threads} for both (BLAS via threadpoolctl; `torch.set_num_threads`);"
+        f"- threads: {threads} for {'every side' if rev else 'both'} (BLAS via threadpoolctl;"
+        " `torch.set_num_threads`);"
         " each framework runs in its own worker process (`benchmarks/worker.py`), requests"
         f" alternate between them, medians of {repeats} rounds ({SCALING_REPEATS} for the"
         " scaling plot)",

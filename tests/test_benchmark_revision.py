@@ -132,3 +132,55 @@ def test_python_path_puts_src_first():
     assert python_path("/r/src", {})["PYTHONPATH"] == "/r/src"
     env = python_path("/r/src", {"PYTHONPATH": "/a", "HOME": "/h"})
     assert env == {"PYTHONPATH": f"/r/src{os.pathsep}/a", "HOME": "/h"}
+
+
+class _ScriptedWorkers:
+    """Stands in for run.Workers: answers each side's requests from a script, in order."""
+
+    def __init__(self, script):
+        self.procs = dict.fromkeys(script)
+        self.script = {k: list(v) for k, v in script.items()}
+        self.order = []
+
+    def ask(self, key, request):
+        self.order.append(key)
+        return self.script[key].pop(0)
+
+
+def test_measure_pairs_each_round_and_rotates_the_order(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "PAUSE", 0.0)
+    # Round by round the machine drifts (x1, x3, x2); within a round rev is 1.25x
+    # slower than this tree, and torch 2x slower.
+    workers = _ScriptedWorkers(
+        {"clearconv": [4.0, 12.0, 8.0], "rev": [5.0, 15.0, 10.0], "torch": [8.0, 24.0, 16.0]}
+    )
+    out = run.measure(workers, {"task": "x"}, repeats=3)
+    assert workers.order == ["clearconv", "rev", "torch", "rev", "torch", "clearconv",
+                             "torch", "clearconv", "rev"]  # fmt: skip
+    assert out["clearconv"] == 8.0 and out["rev"] == 10.0 and out["torch"] == 16.0
+    assert out["vs_rev"] == pytest.approx(1.25)
+    assert out["paired"] == pytest.approx(2.0)
+
+
+def test_the_report_adds_the_revision_columns(tmp_path):
+    pytest.importorskip("threadpoolctl")
+    from benchmarks import run
+
+    rev = Revision("HEAD~1", "0123456789" * 4, tmp_path, "convnet")
+    one = {"clearconv": 100.0, "rev": 80.0, "vs_rev": 1.25, "torch": 50.0, "paired": 2.0}
+    res = {"ceiling1": 10.0, "ceiling": 20.0, "train": {("lenet5", 64): one}, "infer": {},
+           "flops": {}, "layers": [], "memory": {}, "scaling": None, "steal": [],
+           "retried": 0}  # fmt: skip
+    info = {"date": "d", "cpu": "c", "python": "p", "numpy": "n", "torch": "t", "clearconv": "v"}
+    md = run.markdown(info, 2, res, "cmd", repeats=3, rev=rev)
+    assert (
+        "| model | batch | clearconv | clearconv@HEAD~1 (0123456) | vs REV | PyTorch | ratio |"
+        in md
+    )
+    assert "| lenet5 | 64 | 100 | 80 | 1.25 | 50 | 2.00 |" in md
+    assert "package `convnet`" in md
+    plain = run.markdown(info, 2, res, "cmd", repeats=3)
+    assert "| model | batch | clearconv | PyTorch | ratio |" in plain and "vs REV" not in plain

@@ -7,7 +7,7 @@ dynamic batch ``N`` and one output ``"logits"``. Layers map one to one:
 clearconv                   ONNX
 ========================  ==============================================
 Conv1d / Conv2d           Conv (explicit ``pads``; 'same' as its pads)
-MaxPool1d / MaxPool2d     MaxPool (pads, dilations, ceil_mode), + Slice (see _pool_window)
+MaxPool1d / MaxPool2d     MaxPool (pads, dilations, ceil_mode), + Slice (see shapes.pool_window)
 AvgPool1d / AvgPool2d     AveragePool (pads, ceil_mode, count_include_pad), + Slice
 AdaptiveAvgPool2d         GlobalAveragePool for size 1, else AveragePool
                           when the input divides evenly (else refused)
@@ -30,6 +30,9 @@ Weights are written as float32 initializers named by their ``state_dict``
 keys (``"0.weight"``); nodes are named by the layer's path (``"3.block.0"``).
 Class names, normalisation and the input shape go into ``metadata_props`` as
 JSON strings, so :func:`clearconv.onnx.load` restores the whole :class:`Model`.
+
+Each row of the table is one emitter function, found through :data:`EMITTERS`
+by the layer's class; a new layer type gets an emitter and an entry there.
 """
 
 from __future__ import annotations

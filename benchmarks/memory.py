@@ -1,6 +1,7 @@
 """Peak resident memory of a training run, one framework per process.
 
-Usage: python -m benchmarks.memory {clearconv,torch} MODEL BATCH STEPS THREADS
+Usage: python -m benchmarks.memory {clearconv,torch} MODEL BATCH STEPS THREADS [PACKAGE]
+(PACKAGE as for ``benchmarks.worker``.)
 Prints JSON: peak RSS after imports and after training (MiB).
 """
 
@@ -28,11 +29,12 @@ def _peak_mib() -> float:
 
 def main() -> None:
     framework, model, batch, steps, threads = sys.argv[1:6]
+    package = sys.argv[6] if len(sys.argv) > 6 else "clearconv"
     batch, steps, threads = int(batch), int(steps), int(threads)
     from benchmarks.worker import RequestError, pin_threads
 
     try:
-        tasks, _limits = pin_threads(framework, threads)  # imports the framework
+        tasks, _limits = pin_threads(framework, threads, package)  # imports the framework
     except RequestError as e:
         raise SystemExit(str(e)) from None
     base = _peak_mib()

@@ -1,10 +1,15 @@
-"""The benchmark networks, built identically in clearconv and PyTorch."""
+"""The benchmark networks, built identically in clearconv and PyTorch.
+
+``build_clearconv`` takes the library's ``nn`` module: this tree's by default,
+or another revision's (``run --against``; ``convnet.nn`` before the rename),
+so a worker imports only the library it times.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from types import ModuleType
 
-from clearconv import nn
+import numpy as np
 
 # (name, layer list) with PyTorch-style specs: ("conv", in, out, k, pad), ("pool", k),
 # ("relu",), ("flatten",), ("linear", in, out), ("bn", c)
@@ -26,7 +31,9 @@ ARCHS = {
 }  # fmt: skip
 
 
-def build_clearconv(name: str, seed: int = 0) -> nn.Sequential:
+def build_clearconv(name: str, seed: int = 0, nn: ModuleType | None = None):
+    if nn is None:
+        from clearconv import nn
     rng = np.random.default_rng(seed)
     layers = []
     for spec in ARCHS[name]:
@@ -46,7 +53,7 @@ def build_clearconv(name: str, seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def build_torch(name: str, like: nn.Sequential | None = None):
+def build_torch(name: str, like=None):
     import torch
 
     layers = []

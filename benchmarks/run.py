@@ -2,15 +2,23 @@
 
 Usage::
 
-    python -m benchmarks.run [--threads 2] [--quick] [--out BENCHMARKS.md]
+    python -m benchmarks.run [--threads 2] [--quick] [--repeats 5] [--out BENCHMARKS.md]
+    python -m benchmarks.run --against REV [--only TEXT ...]
 
 This script only orchestrates: every timing happens in a long-lived
-``benchmarks.worker`` process per framework, each pinned once to the same
+``benchmarks.worker`` process per side, each pinned once to the same
 thread count (BLAS threads via threadpoolctl for clearconv,
 ``torch.set_num_threads`` for PyTorch) and given the same model, weights and
-data. Each figure is the median of several rounds; a round asks clearconv and
-PyTorch once each, in an order that flips every round, after a short pause so
-the other process's spinning BLAS/OpenMP threads have gone idle.
+data. Each figure is the median of several rounds; a round asks each side
+once, in an order that rotates every round, after a short pause so the other
+processes' spinning BLAS/OpenMP threads have gone idle.
+
+``--against REV`` adds a side: the library at git revision REV, checked out
+in a temporary worktree (``benchmarks.revision``) and imported by a worker of
+its own, so one run pairs this tree with REV round by round on the same rows
+and reports this tree's speed over REV's per row (the PyTorch column stays).
+``--only`` keeps the rows whose label contains a text. Either makes a partial
+run: the tables go to stdout (or ``--out``), BENCHMARKS.md is left alone.
 
 Why separate processes: timing both in this one process, in alternating
 0.25 s chunks (``benchmarks.timing.compare``), slowed PyTorch by about
@@ -36,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +52,7 @@ from threadpoolctl import threadpool_info
 
 import clearconv
 from benchmarks.models import ARCHS, build_clearconv
+from benchmarks.revision import Revision, RevisionError, checkout, python_path
 from benchmarks.worker import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,30 +87,62 @@ def machine() -> dict[str, str]:
 
 # -- workers ------------------------------------------------------------------
 
+RATIOS = ("paired", "vs_rev")  # keys of measure()'s ratios, not times
+
+
+@dataclass(frozen=True)
+class Side:
+    """One worker: the key its figures go under, what it times, and which library it imports.
+
+    ``src`` goes first on the worker's ``PYTHONPATH``: this tree's ``src/``, or
+    a revision's (``--against``) whose package may be called ``convnet``.
+    PyTorch's side imports this tree's clearconv only to copy its weights.
+    """
+
+    key: str  # "clearconv", "rev" or "torch"
+    framework: str  # "clearconv" or "torch": what benchmarks.worker times
+    src: Path
+    package: str = "clearconv"
+
+    def env(self) -> dict[str, str]:
+        return python_path(self.src, os.environ)
+
+
+def sides(rev: Revision | None = None, frameworks: Sequence[str] = FRAMEWORKS) -> list[Side]:
+    """This tree's clearconv, ``rev``'s when given, and PyTorch when installed."""
+    out = [Side("clearconv", "clearconv", ROOT / "src")]
+    if rev is not None:
+        out.append(Side("rev", "clearconv", rev.src, rev.package))
+    if "torch" in frameworks:
+        out.append(Side("torch", "torch", ROOT / "src"))
+    return out
+
 
 class Workers:
-    """One long-lived ``benchmarks.worker`` process per framework, all on ``threads`` threads.
+    """One long-lived ``benchmarks.worker`` process per side, all on ``threads`` threads.
 
     Use as a context manager so the workers are closed (EOF on stdin, then
     wait) also when a measurement fails. ``steal`` collects the hypervisor's
     steal fraction reported with every answer.
     """
 
-    def __init__(self, frameworks: Sequence[str], threads: int) -> None:
+    def __init__(self, sides: Sequence[Side], threads: int) -> None:
         self.procs: dict[str, subprocess.Popen] = {}
         self.steal: list[float] = []  # of the samples kept
         self.retried = 0  # samples taken again for stolen time
         try:
-            for fw in frameworks:
-                self.procs[fw] = subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.worker", fw, str(threads)],
+            for side in sides:
+                self.procs[side.key] = subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.worker", side.framework, str(threads),
+                     side.package],
                     cwd=ROOT,
+                    env=side.env(),
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
-                )
-            for fw in frameworks:  # no timing while another worker is still importing
-                self._ready(fw)
+                )  # fmt: skip
+            for side in sides:  # no timing while another worker is still importing
+                self._ready(side.key)
         except BaseException:
             self.close()
             raise
@@ -167,30 +209,31 @@ class Workers:
                 proc.stdout.close()
 
 
-def measure(
-    workers: Workers, request: dict, repeats: int, frameworks: Sequence[str] | None = None
-) -> dict[str, float]:
-    """Median seconds per call of ``request`` for each framework, over ``repeats`` rounds.
+def measure(workers: Workers, request: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of ``request`` for each side, over ``repeats`` rounds.
 
-    A round asks each framework once; the order flips every round so neither
+    A round asks each side once; the order rotates every round so no side
     always goes first, and each request waits ``PAUSE`` seconds so the other
-    process's BLAS/OpenMP threads have gone idle. With both frameworks,
-    ``"paired"`` is the median over rounds of PyTorch's time over clearconv's
-    in the same round (> 1: clearconv faster): this machine's speed drifts for
-    seconds at a time, and a round's two samples share the drift where two
-    medians need not.
+    processes' BLAS/OpenMP threads have gone idle. Ratios are medians over
+    rounds of two sides' times in the same round: this machine's speed drifts
+    for seconds at a time, and a round's samples share the drift where two
+    medians need not. ``"paired"`` is PyTorch's time over clearconv's (> 1:
+    clearconv faster); ``"vs_rev"`` the revision's over this tree's (> 1:
+    this tree faster).
     """
-    fws = list(frameworks if frameworks is not None else workers.procs)
-    samples: dict[str, list[float]] = {fw: [] for fw in fws}
+    keys = list(workers.procs)
+    samples: dict[str, list[float]] = {k: [] for k in keys}
     for i in range(repeats):
-        for fw in fws if i % 2 == 0 else fws[::-1]:
+        turn = i % len(keys)
+        for key in keys[turn:] + keys[:turn]:
             time.sleep(PAUSE)
-            samples[fw].append(workers.ask(fw, request))
-    out = {fw: statistics.median(v) for fw, v in samples.items()}
-    if "clearconv" in samples and "torch" in samples:
-        out["paired"] = statistics.median(
-            t / c for c, t in zip(samples["clearconv"], samples["torch"], strict=True)
-        )
+            samples[key].append(workers.ask(key, request))
+    out = {k: statistics.median(v) for k, v in samples.items()}
+    for ratio_key, other in (("paired", "torch"), ("vs_rev", "rev")):
+        if other in samples:
+            out[ratio_key] = statistics.median(
+                o / c for c, o in zip(samples["clearconv"], samples[other], strict=True)
+            )
     return out
 
 
@@ -207,19 +250,25 @@ def gemm_gflops(workers: Workers, n: int = 2048, rounds: int = 5) -> float:
 # -- measurements -------------------------------------------------------------
 
 
-def layer_rows(workers: Workers, repeats: int) -> list[dict]:
-    """Forward + backward of each row of ``LAYERS``, in ms."""
+def _per(t: dict[str, float], convert) -> dict[str, float]:
+    """``t`` with every time converted, its ratios kept as they are."""
+    return {k: v if k in RATIOS else convert(v) for k, v in t.items()}
+
+
+def layer_rows(workers: Workers, repeats: int, keep=lambda label: True) -> list[dict]:
+    """Forward + backward of each row of ``LAYERS`` whose label ``keep`` accepts, in ms."""
     rows = []
     for index, (name, *_) in enumerate(LAYERS):
-        t = measure(workers, {"task": "layer", "index": index, "min_time": 0.15}, repeats)
-        rows.append({"layer": name, **{k: v if k == "paired" else v * 1e3 for k, v in t.items()}})
+        if keep(f"layer {name}"):
+            t = measure(workers, {"task": "layer", "index": index, "min_time": 0.15}, repeats)
+            rows.append({"layer": name, **_per(t, lambda v: v * 1e3)})
     return rows
 
 
 def training_rate(workers: Workers, model: str, batch: int, repeats: int) -> dict[str, float]:
     """Images per second of a full Adam + cross-entropy training step."""
     t = measure(workers, {"task": "train", "model": model, "batch": batch}, repeats)
-    return {k: v if k == "paired" else batch / v for k, v in t.items()}
+    return _per(t, lambda v: batch / v)
 
 
 def inference_time(workers: Workers, model: str, batch: int, repeats: int) -> dict[str, float]:
@@ -234,13 +283,18 @@ def conv_flops(model: str) -> float:
     return 2.0 * clearconv.summary(net, (1, 28, 28)).total_macs
 
 
-def memory(model: str, batch: int, threads: int, steps: int = 5) -> dict[str, dict]:
+def memory(
+    model: str, batch: int, threads: int, on: Sequence[Side], steps: int = 5
+) -> dict[str, dict]:
+    """Peak memory of ``steps`` training steps, one process per side."""
     out = {}
-    for fw in FRAMEWORKS:
-        cmd = [sys.executable, "-m", "benchmarks.memory", fw, model, str(batch), str(steps),
-               str(threads)]  # fmt: skip
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
-        out[fw] = json.loads(res.stdout.strip().splitlines()[-1])
+    for side in on:
+        cmd = [sys.executable, "-m", "benchmarks.memory", side.framework, model, str(batch),
+               str(steps), str(threads), side.package]  # fmt: skip
+        res = subprocess.run(
+            cmd, cwd=ROOT, env=side.env(), capture_output=True, text=True, check=True
+        )
+        out[side.key] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -306,10 +360,26 @@ def steal_line(steal: list[float], retried: int) -> str:
     )
 
 
-def markdown(
-    info, threads, ceiling1, ceiling, layers, train, infer, flops, mem, cmd, *, repeats, steal,
-    retried,
-) -> str:  # fmt: skip
+def _heads(rev: str | None) -> list[str]:
+    """The columns of one figure: clearconv, [the revision, vs REV,] PyTorch, ratio."""
+    return ["clearconv", *([f"clearconv@{rev}", "vs REV"] if rev else []), "PyTorch", "ratio"]
+
+
+def _cells(r: dict, fmt, rev: str | None) -> list[str]:
+    """One figure's cells under :func:`_heads`, times formatted by ``fmt``."""
+    cells = [fmt(r["clearconv"])]
+    if rev:
+        cells += [fmt(r["rev"]), f"{r['vs_rev']:.2f}"]
+    return [*cells, fmt(r.get("torch", float("nan"))), ratio(r)]
+
+
+def _table(heads: list[str], right: int, rows: list[list[str]]) -> list[str]:
+    """A markdown table whose last ``right`` columns are right-aligned numbers."""
+    rule = ["---"] * (len(heads) - right) + ["---:"] * right
+    return [f"| {' | '.join(row)} |" for row in (heads, rule, *rows)]
+
+
+def _header(info: dict, threads: int, res: dict, cmd: str, repeats: int, rev) -> list[str]:
     lines = [
         "# Benchmarks",
         "",
@@ -317,82 +387,80 @@ def markdown(
         f"- machine: {info['cpu']}; Python {info['python']}; NumPy {info['numpy']}; "
         f"PyTorch {info['torch']}; clearconv {info['clearconv']}",
         f"- command: `{cmd}`",
-        f"- threads: {threads} for both (BLAS via threadpoolctl; `torch.set_num_threads`);"
+        f"- threads: {threads} for {'every side' if rev else 'both'} (BLAS via threadpoolctl;"
+        " `torch.set_num_threads`);"
         " each framework runs in its own worker process (`benchmarks/worker.py`), requests"
         f" alternate between them, medians of {repeats} rounds ({SCALING_REPEATS} for the"
         " scaling plot)",
-        steal_line(steal, retried),
-        f"- float32 matrix product 2048^3 (NumPy/OpenBLAS): {ceiling1:.0f} GFLOP/s on one"
-        f" thread, {ceiling:.0f} GFLOP/s on {threads} (the ceiling; best of 5 runs each)",
+        steal_line(res["steal"], res["retried"]),
+        f"- float32 matrix product 2048^3 (NumPy/OpenBLAS): {res['ceiling1']:.0f} GFLOP/s on"
+        f" one thread, {res['ceiling']:.0f} GFLOP/s on {threads} (the ceiling; best of 5 runs"
+        " each)",
+    ]
+    if rev is not None:
+        lines.append(
+            f"- against: clearconv@{rev.label} = the library at commit {rev.sha} (package"
+            f" `{rev.package}`), checked out in a temporary worktree and timed by a worker of"
+            " its own on the same rows (the benchmark code is this tree's); vs REV = its time"
+            " over this tree's in the same round (> 1 means this tree is faster)"
+        )
+    return [
+        *lines,
         "",
         "Ratio = how many times faster clearconv is (> 1 means faster than PyTorch): the"
         " median over rounds of the two frameworks' times in the same round, so it can"
         " differ from the ratio of the two medians shown beside it.",
-        "",
-        "## Training throughput (images/s, Adam + cross-entropy, MNIST-shaped batches)",
-        "",
-        "| model | batch | clearconv | PyTorch | ratio |",
-        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for (model, batch), r in train.items():
-        lines.append(
-            f"| {model} | {batch} | {r['clearconv']:,.0f} | "
-            f"{r.get('torch', float('nan')):,.0f} | {ratio(r)} |"
-        )
-    lines += [
-        "",
-        "## Inference",
-        "",
-        "| model | batch 256 images/s clearconv | PyTorch | ratio | batch 1 latency ms clearconv"
-        " | PyTorch | ratio | clearconv GFLOP/s at 256 (% of ceiling) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for model in ARCHS:
-        big, one = infer[(model, 256)], infer[(model, 1)]
-        gf = flops[model] * 256 / big["clearconv"] / 1e9
-        tb = big.get("torch")
-        t1 = one.get("torch")
-        lines.append(
-            f"| {model} | {256 / big['clearconv']:,.0f} | "
-            f"{(256 / tb) if tb else float('nan'):,.0f} | {ratio(big)} | "
-            f"{one['clearconv'] * 1e3:.3f} | {(t1 or float('nan')) * 1e3:.3f} | "
-            f"{ratio(one)} | {gf:.0f} ({100 * gf / ceiling:.0f}%) |"
-        )
-    lines += [
-        "",
-        "## Peak memory of training (conv4, batch 128, 5 steps; one process each)",
-        "",
-        "| framework | RSS after imports (MiB) | peak RSS (MiB) | growth (MiB) |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for fw, m in mem.items():
-        lines.append(
-            f"| {fw} | {m['after_imports_mib']:.0f} | {m['peak_mib']:.0f} | "
-            f"{m['peak_mib'] - m['after_imports_mib']:.0f} |"
-        )
-    lines += [
-        "",
-        "## Layers (forward + backward, ms)",
-        "",
-        "| layer and input | clearconv | PyTorch | ratio |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for r in layers:
-        lines.append(
-            f"| {r['layer']} | {r['clearconv']:.3f} | {r.get('torch', float('nan')):.3f} | "
-            f"{ratio(r)} |"
-        )
-    lines += _training_runs()
-    lines += [
-        "",
-        "## Scaling",
-        "",
-        "![time per step against batch size and image size](benchmarks/results/scaling.png)",
-        "",
-        "Raw figures: `benchmarks/results/latest.json`.",
-        "",
-    ]
-    return "\n".join(lines)
+
+
+def markdown(info, threads, res: dict, cmd: str, *, repeats: int, rev=None) -> str:
+    """BENCHMARKS.md from ``res`` (see :func:`collect`); with ``rev``, its columns too."""
+    label = rev.label if rev is not None else None
+    lines = _header(info, threads, res, cmd, repeats, rev)
+    if res["train"]:
+        lines += ["", "## Training throughput (images/s, Adam + cross-entropy, MNIST-shaped"
+                  " batches)", ""]  # fmt: skip
+        rows = [[m, str(b), *_cells(r, lambda v: f"{v:,.0f}", label)]
+                for (m, b), r in res["train"].items()]  # fmt: skip
+        lines += _table(["model", "batch", *_heads(label)], len(_heads(label)) + 1, rows)
+    if res["infer"]:
+        lines += ["", "## Inference", ""]
+        heads = _heads(label)
+        heads = ["model", f"batch 256 images/s {heads[0]}", *heads[1:],
+                 f"batch 1 latency ms {heads[0]}", *heads[1:],
+                 "clearconv GFLOP/s at 256 (% of ceiling)"]  # fmt: skip
+        rows = []
+        for model in dict.fromkeys(m for m, _ in res["infer"]):
+            big, one = res["infer"][(model, 256)], res["infer"][(model, 1)]
+            gf = res["flops"][model] * 256 / big["clearconv"] / 1e9
+            rows.append([model, *_cells(big, lambda v: f"{256 / v:,.0f}", label),
+                         *_cells(one, lambda v: f"{v * 1e3:.3f}", label),
+                         f"{gf:.0f} ({100 * gf / res['ceiling']:.0f}%)"])  # fmt: skip
+        lines += _table(heads, len(heads) - 1, rows)
+    if res["memory"]:
+        lines += ["", "## Peak memory of training (conv4, batch 128, 5 steps; one process each)",
+                  ""]  # fmt: skip
+        names = {"rev": f"clearconv@{label}"}
+        rows = [[names.get(k, k), f"{m['after_imports_mib']:.0f}", f"{m['peak_mib']:.0f}",
+                 f"{m['peak_mib'] - m['after_imports_mib']:.0f}"]
+                for k, m in res["memory"].items()]  # fmt: skip
+        heads = ["framework", "RSS after imports (MiB)", "peak RSS (MiB)", "growth (MiB)"]
+        lines += _table(heads, 3, rows)
+    if res["layers"]:
+        lines += ["", "## Layers (forward + backward, ms)", ""]
+        rows = [[r["layer"], *_cells(r, lambda v: f"{v:.3f}", label)] for r in res["layers"]]
+        lines += _table(["layer and input", *_heads(label)], len(_heads(label)), rows)
+    if res["scaling"] is not None:  # a full run: the records and the plot
+        lines += _training_runs()
+        lines += [
+            "",
+            "## Scaling",
+            "",
+            "![time per step against batch size and image size](benchmarks/results/scaling.png)",
+            "",
+            "Raw figures: `benchmarks/results/latest.json`.",
+        ]
+    return "\n".join([*lines, ""])
 
 
 def _training_runs() -> list[str]:
@@ -418,77 +486,132 @@ def _training_runs() -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds per figure (5)")
-    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 5)
-    cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")
-    cmd += f" --repeats {args.repeats}" if args.repeats else ""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    info = machine()
-    with Workers(("clearconv",), 1) as one:
+def collect(threads: int, repeats: int, quick: bool, rev=None, only=()) -> dict:
+    """Every figure: the GEMM ceiling, then each row on every side, then memory.
+
+    ``only``: substrings of the row labels to keep ("train lenet5", "infer
+    conv4", "layer ReLU", "memory conv4"; empty keeps all). The scaling plot
+    is measured only on a full run (no ``rev``, no ``only``).
+    """
+
+    def keep(label: str) -> bool:
+        return not only or any(text in label for text in only)
+
+    on = sides(rev)
+    with Workers(on[:1], 1) as one:
         ceiling1 = gemm_gflops(one)
-    with Workers(FRAMEWORKS, args.threads) as workers:
+    with Workers(on, threads) as workers:
         ceiling = gemm_gflops(workers)
         print(f"GEMM ceiling: {ceiling1:.0f} / {ceiling:.0f} GFLOP/s", flush=True)
-        train = {}
-        for model in ARCHS:
+        train, infer = {}, {}
+        for model in (m for m in ARCHS if keep(f"train {m}")):
             for batch in (64, 128):
                 train[(model, batch)] = training_rate(workers, model, batch, repeats)
                 print("train", model, batch, train[(model, batch)], flush=True)
-        infer = {}
-        for model in ARCHS:
+        for model in (m for m in ARCHS if keep(f"infer {m}")):
             for batch in (256, 1):
                 infer[(model, batch)] = inference_time(workers, model, batch, repeats)
                 print("infer", model, batch, infer[(model, batch)], flush=True)
-        layers = layer_rows(workers, repeats)
+        layers = layer_rows(workers, repeats, keep)
         print("layers done", flush=True)
-        scale = scaling(workers, SCALING_REPEATS, args.quick)
-    steal = one.steal + workers.steal
-    retried = one.retried + workers.retried
-    flops = {m: conv_flops(m) for m in ARCHS}
-    mem = memory("conv4", 128, args.threads)
+        full = rev is None and not only
+        scale = scaling(workers, SCALING_REPEATS, quick) if full else None
+    mem = memory("conv4", 128, threads, on) if keep("memory conv4") else {}
     print("memory", mem, flush=True)
-    plot_scaling(scale, RESULTS / "scaling.png")
-    raw = {
+    return {
+        "ceiling1": ceiling1,
+        "ceiling": ceiling,
+        "train": train,
+        "infer": infer,
+        "flops": {m: conv_flops(m) for m in ARCHS},
+        "layers": layers,
+        "memory": mem,
+        "scaling": scale,
+        "steal": one.steal + workers.steal,
+        "retried": one.retried + workers.retried,
+    }
+
+
+def raw_json(info: dict, threads: int, repeats: int, res: dict, rev=None) -> dict:
+    """The figures of ``res`` as JSON (``benchmarks/results/latest.json`` on a full run)."""
+    steal = res["steal"]
+    against = None if rev is None else {"rev": rev.rev, "sha": rev.sha, "package": rev.package}
+    return {
         "machine": info,
-        "threads": args.threads,
-        "method": "one worker process per framework; requests alternate; medians of rounds",
+        "threads": threads,
+        "method": "one worker process per side; requests rotate; medians of rounds",
         "repeats": repeats,
+        "against": against,
         "steal": {
             "median": statistics.median(steal) if steal else None,
             "max": max(steal, default=None),
             "samples": len(steal),
-            "retried": retried,
+            "retried": res["retried"],
         },
-        "gemm_gflops": {"1": ceiling1, str(args.threads): ceiling},
-        "training_images_per_s": {f"{m}@{b}": v for (m, b), v in train.items()},
-        "inference_seconds": {f"{m}@{b}": v for (m, b), v in infer.items()},
-        "layers_ms": layers,
-        "memory": mem,
-        "scaling_seconds": scale,
+        "gemm_gflops": {"1": res["ceiling1"], str(threads): res["ceiling"]},
+        "training_images_per_s": {f"{m}@{b}": v for (m, b), v in res["train"].items()},
+        "inference_seconds": {f"{m}@{b}": v for (m, b), v in res["infer"].items()},
+        "layers_ms": res["layers"],
+        "memory": res["memory"],
+        "scaling_seconds": res["scaling"],
     }
-    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
-    md = markdown(
-        info,
-        args.threads,
-        ceiling1,
-        ceiling,
-        layers,
-        train,
-        infer,
-        flops,
-        mem,
-        cmd,
-        repeats=repeats,
-        steal=steal,
-        retried=retried,
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per figure (5)")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also time the library at git revision REV (checked out in a temporary worktree)"
+        " on the same rows, and report this tree's speed against it per row",
     )
-    Path(args.out).write_text(md)
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only the rows whose label contains TEXT (repeatable): 'train lenet5',"
+        " 'infer conv4', 'layer ReLU', 'memory'",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="markdown file to write (default: BENCHMARKS.md on a full run; with --against"
+        " or --only, none: the tables go to stdout)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    repeats = args.repeats or (3 if args.quick else 5)
+    cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    cmd += f" --repeats {args.repeats}" if args.repeats else ""
+    cmd += f" --against {args.against}" if args.against else ""
+    cmd += "".join(f" --only {text!r}" for text in args.only)
+    full = not (args.against or args.only)
+    out = args.out or (str(ROOT / "BENCHMARKS.md") if full else None)
+    info = machine()
+    try:
+        with contextlib.ExitStack() as stack:
+            rev = stack.enter_context(checkout(ROOT, args.against)) if args.against else None
+            res = collect(args.threads, repeats, args.quick, rev, tuple(args.only))
+    except RevisionError as exc:
+        print(f"benchmarks.run: {exc}", file=sys.stderr)
+        return 2
+    raw = raw_json(info, args.threads, repeats, res, rev)
+    if res["scaling"] is not None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plot_scaling(res["scaling"], RESULTS / "scaling.png")
+        (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
+    md = markdown(info, args.threads, res, cmd, repeats=repeats, rev=rev)
+    if out is not None:
+        Path(out).write_text(md)
+        if not full:  # the raw figures of a partial run go beside its tables
+            Path(out).with_suffix(".json").write_text(json.dumps(raw, indent=1))
     print(md)
     return 0
 

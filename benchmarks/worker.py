@@ -2,7 +2,13 @@
 
 Usage::
 
-    python -m benchmarks.worker {clearconv,torch} THREADS
+    python -m benchmarks.worker {clearconv,torch} THREADS [PACKAGE]
+
+``PACKAGE`` is the import name of the library a clearconv worker times:
+``clearconv`` (the default), or ``convnet`` for a revision from before the
+rename (``benchmarks.run --against``, which puts that revision's ``src/`` on
+the worker's ``PYTHONPATH``). A PyTorch worker copies its weights from
+``clearconv``.
 
 The worker pins its thread count once for its whole life (BLAS threads via
 threadpoolctl; ``torch.set_num_threads`` as well for PyTorch), says
@@ -35,9 +41,11 @@ Each framework gets the same model, weights and data: networks come from
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -45,7 +53,6 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.models import build_clearconv, build_torch
 from benchmarks.timing import per_call
-from clearconv import nn, optim
 
 Task = Callable[[], object]
 
@@ -85,8 +92,8 @@ def _data(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _layer(index: int) -> tuple[nn.Module, np.ndarray]:
-    """Row ``index`` of ``LAYERS``: the clearconv layer and its input, seeded by the index."""
+def _layer(nn: ModuleType, index: int) -> tuple[Any, np.ndarray]:
+    """Row ``index`` of ``LAYERS``: the layer from ``nn`` and its input, seeded by the index."""
     if not 0 <= index < len(LAYERS):
         raise RequestError(f"layer index {index} not in 0..{len(LAYERS) - 1}")
     _, cls, args, kwargs, shape = LAYERS[index]
@@ -96,7 +103,7 @@ def _layer(index: int) -> tuple[nn.Module, np.ndarray]:
     return layer, rng.standard_normal(shape, dtype=np.float32)
 
 
-def _conv_step_layer(batch: int, size: int) -> tuple[nn.Module, np.ndarray]:
+def _conv_step_layer(nn: ModuleType, batch: int, size: int) -> tuple[Any, np.ndarray]:
     """Conv2d(16, 32, 3, padding=1) and its (batch, 16, size, size) input, seeded."""
     rng = np.random.default_rng(0)
     layer = nn.Conv2d(16, 32, 3, padding=1, rng=rng)
@@ -106,7 +113,7 @@ def _conv_step_layer(batch: int, size: int) -> tuple[nn.Module, np.ndarray]:
 # -- clearconv ------------------------------------------------------------------
 
 
-def _clearconv_step(layer: nn.Module, x: np.ndarray) -> Task:
+def _clearconv_step(layer: Any, x: np.ndarray) -> Task:
     """Forward in training mode and backward of a ones gradient."""
 
     def step() -> None:
@@ -116,12 +123,12 @@ def _clearconv_step(layer: nn.Module, x: np.ndarray) -> Task:
     return step
 
 
-def clearconv_train(model: str, batch: int) -> Task:
+def clearconv_train(lib: ModuleType, model: str, batch: int) -> Task:
     """One Adam + cross-entropy training step."""
     x, y = _data(batch)
-    net = build_clearconv(model)
-    loss = nn.CrossEntropyLoss()
-    opt = optim.Adam(net.parameters(), 1e-3)
+    net = build_clearconv(model, nn=lib.nn)
+    loss = lib.nn.CrossEntropyLoss()
+    opt = lib.optim.Adam(net.parameters(), 1e-3)
 
     def step() -> None:
         opt.zero_grad()
@@ -132,10 +139,10 @@ def clearconv_train(model: str, batch: int) -> Task:
     return step
 
 
-def clearconv_infer(model: str, batch: int) -> Task:
+def clearconv_infer(lib: ModuleType, model: str, batch: int) -> Task:
     """One forward pass in eval mode."""
     x, _ = _data(batch)
-    net = build_clearconv(model)
+    net = build_clearconv(model, nn=lib.nn)
     return lambda: net(x)
 
 
@@ -147,19 +154,21 @@ def clearconv_gemm(n: int) -> Task:
     return lambda: a @ b
 
 
-CLEARCONV_TASKS: dict[str, Callable[[dict], Task]] = {
-    "train": lambda r: clearconv_train(r["model"], r["batch"]),
-    "infer": lambda r: clearconv_infer(r["model"], r["batch"]),
-    "layer": lambda r: _clearconv_step(*_layer(r["index"])),
-    "conv_step": lambda r: _clearconv_step(*_conv_step_layer(r["batch"], r["size"])),
-    "gemm": lambda r: clearconv_gemm(r.get("n", 2048)),
-}
+def clearconv_tasks(lib: ModuleType) -> dict[str, Callable[[dict], Task]]:
+    """The task table of a clearconv worker, on the library ``lib`` (clearconv or convnet)."""
+    return {
+        "train": lambda r: clearconv_train(lib, r["model"], r["batch"]),
+        "infer": lambda r: clearconv_infer(lib, r["model"], r["batch"]),
+        "layer": lambda r: _clearconv_step(*_layer(lib.nn, r["index"])),
+        "conv_step": lambda r: _clearconv_step(*_conv_step_layer(lib.nn, r["batch"], r["size"])),
+        "gemm": lambda r: clearconv_gemm(r.get("n", 2048)),
+    }
 
 
 # -- PyTorch ------------------------------------------------------------------
 
 
-def _torch_like(layer: nn.Module, make: Callable[[], Any]) -> Any:
+def _torch_like(layer: Any, make: Callable[[], Any]) -> Any:
     """A PyTorch layer from ``make()`` carrying ``layer``'s parameters and buffers."""
     import torch
 
@@ -220,7 +229,9 @@ def torch_layer(index: int) -> Task:
     """Row ``index`` of ``LAYERS`` in PyTorch, with the clearconv layer's weights."""
     import torch
 
-    layer, x = _layer(index)
+    from clearconv import nn
+
+    layer, x = _layer(nn, index)
     _, cls, args, kwargs, _ = LAYERS[index]
     tl = _torch_like(layer, lambda: getattr(torch.nn, cls)(*args, **kwargs))
     return _torch_step(tl, x)
@@ -230,7 +241,9 @@ def torch_conv_step(batch: int, size: int) -> Task:
     """``conv_step`` in PyTorch, with the clearconv layer's weights."""
     import torch
 
-    layer, x = _conv_step_layer(batch, size)
+    from clearconv import nn
+
+    layer, x = _conv_step_layer(nn, batch, size)
     tl = _torch_like(layer, lambda: torch.nn.Conv2d(16, 32, 3, padding=1))
     return _torch_step(tl, x)
 
@@ -326,13 +339,19 @@ class Worker:
             return {"error": f"{type(e).__name__}: {e}"}
 
 
-def pin_threads(framework: str, threads: int) -> tuple[dict, object]:
+def pin_threads(framework: str, threads: int, package: str = "clearconv") -> tuple[dict, object]:
     """The task table of ``framework``, with its threads pinned for the life of the process.
 
-    Returns the tasks and the threadpoolctl limiter, which the caller keeps.
+    A clearconv worker imports the library as ``package`` (``convnet`` before
+    the rename). Returns the tasks and the threadpoolctl limiter, which the
+    caller keeps.
     """
     if framework == "clearconv":
-        return CLEARCONV_TASKS, threadpool_limits(threads)
+        if package not in ("clearconv", "convnet"):
+            raise RequestError(f"unknown package {package!r}; use clearconv or convnet")
+        lib = importlib.import_module(package)
+        importlib.import_module(f"{package}.optim")  # a subpackage the package may not import
+        return clearconv_tasks(lib), threadpool_limits(threads)
     if framework == "torch":
         try:
             import torch
@@ -355,14 +374,17 @@ def _refuse(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m benchmarks.worker {clearconv,torch} THREADS", file=sys.stderr)
+    if len(args) not in (2, 3):
+        print(
+            "usage: python -m benchmarks.worker {clearconv,torch} THREADS [PACKAGE]",
+            file=sys.stderr,
+        )
         return 2
-    framework, threads = args
+    framework, threads, package = (*args, "clearconv")[:3]
     if not threads.isdigit() or int(threads) < 1:
         return _refuse(f"THREADS must be a positive whole number, not {threads!r}")
     try:
-        tasks, _limits = pin_threads(framework, int(threads))
+        tasks, _limits = pin_threads(framework, int(threads), package)
     except RequestError as e:
         return _refuse(str(e))
     worker = Worker(tasks)

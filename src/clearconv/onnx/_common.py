@@ -9,11 +9,14 @@ OPSET = 17
 #: The oldest opset export can write: Softmax normalises one axis from opset 13 on.
 MIN_OPSET = 13
 
-# metadata_props keys; the values are JSON strings.
-META_CLASS_NAMES = "clearconv.class_names"
-META_NORMALIZATION = "clearconv.normalization"
-META_INPUT_SHAPE = "clearconv.input_shape"
-META_MODEL = "clearconv.meta"
+# metadata_props keys; the values are JSON strings. Files exported before the
+# rename carry the same keys under LEGACY_PREFIX, which import also reads.
+META_PREFIX = "clearconv."
+LEGACY_PREFIX = "convnet."
+META_CLASS_NAMES = META_PREFIX + "class_names"
+META_NORMALIZATION = META_PREFIX + "normalization"
+META_INPUT_SHAPE = META_PREFIX + "input_shape"
+META_MODEL = META_PREFIX + "meta"
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

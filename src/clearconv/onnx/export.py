@@ -7,7 +7,7 @@ dynamic batch ``N`` and one output ``"logits"``. Layers map one to one:
 clearconv                   ONNX
 ========================  ==============================================
 Conv1d / Conv2d           Conv (explicit ``pads``; 'same' as its pads)
-MaxPool1d / MaxPool2d     MaxPool (pads, dilations, ceil_mode), + Slice (see _pool_window)
+MaxPool1d / MaxPool2d     MaxPool (pads, dilations, ceil_mode), + Slice (see shapes.pool_window)
 AvgPool1d / AvgPool2d     AveragePool (pads, ceil_mode, count_include_pad), + Slice
 AdaptiveAvgPool2d         GlobalAveragePool for size 1, else AveragePool
                           when the input divides evenly (else refused)
@@ -30,19 +30,23 @@ Weights are written as float32 initializers named by their ``state_dict``
 keys (``"0.weight"``); nodes are named by the layer's path (``"3.block.0"``).
 Class names, normalisation and the input shape go into ``metadata_props`` as
 JSON strings, so :func:`clearconv.onnx.load` restores the whole :class:`Model`.
+
+Each row of the table is one emitter function, found through :data:`EMITTERS`
+by the layer's class; a new layer type gets an emitter and an entry there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clearconv import nn
-from clearconv.engine.pool import pool_out_size
 from clearconv.onnx._common import (
     BATCH_DIM,
     INPUT_NAME,
@@ -55,6 +59,7 @@ from clearconv.onnx._common import (
     OUTPUT_NAME,
     require_onnx,
 )
+from clearconv.onnx.shapes import onnx_pads, pool_window, spatial_pads
 
 
 class _Graph:
@@ -88,56 +93,6 @@ class _Graph:
         return out
 
 
-def _spatial_pads(module: Any) -> list[tuple[int, int]]:
-    """(begin, end) padding per spatial axis of a conv or pool layer."""
-    nd = len(module.kernel_size)
-    if module.padding == "valid":
-        return [(0, 0)] * nd
-    if module.padding == "same":  # as PyTorch: total d*(k-1), the odd pixel at the end
-        totals = [d * (k - 1) for k, d in zip(module.kernel_size, module.dilation)]
-        return [(t // 2, t - t // 2) for t in totals]
-    return [(int(p), int(p)) for p in module.padding]
-
-
-def _onnx_pads(pairs: list[tuple[int, int]]) -> list[int]:
-    """[(b1, e1), (b2, e2)] -> ONNX's [b1, b2, e1, e2]."""
-    return [b for b, _ in pairs] + [e for _, e in pairs]
-
-
-def _pool_window(
-    m: Any, shape: tuple[int, ...]
-) -> tuple[int, list[tuple[int, int]], list[int] | None]:
-    """``ceil_mode``, pads and a crop for a pool, so that ONNX's sizes equal PyTorch's.
-
-    PyTorch's ceil mode drops a last window that would start in the end padding;
-    the ONNX spec (and its shape inference) does not. Where the two disagree on
-    every axis, floor mode gives PyTorch's count exactly. Where they disagree
-    on some axes only, the pool runs in ceil mode and a Slice keeps PyTorch's
-    count (the third value; None when no Slice is needed). Padding the end
-    instead would need pads as wide as a dilated kernel, which onnxruntime
-    refuses. An average that counts padding has no equivalent there.
-    """
-    pairs = _spatial_pads(m)
-    if not m.ceil_mode:
-        return 0, pairs, None
-    axes = []
-    for size, k, s, (p, _), d in zip(shape[2:], m.kernel_size, m.stride, pairs, m.dilation):
-        span = size + 2 * p - d * (k - 1) - 1
-        want = pool_out_size(size, k, s, p, d, True)
-        axes.append((span // s + 1, want, -(-span // s) + 1))  # floor, PyTorch, ONNX ceil
-    if all(want == ceil for _, want, ceil in axes):
-        return 1, pairs, None  # the rules agree here
-    if all(want == floor for floor, want, _ in axes):
-        return 0, pairs, None  # PyTorch drops the window ONNX's ceil would add
-    if not isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) and m.count_include_pad:
-        raise ValueError(
-            f"cannot export {m!r} for input {shape[2:]}: with ceil_mode and "
-            "count_include_pad its border windows have no ONNX equivalent "
-            "(use count_include_pad=False or an input size where ceil_mode is exact)"
-        )
-    return 1, pairs, [want for _, want, _ in axes]
-
-
 def _crop(g: _Graph, y: str, name: str, keep: list[int] | None) -> str:
     """``y[..., :keep[0], :keep[1]]`` over the spatial axes (a Slice), or ``y``."""
     if keep is None:
@@ -154,146 +109,213 @@ def _param(module: Any, attr: str) -> np.ndarray | None:
     return None if p is None else np.asarray(p.data)
 
 
+@dataclass(frozen=True)
+class _At:
+    """Where an emitter works: the tensor ``x`` it reads, its ``shape`` (batch 1),
+    the layer's output shape, and its path (``"3.block.0."``, the state_dict
+    prefix of its weights)."""
+
+    x: str
+    shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    path: str
+
+    @property
+    def name(self) -> str:
+        """The node name: the path without its trailing dot ("" at the top)."""
+        return self.path.rstrip(".")
+
+
+# An emitter appends the nodes of one layer and returns the name of its output.
+Emitter = Callable[[_Graph, Any, _At], str]
+
+
 def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
     """Append the nodes of ``m`` applied to tensor ``x`` of ``shape`` (batch 1).
 
     Returns the output tensor name and its shape.
     """
+    # The nearest class in the layer's MRO with an emitter: subclasses export as their base.
+    emitter = next((EMITTERS[t] for t in type(m).__mro__ if t in EMITTERS), None)
+    if emitter is None:
+        supported = ", ".join(sorted(t.__name__ for t in EMITTERS))
+        raise TypeError(
+            f"cannot export layer {type(m).__name__} at {path.rstrip('.') or 'the top'!r}: "
+            f"it has no ONNX mapping (supported: {supported})"
+        )
     out_shape = tuple(m.output_shape(shape))
-    name = path.rstrip(".")
-    pre = path  # initializer names: the state_dict keys, "0.weight"
-    if isinstance(m, nn.Sequential):
-        for i, child in enumerate(m):
-            x, shape = _emit(g, child, x, shape, f"{path}{i}.")
-        return x, shape
-    if isinstance(m, nn.Residual):
-        y, _ = _emit(g, m.block, x, shape, f"{path}block.")
-        shortcut = getattr(m, "shortcut", None)  # a projection: shortcut(x) + block(x)
-        skip = x if shortcut is None else _emit(g, shortcut, x, shape, f"{path}shortcut.")[0]
-        return g.node("Add", [skip, y], f"{name}.add" if name else "add"), out_shape
-    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        inputs = [x, g.const(pre + "weight", _param(m, "weight"))]
-        if m.bias is not None:
-            inputs.append(g.const(pre + "bias", _param(m, "bias")))
-        y = g.node(
-            "Conv",
-            inputs,
-            name,
-            kernel_shape=list(m.kernel_size),
-            strides=list(m.stride),
-            dilations=list(m.dilation),
-            pads=_onnx_pads(_spatial_pads(m)),
-            group=1,
-        )
-        return y, out_shape
-    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-        ceil, pads, keep = _pool_window(m, shape)
-        y = g.node(
-            "MaxPool",
-            [x],
-            name,
-            kernel_shape=list(m.kernel_size),
-            strides=list(m.stride),
-            dilations=list(m.dilation),
-            pads=_onnx_pads(pads),
-            ceil_mode=ceil,
-        )
-        return _crop(g, y, name, keep), out_shape
-    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
-        ceil, pads, keep = _pool_window(m, shape)
-        y = g.node(
-            "AveragePool",
-            [x],
-            name,
-            kernel_shape=list(m.kernel_size),
-            strides=list(m.stride),
-            pads=_onnx_pads(pads),
-            ceil_mode=ceil,
-            count_include_pad=int(m.count_include_pad),
-        )
-        return _crop(g, y, name, keep), out_shape
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        (h, w), (oh, ow) = shape[2:], out_shape[2:]
-        if (oh, ow) == (1, 1):
-            return g.node("GlobalAveragePool", [x], name), out_shape
-        if (oh, ow) == (h, w):
-            return x, out_shape  # every bin is one pixel: the identity
-        if h % oh or w % ow:
-            raise ValueError(
-                f"cannot export {m!r} at {name!r}: input {h}x{w} does not divide evenly into "
-                f"{oh}x{ow} bins, and ONNX has no adaptive pooling (use an input size that "
-                "is a multiple of the output size, or output_size=1)"
-            )
-        k = [h // oh, w // ow]
-        return g.node("AveragePool", [x], name, kernel_shape=k, strides=k), out_shape
-    if isinstance(m, nn.ReLU):
-        return g.node("Relu", [x], name), out_shape
-    if isinstance(m, nn.LeakyReLU):
-        return g.node("LeakyRelu", [x], name, alpha=float(m.negative_slope)), out_shape
-    if isinstance(m, nn.Sigmoid):
-        return g.node("Sigmoid", [x], name), out_shape
-    if isinstance(m, nn.Tanh):
-        return g.node("Tanh", [x], name), out_shape
-    if isinstance(m, nn.Softmax):
-        axis = m._axis_for(len(shape))
-        return g.node("Softmax", [x], name, axis=int(axis)), out_shape
-    if isinstance(m, nn.Flatten):
-        rank = len(shape)
-        start, end = m.start_dim % rank, m.end_dim % rank
-        if start == 0:
-            raise ValueError(
-                f"cannot export {m!r} at {name!r}: flattening the batch dimension leaves "
-                "the graph without a batch axis"
-            )
-        if start == end:
-            return x, out_shape  # one dim "flattened" into itself: nothing to do
-        if start == 1 and end == rank - 1:
-            return g.node("Flatten", [x], name, axis=1), out_shape
-        # Reshape to the known per-sample dims; 0 copies the (dynamic) batch.
-        target = [0, *out_shape[1:]]
-        s = g.const(pre + "shape", target, np.int64)
-        return g.node("Reshape", [x, s], name), out_shape
-    if isinstance(m, nn.Linear):
-        weight, b = np.asarray(m.weight.data), _param(m, "bias")
-        if len(shape) == 2:
-            inputs = [x, g.const(pre + "weight", weight)]
-            if b is not None:
-                inputs.append(g.const(pre + "bias", b))
-            return g.node("Gemm", inputs, name, transB=1), out_shape
-        # (N, *, in) @ (in, out): Gemm takes matrices only.
-        y = g.node("MatMul", [x, g.const(pre + "weight_t", weight.T)], name)
-        if b is not None:
-            y = g.node("Add", [y, g.const(pre + "bias", b)], f"{name}.bias")
-        return y, out_shape
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if m.running_mean is None:
-            raise ValueError(
-                f"cannot export {m!r} at {name!r}: it keeps no running statistics "
-                "(track_running_stats=False), so inference depends on the batch"
-            )
-        c = m.num_features
-        scale = _param(m, "weight") if m.weight is not None else np.ones(c)
-        bias = _param(m, "bias") if m.bias is not None else np.zeros(c)
-        inputs = [
-            x,
-            g.const(pre + "weight", scale),
-            g.const(pre + "bias", bias),
-            g.const(pre + "running_mean", m.running_mean),
-            g.const(pre + "running_var", m.running_var),
-        ]
-        # ONNX's momentum weighs the old statistic: 1 - PyTorch's.
-        mom = 0.9 if m.momentum is None else 1.0 - float(m.momentum)
-        y = g.node("BatchNormalization", inputs, name, epsilon=float(m.eps), momentum=mom)
-        return y, out_shape
-    if isinstance(m, nn.Dropout):
-        ratio = g.const(pre + "ratio", np.float32(m.p))
-        return g.node("Dropout", [x, ratio], name), out_shape
-    raise TypeError(
-        f"cannot export layer {type(m).__name__} at {name or 'the top'!r}: it has no "
-        "ONNX mapping (supported: Sequential, Residual, Conv1d/2d, MaxPool1d/2d, AvgPool1d/2d, "
-        "AdaptiveAvgPool2d, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Linear, "
-        "BatchNorm1d/2d, Dropout)"
+    return emitter(g, m, _At(x, shape, out_shape, path)), out_shape
+
+
+def _sequential(g: _Graph, m: nn.Sequential, at: _At) -> str:
+    x, shape = at.x, at.shape
+    for i, child in enumerate(m):
+        x, shape = _emit(g, child, x, shape, f"{at.path}{i}.")
+    return x
+
+
+def _residual(g: _Graph, m: nn.Residual, at: _At) -> str:
+    y, _ = _emit(g, m.block, at.x, at.shape, f"{at.path}block.")
+    skip = at.x  # shortcut(x) + block(x) with a projection
+    if m.shortcut is not None:
+        skip, _ = _emit(g, m.shortcut, at.x, at.shape, f"{at.path}shortcut.")
+    return g.node("Add", [skip, y], f"{at.name}.add" if at.name else "add")
+
+
+def _conv(g: _Graph, m: Any, at: _At) -> str:
+    inputs = [at.x, g.const(at.path + "weight", _param(m, "weight"))]
+    if m.bias is not None:
+        inputs.append(g.const(at.path + "bias", _param(m, "bias")))
+    return g.node(
+        "Conv",
+        inputs,
+        at.name,
+        kernel_shape=list(m.kernel_size),
+        strides=list(m.stride),
+        dilations=list(m.dilation),
+        pads=onnx_pads(spatial_pads(m)),
+        group=1,
     )
+
+
+def _max_pool(g: _Graph, m: Any, at: _At) -> str:
+    ceil, pads, keep = pool_window(m, at.shape)
+    y = g.node(
+        "MaxPool",
+        [at.x],
+        at.name,
+        kernel_shape=list(m.kernel_size),
+        strides=list(m.stride),
+        dilations=list(m.dilation),
+        pads=onnx_pads(pads),
+        ceil_mode=ceil,
+    )
+    return _crop(g, y, at.name, keep)
+
+
+def _avg_pool(g: _Graph, m: Any, at: _At) -> str:
+    ceil, pads, keep = pool_window(m, at.shape)
+    y = g.node(
+        "AveragePool",
+        [at.x],
+        at.name,
+        kernel_shape=list(m.kernel_size),
+        strides=list(m.stride),
+        pads=onnx_pads(pads),
+        ceil_mode=ceil,
+        count_include_pad=int(m.count_include_pad),
+    )
+    return _crop(g, y, at.name, keep)
+
+
+def _adaptive_avg_pool(g: _Graph, m: nn.AdaptiveAvgPool2d, at: _At) -> str:
+    (h, w), (oh, ow) = at.shape[2:], at.out_shape[2:]
+    if (oh, ow) == (1, 1):
+        return g.node("GlobalAveragePool", [at.x], at.name)
+    if (oh, ow) == (h, w):
+        return at.x  # every bin is one pixel: the identity
+    if h % oh or w % ow:
+        raise ValueError(
+            f"cannot export {m!r} at {at.name!r}: input {h}x{w} does not divide evenly into "
+            f"{oh}x{ow} bins, and ONNX has no adaptive pooling (use an input size that "
+            "is a multiple of the output size, or output_size=1)"
+        )
+    k = [h // oh, w // ow]
+    return g.node("AveragePool", [at.x], at.name, kernel_shape=k, strides=k)
+
+
+def _op(op: str) -> Emitter:
+    """The emitter of a layer that is one ONNX operator with no settings."""
+    return lambda g, m, at: g.node(op, [at.x], at.name)
+
+
+def _leaky_relu(g: _Graph, m: nn.LeakyReLU, at: _At) -> str:
+    return g.node("LeakyRelu", [at.x], at.name, alpha=float(m.negative_slope))
+
+
+def _softmax(g: _Graph, m: nn.Softmax, at: _At) -> str:
+    return g.node("Softmax", [at.x], at.name, axis=int(m._axis_for(len(at.shape))))
+
+
+def _flatten(g: _Graph, m: nn.Flatten, at: _At) -> str:
+    rank = len(at.shape)
+    start, end = m.start_dim % rank, m.end_dim % rank
+    if start == 0:
+        raise ValueError(
+            f"cannot export {m!r} at {at.name!r}: flattening the batch dimension leaves "
+            "the graph without a batch axis"
+        )
+    if start == end:
+        return at.x  # one dim "flattened" into itself: nothing to do
+    if start == 1 and end == rank - 1:
+        return g.node("Flatten", [at.x], at.name, axis=1)
+    # Reshape to the known per-sample dims; 0 copies the (dynamic) batch.
+    s = g.const(at.path + "shape", [0, *at.out_shape[1:]], np.int64)
+    return g.node("Reshape", [at.x, s], at.name)
+
+
+def _linear(g: _Graph, m: nn.Linear, at: _At) -> str:
+    weight, b = np.asarray(m.weight.data), _param(m, "bias")
+    if len(at.shape) == 2:
+        inputs = [at.x, g.const(at.path + "weight", weight)]
+        if b is not None:
+            inputs.append(g.const(at.path + "bias", b))
+        return g.node("Gemm", inputs, at.name, transB=1)
+    # (N, *, in) @ (in, out): Gemm takes matrices only.
+    y = g.node("MatMul", [at.x, g.const(at.path + "weight_t", weight.T)], at.name)
+    if b is not None:
+        y = g.node("Add", [y, g.const(at.path + "bias", b)], f"{at.name}.bias")
+    return y
+
+
+def _batch_norm(g: _Graph, m: Any, at: _At) -> str:
+    if m.running_mean is None:
+        raise ValueError(
+            f"cannot export {m!r} at {at.name!r}: it keeps no running statistics "
+            "(track_running_stats=False), so inference depends on the batch"
+        )
+    c = m.num_features
+    scale = _param(m, "weight") if m.weight is not None else np.ones(c)
+    bias = _param(m, "bias") if m.bias is not None else np.zeros(c)
+    inputs = [
+        at.x,
+        g.const(at.path + "weight", scale),
+        g.const(at.path + "bias", bias),
+        g.const(at.path + "running_mean", m.running_mean),
+        g.const(at.path + "running_var", m.running_var),
+    ]
+    # ONNX's momentum weighs the old statistic: 1 - PyTorch's.
+    mom = 0.9 if m.momentum is None else 1.0 - float(m.momentum)
+    return g.node("BatchNormalization", inputs, at.name, epsilon=float(m.eps), momentum=mom)
+
+
+def _dropout(g: _Graph, m: nn.Dropout, at: _At) -> str:
+    ratio = g.const(at.path + "ratio", np.float32(m.p))
+    return g.node("Dropout", [at.x, ratio], at.name)
+
+
+# Layer type -> emitter (one entry per class; a subclass uses its base's).
+EMITTERS: dict[type, Emitter] = {
+    nn.Sequential: _sequential,
+    nn.Residual: _residual,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.MaxPool1d: _max_pool,
+    nn.MaxPool2d: _max_pool,
+    nn.AvgPool1d: _avg_pool,
+    nn.AvgPool2d: _avg_pool,
+    nn.AdaptiveAvgPool2d: _adaptive_avg_pool,
+    nn.ReLU: _op("Relu"),
+    nn.LeakyReLU: _leaky_relu,
+    nn.Sigmoid: _op("Sigmoid"),
+    nn.Tanh: _op("Tanh"),
+    nn.Softmax: _softmax,
+    nn.Flatten: _flatten,
+    nn.Linear: _linear,
+    nn.BatchNorm1d: _batch_norm,
+    nn.BatchNorm2d: _batch_norm,
+    nn.Dropout: _dropout,
+}
 
 
 def _unwrap(model: Any, input_shape, class_names, mean, std):
@@ -372,41 +394,12 @@ def to_onnx(
     (['Conv', 'Relu', 'Flatten', 'Gemm'], 17)
     """
     onnx = require_onnx()
-    newest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
-        raise TypeError(f"export: opset must be an int, got {opset!r}")
-    if not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"export: opset must be in [{MIN_OPSET}, {newest}], got {opset}")
+    _check_opset(onnx, opset)
     net, shape, names, mean, std, meta = _unwrap(model, input_shape, class_names, mean, std)
-    if not shape or not all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
-    ):
-        raise ValueError(
-            f"export: input_shape must be one sample's shape, e.g. (C, H, W), of positive "
-            f"ints, got {shape}"
-        )
-    shape = tuple(int(s) for s in shape)
-
-    g = _Graph(onnx)
-    g._names.add(INPUT_NAME)
-    y, out_shape = _emit(g, net, INPUT_NAME, (1, *shape), "")
-    if y == INPUT_NAME:  # the net is the identity: still give the output its name
-        g.nodes.append(onnx.helper.make_node("Identity", [y], [OUTPUT_NAME], name="output"))
-    else:  # rename the last tensor (produced by exactly one node) to "logits"
-        for node in g.nodes:
-            node.input[:] = [OUTPUT_NAME if t == y else t for t in node.input]
-            node.output[:] = [OUTPUT_NAME if t == y else t for t in node.output]
+    shape = _check_shape(shape)
+    graph, out_shape = _graph(onnx, net, shape)
     if names is None:
         names = [str(i) for i in range(out_shape[1])] if len(out_shape) == 2 else []
-
-    elem = onnx.TensorProto.FLOAT
-    graph = onnx.helper.make_graph(
-        g.nodes,
-        "clearconv",
-        [onnx.helper.make_tensor_value_info(INPUT_NAME, elem, [BATCH_DIM, *shape])],
-        [onnx.helper.make_tensor_value_info(OUTPUT_NAME, elem, [BATCH_DIM, *out_shape[1:]])],
-        initializer=g.inits,
-    )
     opsets = [onnx.helper.make_opsetid("", int(opset))]
     proto = onnx.helper.make_model(
         graph,
@@ -417,6 +410,54 @@ def to_onnx(
     from clearconv import __version__
 
     proto.producer_version = __version__
+    onnx.helper.set_model_props(proto, _metadata(names, mean, std, shape, meta))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _graph(onnx: Any, net: nn.Module, shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
+    """The ``GraphProto`` of ``net`` on input ``"input"`` (N, *shape), and its output shape."""
+    g = _Graph(onnx)
+    g._names.add(INPUT_NAME)
+    y, out_shape = _emit(g, net, INPUT_NAME, (1, *shape), "")
+    if y == INPUT_NAME:  # the net is the identity: still give the output its name
+        g.nodes.append(onnx.helper.make_node("Identity", [y], [OUTPUT_NAME], name="output"))
+    else:  # rename the last tensor (produced by exactly one node) to "logits"
+        for node in g.nodes:
+            node.input[:] = [OUTPUT_NAME if t == y else t for t in node.input]
+            node.output[:] = [OUTPUT_NAME if t == y else t for t in node.output]
+    elem = onnx.TensorProto.FLOAT
+    graph = onnx.helper.make_graph(
+        g.nodes,
+        "clearconv",
+        [onnx.helper.make_tensor_value_info(INPUT_NAME, elem, [BATCH_DIM, *shape])],
+        [onnx.helper.make_tensor_value_info(OUTPUT_NAME, elem, [BATCH_DIM, *out_shape[1:]])],
+        initializer=g.inits,
+    )
+    return graph, out_shape
+
+
+def _check_opset(onnx: Any, opset: Any) -> None:
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"export: opset must be an int, got {opset!r}")
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"export: opset must be in [{MIN_OPSET}, {newest}], got {opset}")
+
+
+def _check_shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    if not shape or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
+    ):
+        raise ValueError(
+            f"export: input_shape must be one sample's shape, e.g. (C, H, W), of positive "
+            f"ints, got {shape}"
+        )
+    return tuple(int(s) for s in shape)
+
+
+def _metadata(names, mean, std, shape: tuple[int, ...], meta: Any) -> dict[str, str]:
+    """The ``metadata_props`` that let :func:`clearconv.onnx.load` restore a Model."""
     norm = {
         "mean": None if mean is None else [float(v) for v in np.ravel(mean)],
         "std": None if std is None else [float(v) for v in np.ravel(std)],
@@ -430,9 +471,7 @@ def to_onnx(
         props[META_MODEL] = json.dumps(meta)
     except (TypeError, ValueError):  # training metadata that is not JSON: leave it out
         pass
-    onnx.helper.set_model_props(proto, props)
-    onnx.checker.check_model(proto)
-    return proto
+    return props
 
 
 def export(

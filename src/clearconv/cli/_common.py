@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clearconv._extras import install_hint
 from clearconv.cli import CLIError
 
 __all__ = [
@@ -25,10 +26,12 @@ __all__ = [
     "add_command",
     "add_data_dir",
     "as_batch",
+    "check_out_file",
     "data_root",
     "folder_classes",
     "format_table",
     "held_out_split",
+    "install_hint",
     "load_folder",
     "load_model_file",
     "load_named",
@@ -36,6 +39,7 @@ __all__ = [
     "parse_shape",
     "print_json",
     "resolve_model_spec",
+    "write_text_file",
 ]
 
 #: Data sets known by name, and one sample's shape ``(C, H, W)`` for each.
@@ -258,6 +262,54 @@ def load_model_file(path: str):
     if not p.is_file():
         raise CLIError(f"{path}: model file not found")
     return io.load(p)
+
+
+def check_out_file(path: str | Path, option: str = "--out") -> Path:
+    """The file ``option`` names, checked before any work: its folder exists and is writable,
+    and it is not itself a folder; else :class:`CLIError` saying which and what to give.
+
+    Example
+    -------
+    >>> check_out_file("/no/such/folder/r.html")
+    Traceback (most recent call last):
+    ...
+    clearconv.cli.CLIError: --out /no/such/folder/r.html: the folder /no/such/folder does not exist
+    """
+    import os
+
+    p = Path(path)
+    folder = p.parent
+    if p.is_dir():
+        raise CLIError(
+            f"{option} {path}: is a folder; give a file name, e.g. {p / 'out'}{p.suffix}"
+        )
+    if not folder.is_dir():
+        raise CLIError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: no permission to write in {folder}")
+    return p
+
+
+def write_text_file(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temporary file beside it, then a rename.
+
+    The temporary file is created like any other (permissions follow the umask)
+    and removed if the write fails, so ``path`` is either the old file or the new one.
+    """
+    import os
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

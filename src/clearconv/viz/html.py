@@ -27,6 +27,11 @@ td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 table.grid td{width:2.6em;height:1.6em;text-align:center;font-family:monospace;font-size:.8em}
 .bar{display:inline-block;height:.9em;background:#2166ac;vertical-align:middle}
 code,pre{background:#f5f5f5;padding:1px 3px}
+pre.layer{font-size:.8em;max-height:16em;overflow:auto}
+.cscale{display:flex;align-items:center;gap:6px;font-size:.8em;color:#444;margin:.4em 0}
+.cbar{display:inline-block;width:180px;height:12px;border:1px solid #bbb}
+table.filters td,table.filters th{border:none;padding:1px 3px;font-size:.8em;font-weight:normal}
+table.filters img{display:block}
 """
 
 

@@ -271,7 +271,7 @@ def _filters_html(name: str, layer) -> list[str]:
     shown = w[:FILTER_ROWS, :FILTER_COLS]
     tiles = filter_tiles(shown)  # per filter: (O, kH, kW, 3) colour or (O*C, kH, kW) grey
     k = max(tiles.shape[1:3])
-    s = max(8, 24 // k)  # 8x, more for 1x1 and 2x2 kernels so each stays visible
+    s = max(8, 32 // k)  # 8x or more (10x for 3x3, 32x for 1x1), so each weight is visible
     more = []
     if o > FILTER_ROWS:
         more.append(f"the first {FILTER_ROWS} of {o} filters")
@@ -322,6 +322,49 @@ def _attention_html(model: Model, x: np.ndarray, target: int) -> list[str]:
         pass  # no convolution: saliency only
     parts.append("</div>")
     return parts
+
+
+STRIP_SCALE = 12  # pixels per value in the 48-value strips of the X/O votes
+
+
+def _strips_html(rows: np.ndarray, labels: list[str], what: str) -> str:
+    """A few rows of 48 values as colour strips, with row labels, an axis and a colour scale.
+
+    The 48 values are the three pooled 4x4 maps one after the other, so the axis
+    names the feature each third of the strip comes from.
+    """
+    from clearconv.viz.xo import FEATURE_NAMES
+
+    rows = np.asarray(rows, dtype=np.float64)
+    m = float(np.abs(rows).max()) or 1.0
+    strips = "".join(
+        f'<div class="strip"><span class="rowlab">{esc(lab)}</span>'
+        f"{img(colorize(r[None], 'diverging', vmax=m), scale=STRIP_SCALE)}</div>"
+        for lab, r in zip(labels, rows)
+    )
+    per = rows.shape[1] // len(FEATURE_NAMES)
+    ticks = "".join(
+        f'<span style="width:{per * STRIP_SCALE}px">{esc(name)}: values '
+        f"{i * per + 1}-{(i + 1) * per}</span>"
+        for i, name in enumerate(FEATURE_NAMES)
+    )
+    axis = f'<div class="strip"><span class="rowlab"></span><div class="ticks">{ticks}</div></div>'
+    key = colour_scale("diverging", -m, m)
+    return f'<div class="strips"><p>{esc(what)}, value by value:</p>{strips}{axis}{key}</div>'
+
+
+def _close_scores_html(scores: np.ndarray, names: list[str]) -> str:
+    """One sentence on why two close scores give probabilities near 50/50."""
+    s = np.asarray(scores, dtype=np.float64)
+    d = float(s[0] - s[1])
+    p = 1.0 / (1.0 + np.exp(-d))
+    return (
+        f'<p class="explain">Why is P({esc(names[0])}) only {p:.3f} for the X? Softmax '
+        "depends only on how far apart the scores are, and these are close: "
+        f"{s[0]:.3f} - {s[1]:.3f} = {d:.3f}, and P({esc(names[0])}) = 1 / (1 + exp(-{d:.3f})) "
+        f"= {p:.3f}. Scores 3 apart would give 0.95; these scores are averages of values "
+        "between 0 and 1, so they cannot be far apart.</p>"
+    )
 
 
 def xo_report(
@@ -387,14 +430,8 @@ def xo_report(
         "has a weight (vote) per value: here the pooled values of that class's own image, "
         "scaled to add up to 1, so a class's score is the vote-weighted average of the list. "
         "Softmax turns the scores into probabilities.</p>",
-        '<div class="maps">',
-        img(
-            colorize(walk["votes"], "diverging"), "votes (rows: " + ", ".join(names) + ")", scale=12
-        ),
-        img(
-            colorize(walk["flat"], "diverging", vmax=1), "flattened values (rows: images)", scale=12
-        ),
-        "</div>",
+        _strips_html(walk["votes"], [f"votes for {n}" for n in names], "the votes (weights)"),
+        _strips_html(walk["flat"], [f"image {n}" for n in names], "the flattened values"),
         table(
             ["image", *(f"score {n}" for n in names), *(f"P({n})" for n in names)],
             [
@@ -402,6 +439,7 @@ def xo_report(
                 for k in range(len(scores))
             ],
         ),
+        _close_scores_html(scores[0], names),
     ]
     if trained is not None:
         learned = trained[0].weight.data[:, 0]
@@ -430,5 +468,12 @@ def xo_report(
                 (e + 1, f"{lo:.4f}", f"{a:.3f}")
                 for e, (lo, a) in enumerate(zip(history["loss"], history["accuracy"]))
             ]
-            p.append(table(("epoch", "training loss", "held-out accuracy"), rows[-10:]))
+            shown = rows[-10:]
+            last = "" if len(shown) == len(rows) else f" (the last {len(shown)})"
+            p.append(
+                f"<h3>Training: epochs {shown[0][0]}-{len(rows)} of {len(rows)}{last}</h3>"
+                '<p class="explain">Loss on the training images, accuracy on images the '
+                "network never trained on.</p>"
+            )
+            p.append(table(("epoch", "training loss", "held-out accuracy"), shown))
     return page("clearconv xo: the X/O walkthrough", "\n".join(p))

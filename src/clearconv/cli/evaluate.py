@@ -11,6 +11,7 @@ from clearconv.cli._common import (
     DATASETS,
     add_command,
     add_data_dir,
+    confusion_table,
     data_root,
     format_table,
     held_out_split,
@@ -123,16 +124,7 @@ def print_report(rep: dict) -> None:
     )
     print()
     print("confusion matrix (rows: true class, columns: predicted)")
-    names = [str(i) for i in range(len(rep["classes"]))]
-    print(
-        format_table(
-            ["", *names],
-            [
-                [f"{i} {c}", *row]
-                for i, (c, row) in enumerate(zip(rep["classes"], rep["confusion"]))
-            ],
-        )
-    )
+    print(confusion_table(rep["classes"], rep["confusion"]))
 
 
 def run(args: argparse.Namespace) -> int:

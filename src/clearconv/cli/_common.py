@@ -179,7 +179,7 @@ def _missing_message(name: str, root: Path, original: str, fetching: bool = Fals
     failed = re.search(r"download failed \((.*)\): put", original)
     head = f"{title} not found under {root / name}"
     if failed:
-        head = f"{title} could not be downloaded ({failed.group(1)})"
+        head += f" and could not be downloaded ({failed.group(1)})"
     return (
         f"{head}: put {', '.join(missing)} into {root / name}/ (from {mirror}), or point "
         f"--data-dir (or $CLEARCONV_DATA) at a folder that has {name}/{fetch}"

@@ -24,8 +24,8 @@ figure{margin:0;text-align:center;font-size:.8em;color:#555}
 img{image-rendering:pixelated;border:1px solid #ccc}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
-table.grid{font-size:1em}
-table.grid td{width:3em;height:2em;text-align:center;font-size:.9em;
+table.grid{font-size:1.1em}
+table.grid td{width:3em;height:2em;text-align:center;font-size:1em;
 font-family:ui-monospace,Menlo,Consolas,monospace}
 .strip{display:flex;align-items:center;gap:8px;margin:2px 0}
 .strip figure{line-height:0}.strip img{border:none}

@@ -128,8 +128,8 @@ def load_image(
         raise DataError(f"{path}: refusing a possible decompression bomb ({exc})") from exc
     except Image.UnidentifiedImageError as exc:  # its text names an internal BytesIO object
         raise DataError(
-            f"{path}: not a readable image (expected PNG, JPEG, GIF, BMP, TIFF "
-            f"or WebP; the file starts with {data[:8]!r})"
+            f"{path}: cannot read image: not a known format (expected PNG, JPEG, GIF, BMP, "
+            f"TIFF or WebP; the file starts with {data[:8]!r})"
         ) from exc
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc

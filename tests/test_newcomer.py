@@ -449,6 +449,11 @@ def test_help_offers_seed_only_where_it_seeds(capsys, command, seeded):
 
 def test_train_help_and_recipe_show_the_defaults(capsys):
     code, out, _ = run(capsys, "train", "--help")
+    options = " ".join(out.split("options:")[1].split("defaults per model")[0].split())
+    assert f"--model MODEL zoo name ({', '.join(zoo.NAMES)})" in options
+    for option in ("--epochs EPOCHS", "--lr LR", "--optimizer {sgd,adam,adamw}"):
+        after = options.split(option, 1)[1]
+        assert after.split(" --", 1)[0].endswith("(default: the model's recipe, listed below)")
     table = out.split("defaults per model")[1]
     for name in zoo.NAMES:
         r = zoo.recipe(name)

@@ -87,13 +87,25 @@ def common_options(parser: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+#: Options whose unset value comes from the model's training recipe (``zoo.recipe``).
+RECIPE_OPTIONS = frozenset(
+    ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing")
+)
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """``--help`` with each option's default (when its help does not say it already),
-    and text blocks that contain line breaks (tables in epilogs) kept as written."""
+    and text blocks that contain line breaks (tables in epilogs) kept as written.
+
+    An option left unset to take the recipe's value (default None, a recipe
+    key) says so; ``train --help`` lists the recipes after its options.
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
+        if default is None and action.dest in RECIPE_OPTIONS and "default" not in text:
+            return f"{text} (default: the model's recipe, listed below)"
         if (
             "default" in text
             or default is None

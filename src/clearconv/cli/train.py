@@ -34,6 +34,8 @@ from clearconv.cli._common import (
 
 
 def add_parser(subparsers) -> None:
+    from clearconv import zoo
+
     p = add_command(
         subparsers,
         "train",
@@ -43,7 +45,9 @@ def add_parser(subparsers) -> None:
         "known data set or an image folder FOLDER/CLASS/*.png|jpg, then write a model file. "
         "Unset options come from the model's recipe.",
     )
-    p.add_argument("--model", required=True, help="zoo name (lenet5, resnet, ...) or .toml/.json")
+    p.add_argument(
+        "--model", required=True, help=f"zoo name ({', '.join(zoo.NAMES)}) or .toml/.json"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=DATASETS, help="a known data set (xo needs no files)")
     src.add_argument(

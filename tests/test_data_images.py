@@ -168,7 +168,10 @@ def test_missing_pillow_message(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pil)
-    with pytest.raises(ImportError, match=r"pip install clearconv\[cli\]"):
+    # both installs: from PyPI and from a source checkout
+    with pytest.raises(
+        ImportError, match=r'pip install "clearconv\[cli\]".*pip install -e "\.\[cli\]"'
+    ):
         load_image(tmp_path / "x.png")
 
 

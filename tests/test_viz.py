@@ -326,8 +326,8 @@ def test_inspect_report_is_self_contained_html(digit_model, rng):
     assert "<title>test &lt;report&gt;</title>" in html  # escaped
     assert page.external == []  # nothing outside the file
     # input, preprocessed, maps of stages 1-5 (4+4+4+6+6), the flat strip, saliency,
-    # Grad-CAM, and the two conv filter mosaics
-    assert len(page.imgs) == 2 + 24 + 1 + 2 + 2
+    # Grad-CAM, and the kernels of the two convolutions, one picture each (4x1 + 6x4)
+    assert len(page.imgs) == 2 + 24 + 1 + 2 + 4 * 1 + 6 * 4
     assert all(open_png(src) == "PNG" for src in page.imgs)
     for word in ("Conv2d", "MaxPool2d", "Flatten", "softmax", "Filters", "Model summary"):
         assert word.lower() in html.lower()

@@ -132,9 +132,17 @@ def _walk(m: nn.Module, name: str, shape, rf, jump, rows: list[Row]) -> tuple[An
             shape, rf, jump = _walk(child, f"{name}.{i}" if name else str(i), shape, rf, jump, rows)
         return shape, rf, jump
     if isinstance(m, nn.Residual):
-        inner, rf_b, jump_b = _walk(m.block, f"{name}.block", shape, rf, jump, rows)
-        out = m.output_shape(shape)
-        rows.append(Row(name, "Residual (x + block(x))", out, 0, 0, _rf(rf_b, out)))
+        # Both paths start from the block's input: the block's layers, then the
+        # shortcut's (a projection has parameters of its own), then the sum.
+        _, rf_b, jump_b = _walk(m.block, f"{name}.block", shape, rf, jump, rows)
+        if m.shortcut is not None:
+            _walk(m.shortcut, f"{name}.shortcut", shape, rf, jump, rows)
+        try:
+            out = tuple(m.output_shape(shape))
+        except ValueError as exc:
+            raise ValueError(f"summary: layer {name} does not fit its input: {exc}") from exc
+        label = residual_label(m, shape, out)
+        rows.append(Row(name or "Residual", label, out, 0, 0, _rf(rf_b, out)))
         return out, rf_b, jump_b
     try:
         out = tuple(m.output_shape(shape))
@@ -156,6 +164,26 @@ def _walk(m: nn.Module, name: str, shape, rf, jump, rows: list[Row]) -> tuple[An
         rf = None  # every input position now reaches every output
     rows.append(Row(name or type(m).__name__, repr(m), out, params, macs, _rf(rf, out)))
     return out, rf, jump
+
+
+def residual_label(m: nn.Residual, shape: tuple[int, ...], out: tuple[int, ...]) -> str:
+    """What the sum of a residual block adds, and what its shortcut does to the input.
+
+    >>> res = nn.Residual(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.Conv2d(4, 8, 1, stride=2))
+    >>> residual_label(res, (1, 4, 8, 8), (1, 8, 4, 4))
+    'Residual add: shortcut(x) + block(x), downsampling shortcut'
+    >>> residual_label(nn.Residual(nn.ReLU()), (1, 4, 8, 8), (1, 4, 8, 8))
+    'Residual add: x + block(x)'
+    """
+    if m.shortcut is None:
+        return "Residual add: x + block(x)"
+    if tuple(out[2:]) != tuple(shape[2:]):
+        how = "downsampling"
+    elif out[1:2] != shape[1:2]:
+        how = "projection"
+    else:
+        how = "transforming"
+    return f"Residual add: shortcut(x) + block(x), {how} shortcut"
 
 
 def _rf(rf, out):

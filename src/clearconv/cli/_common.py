@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clearconv._extras import install_hint
 from clearconv.cli import CLIError
 
 __all__ = [
@@ -25,10 +26,13 @@ __all__ = [
     "add_command",
     "add_data_dir",
     "as_batch",
+    "check_out_file",
+    "confusion_table",
     "data_root",
     "folder_classes",
     "format_table",
     "held_out_split",
+    "install_hint",
     "load_folder",
     "load_model_file",
     "load_named",
@@ -37,6 +41,7 @@ __all__ = [
     "print_json",
     "resolve_model_spec",
     "skipped_line",
+    "write_text_file",
 ]
 
 #: Data sets known by name, and one sample's shape ``(C, H, W)`` for each.
@@ -130,28 +135,40 @@ def load_named(
     seed: int = 0,
     download: bool = True,
     limit: int | None = None,
+    fetching: bool = False,
 ):
     """Load a data set by name as a :class:`~clearconv.data.Dataset` of ``(N, C, H, W)`` images.
 
     ``xo`` is drawn on the spot (training and test sets from different seeds);
     the others are read from ``root/NAME/`` (downloaded when missing and
-    ``download``). ``limit`` keeps the first ``limit`` images.
+    ``download``). ``limit`` keeps the first ``limit`` images. ``fetching``:
+    called by ``clearconv datasets fetch``, whose failure message must not
+    suggest running it again.
     """
     from clearconv import data
 
     try:
         ds = _load_named(name, root, split, seed, download, limit)
     except data.DataMissingError as exc:
-        raise CLIError(_missing_message(name, root, str(exc))) from exc
+        raise CLIError(_missing_message(name, root, str(exc), fetching)) from exc
     ds = data.Dataset(as_batch(ds.images), ds.labels, ds.class_names)
     return ds if limit is None else ds[:limit]
 
 
-def _missing_message(name: str, root: Path, original: str) -> str:
-    """One line: which files to put where, or how to fetch them."""
-    fetch = f"run `clearconv datasets fetch {name}` with network access"
+def _missing_message(name: str, root: Path, original: str, fetching: bool = False) -> str:
+    """One line: which files to put where, the data root options, or how to fetch them.
+
+    Example
+    -------
+    >>> msg = _missing_message("mnist", Path("/nowhere"), "downloads are off")
+    >>> "--data-dir" in msg and "$CLEARCONV_DATA" in msg and "datasets fetch mnist" in msg
+    True
+    >>> "datasets fetch" in _missing_message("mnist", Path("/nowhere"), "", fetching=True)
+    False
+    """
+    fetch = "" if fetching else f", or run `clearconv datasets fetch {name}` with network access"
     if name not in ("mnist", "fashion-mnist"):
-        return f"{original}; or {fetch}"
+        return original + fetch.replace(", or", "; or", 1)
     from clearconv.data import verify_mnist
     from clearconv.data.mnist import FASHION_MIRRORS, MNIST_MIRRORS
 
@@ -161,10 +178,12 @@ def _missing_message(name: str, root: Path, original: str) -> str:
         ("MNIST", MNIST_MIRRORS[0]) if name == "mnist" else ("Fashion-MNIST", FASHION_MIRRORS[0])
     )
     failed = re.search(r"download failed \((.*)\): put", original)
-    why = f" (download failed: {failed.group(1)})" if failed else ""
+    head = f"{title} not found under {root / name}"
+    if failed:
+        head += f" and could not be downloaded ({failed.group(1)})"
     return (
-        f"{title} not found under {root / name}: put {', '.join(missing)} there "
-        f"(from {mirror}) or {fetch}{why}"
+        f"{head}: put {', '.join(missing)} into {root / name}/ (from {mirror}), or point "
+        f"--data-dir (or $CLEARCONV_DATA) at a folder that has {name}/{fetch}"
     )
 
 
@@ -282,6 +301,53 @@ def load_model_file(path: str):
     return io.load(p)
 
 
+def check_out_file(path: str | Path, option: str | None = "--out") -> Path:
+    """The file ``option`` names, checked before any work: its folder exists and is writable,
+    and it is not itself a folder; else :class:`CLIError` saying which and what to give.
+
+    Example
+    -------
+    >>> check_out_file("/no/such/folder/r.html")
+    Traceback (most recent call last):
+    ...
+    clearconv.cli.CLIError: --out /no/such/folder/r.html: the folder /no/such/folder does not exist
+    """
+    import os
+
+    p = Path(path)
+    folder = p.parent
+    what = f"{option} {path}" if option else str(path)  # None: a positional argument
+    if p.is_dir():
+        raise CLIError(f"{what}: is a folder; give a file name, e.g. {p / 'out'}{p.suffix}")
+    if not folder.is_dir():
+        raise CLIError(f"{what}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(f"{what}: no permission to write in {folder}")
+    return p
+
+
+def write_text_file(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temporary file beside it, then a rename.
+
+    The temporary file is created like any other (permissions follow the umask)
+    and removed if the write fails, so ``path`` is either the old file or the new one.
+    """
+    import os
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Columns padded to their widest cell; numbers right-aligned.
 
@@ -305,6 +371,35 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def confusion_table(classes: Sequence[str], confusion: Sequence[Sequence[int]]) -> str:
+    """The confusion matrix as text, rows (true class) and columns (predicted) labelled alike.
+
+    Short class names label both; longer ones are replaced by their index on
+    both sides, with a key line after the table.
+
+    Example
+    -------
+    >>> print(confusion_table(["cat", "dog"], [[3, 1], [0, 4]]))
+    true\\pred  cat  dog
+    cat          3    1
+    dog          0    4
+    >>> print(confusion_table(["T-shirt/top", "Trouser"], [[5, 0], [1, 6]]))
+    true\\pred  0  1
+    0          5  0
+    1          1  6
+    classes: 0 = T-shirt/top, 1 = Trouser
+    """
+    names = [str(c) for c in classes]
+    short = max((len(n) for n in names), default=0) <= 6
+    labels = names if short else [str(i) for i in range(len(names))]
+    text = format_table(
+        ["true\\pred", *labels], [[lab, *row] for lab, row in zip(labels, confusion)]
+    )
+    if not short:
+        text += "\nclasses: " + ", ".join(f"{i} = {n}" for i, n in enumerate(names))
+    return text
 
 
 def _default(obj):

@@ -119,4 +119,4 @@ def _list(root: Path, as_json: bool) -> int:
 def _fetch(name: str, root: Path) -> None:
     """Download both splits (skipping files already there), verified by the loaders."""
     for split in ("train", "test"):
-        load_named(name, root, split, download=True)
+        load_named(name, root, split, download=True, fetching=True)

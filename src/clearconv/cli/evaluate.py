@@ -20,6 +20,7 @@ from clearconv.cli._common import (
     HELD_OUT_FRACTION,
     add_command,
     add_data_dir,
+    confusion_table,
     data_root,
     format_table,
     held_out_split,
@@ -204,16 +205,7 @@ def print_report(rep: dict) -> None:
     )
     print()
     print("confusion matrix (rows: true class, columns: predicted)")
-    names = [str(i) for i in range(len(rep["classes"]))]
-    print(
-        format_table(
-            ["", *names],
-            [
-                [f"{i} {c}", *row]
-                for i, (c, row) in enumerate(zip(rep["classes"], rep["confusion"]))
-            ],
-        )
-    )
+    print(confusion_table(rep["classes"], rep["confusion"]))
 
 
 def make_plot_dir(folder: str) -> Path:
@@ -225,9 +217,9 @@ def make_plot_dir(folder: str) -> Path:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise CLIError(
-            "--plots needs matplotlib: pip install 'clearconv[viz]' (or pip install matplotlib)"
-        ) from exc
+        from clearconv._extras import install_hint
+
+        raise CLIError(f"--plots needs matplotlib: {install_hint('viz')}") from exc
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -57,12 +57,13 @@ def _model(spec: str, input_shape, seed: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from clearconv.cli._common import parse_shape
+    from clearconv.cli._common import check_out_file, parse_shape
     from clearconv.onnx import export
 
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise CLIError(f"{args.out}: the output file should end in .onnx")
+    check_out_file(out, None)
     model = _model(args.model, parse_shape(args.input_shape), args.seed)
     export(model, out, opset=args.opset)
     n = sum(p.size for p in model.parameters())

@@ -30,11 +30,13 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clearconv import io
+    from clearconv.cli._common import check_out_file
     from clearconv.onnx import load
 
     src = Path(args.src)
     if not src.is_file():
         raise CLIError(f"{args.src}: ONNX file not found")
+    check_out_file(args.out, None)
     model = load(src)
     out = io.save(model, args.out)
     n = sum(p.size for p in model.parameters())

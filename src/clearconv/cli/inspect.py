@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from clearconv.cli import CLIError
-from clearconv.cli._common import add_command
+from clearconv.cli._common import add_command, check_out_file, write_text_file
 
 
 def add_parser(subparsers) -> None:
@@ -40,16 +40,21 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{model_path}: model file not found")
     if not image_path.is_file():
         raise CLIError(f"{image_path}: image file not found")
+    out = check_out_file(args.out)
     model = io.load(model_path)
     try:
-        raw = prepare(model, decode_image(image_path.read_bytes()))
+        picture = decode_image(image_path.read_bytes())
+        raw = prepare(model, picture)
     except ValueError as exc:
         raise CLIError(f"{image_path}: {exc}") from exc
     html = inspect_report(
-        model, raw, title=f"{model_path.name} on {image_path.name}", scale=args.scale
+        model,
+        raw,
+        title=f"{model_path.name} on {image_path.name}",
+        scale=args.scale,
+        original=picture,
     )
-    out = Path(args.out)
-    out.write_text(html, encoding="utf-8")
+    write_text_file(out, html)
     probs = model.predict_proba(raw)[0]
     top = int(probs.argmax())
     print(f"{image_path.name}: {model.class_names[top]} ({probs[top]:.3f}); wrote {out}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from pathlib import Path
 
 from clearconv.cli import CLIError
-from clearconv.cli._common import add_command
+from clearconv.cli._common import add_command, install_hint
 
 
 def add_parser(subparsers) -> None:
@@ -21,8 +23,12 @@ def add_parser(subparsers) -> None:
         "unless --host says otherwise.",
     )
     p.add_argument("model", help="model file (.npz)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every network)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     p.add_argument(
         "--max-bytes",
         type=int,
@@ -31,15 +37,46 @@ def add_parser(subparsers) -> None:
     )
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or :class:`CLIError` saying why not.
+
+    Binding before uvicorn starts means a busy port or a wrong address is one
+    line and exit 2, and "serving on" is printed only for a server that is up.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CLIError(
+            f"--host {host!r}: not an address or a name this machine can resolve"
+        ) from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # as uvicorn does: a port left in TIME_WAIT by a server just stopped is reusable
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = "the port is in use (another server?): stop it or choose another --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = f"{host} is not an address of this machine: use 127.0.0.1 or 0.0.0.0"
+        elif exc.errno == errno.EACCES:
+            why = "no permission (ports below 1024 need privileges): try --port 8000"
+        else:
+            why = (exc.strerror or str(exc)).lower()
+        raise CLIError(f"cannot serve on {host}:{port}: {why}") from exc
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
         from clearconv.serve.app import create_app
     except ImportError as exc:
-        raise CLIError(
-            f"serve needs starlette and uvicorn: pip install 'clearconv[serve]' ({exc})"
-        ) from exc
+        raise CLIError(f"serve needs starlette and uvicorn: {install_hint('serve')}") from exc
     from clearconv import io
 
     path = Path(args.model)
@@ -51,15 +88,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-bytes must be at least 1024, got {args.max_bytes}")
     model = io.load(path)
     app = create_app(model, max_bytes=args.max_bytes)
-    print(f"serving {path.name} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]  # the real one when --port 0
+    host = f"[{args.host}]" if ":" in args.host else args.host
     # limit_concurrency: beyond 64 open requests uvicorn answers 503 at once
     # instead of queueing without bound; idle keep-alive connections close after 5 s.
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        limit_concurrency=64,
-        timeout_keep_alive=5,
-    )
+    config = uvicorn.Config(app, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
+    print(f"serving {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0

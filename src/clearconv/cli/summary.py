@@ -11,23 +11,34 @@ from clearconv.cli._common import add_command, parse_shape, print_json, resolve_
 
 
 def add_parser(subparsers) -> None:
+    from clearconv import zoo
+
     p = add_command(
         subparsers,
         "summary",
         run,
         help="show a model's layers, shapes, parameters and multiply-adds",
         description="Table of a model's layers: output shape, parameters, multiply-adds "
-        "and receptive field. MODEL is a zoo name (lenet5, resnet18, ...), a model "
-        "file (.npz) or an architecture file (.toml/.json).",
+        "and receptive field. MODEL is a zoo name, a model file (.npz) or an architecture "
+        "file (.toml/.json). Shapes leave the batch size open: N in the table, null in "
+        "--json (output_shape [null, C, H, W]). Training defaults: clearconv recipe MODEL.",
     )
-    p.add_argument("model", metavar="MODEL", help="zoo name, model file or architecture file")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help=f"zoo name ({', '.join(zoo.NAMES)}), model file (.npz) or architecture file",
+    )
     p.add_argument(
         "--input-shape",
         metavar="C,H,W",
         default=None,
         help="one sample's shape (default: the model's own)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object; the batch dimension of each output_shape is null",
+    )
 
 
 def _net_and_shape(spec: str, input_shape):
@@ -44,6 +55,13 @@ def _net_and_shape(spec: str, input_shape):
     return net, shape
 
 
+def _row_json(row) -> dict:
+    """A table row as JSON: the batch dimension as null, as the table's N (any size)."""
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(row).items()}
+    out["output_shape"] = [None, *row.output_shape[1:]]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from clearconv.summary import summary
 
@@ -57,10 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "input_shape": list(shape),
                 "total_params": table.total_params,
                 "total_macs": table.total_macs,
-                "rows": [
-                    {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(r).items()}
-                    for r in table.rows
-                ],
+                "rows": [_row_json(r) for r in table.rows],
             }
         )
     else:

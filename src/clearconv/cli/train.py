@@ -51,6 +51,8 @@ MIN_BATCH = 8
 
 def add_parser(subparsers) -> None:
     # Over 80 lines: one flat add_argument per option, each with its help text.
+    from clearconv import zoo
+
     p = add_command(
         subparsers,
         "train",
@@ -69,9 +71,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="zoo name (lenet5, resnet, ...), a .toml/.json architecture file, or a model "
-        "file (.npz) to continue training: same classes (fine-tuning), or a new last layer "
-        "with --num-classes",
+        help=f"zoo name ({', '.join(zoo.NAMES)}), a .toml/.json architecture file, or a "
+        "model file (.npz) to continue training: same classes (fine-tuning), or a new last "
+        "layer with --num-classes",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=DATASETS, help="a known data set (xo needs no files)")
@@ -97,14 +99,13 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--epochs",
         type=int,
-        help="passes over the training data (default: the recipe's, "
-        f"raised to at least {MIN_STEPS} steps for small data)",
+        help="passes over the training data; for small data, raised to at least "
+        f"{MIN_STEPS} optimizer steps",
     )
     p.add_argument(
         "--batch-size",
         type=int,
-        help="images per step (default: the recipe's, at most "
-        f"1/{BATCH_SHARE} of the training images)",
+        help=f"images per step; for small data, at most 1/{BATCH_SHARE} of the training images",
     )
     p.add_argument("--lr", type=float, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help="optimizer")

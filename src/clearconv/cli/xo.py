@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from clearconv.cli import CLIError
-from clearconv.cli._common import add_command
+from clearconv.cli._common import add_command, check_out_file, write_text_file
 
 
 def add_parser(subparsers) -> None:
@@ -30,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 0 or args.samples < 2:
         raise CLIError("--epochs must be >= 0 and --samples >= 2")
+    out = check_out_file(args.out)
     walk = walkthrough()
     trained = history = None
     if args.epochs > 0:
         trained, history = train_xo(epochs=args.epochs, n=args.samples, seed=args.seed)
-    out = Path(args.out)
-    out.write_text(xo_report(walk, trained, history), encoding="utf-8")
+    write_text_file(out, xo_report(walk, trained, history))
     names = walk["class_names"]
     for k, row in enumerate(walk["probabilities"]):
         probs = ", ".join(f"P({n})={v:.3f}" for n, v in zip(names, row))

@@ -1,6 +1,6 @@
 """Data: IDX files, MNIST, Fashion-MNIST, CIFAR-10, image folders, the X/O toy,
 batching, normalisation and batch augmentation. NumPy only; Pillow (an optional
-extra, ``pip install clearconv[cli]``) is imported when an image file is read.
+extra ``cli``) is imported when an image file is read.
 
 Every loader returns a :class:`Dataset` (``images``, ``labels``,
 ``class_names``) that also unpacks as a 3-tuple. Data roots: an explicit

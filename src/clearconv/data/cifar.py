@@ -15,7 +15,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from clearconv.data.download import DataMissingError, FileSpec, download, resolve_root
+from clearconv.data.download import (
+    DataMissingError,
+    FileSpec,
+    download,
+    network_reason,
+    resolve_root,
+)
 from clearconv.data.idx import DataError
 from clearconv.data.loader import Dataset
 
@@ -155,7 +161,7 @@ def load_cifar10(
         except tarfile.TarError as exc:
             raise DataError(f"{base / CIFAR10_SPEC.name}: corrupt archive ({exc})") from exc
         except OSError as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = network_reason(exc, CIFAR10_URL)
             raise DataMissingError(
                 _missing_message(base, missing, f"download failed ({reason})")
             ) from exc
@@ -203,6 +209,6 @@ def download_archive(base: Path) -> Path:
 def _missing_message(base: Path, missing: list[str], why: str) -> str:
     return (
         f"CIFAR-10 not found and {why}: put {', '.join(missing)} (from {CIFAR10_URL}, "
-        f"extracted) into {base / _SUBDIR}/ (or point --data-dir / CLEARCONV_DATA at a folder "
+        f"extracted) into {base / _SUBDIR}/ (or point --data-dir / $CLEARCONV_DATA at a folder "
         "that has cifar10/)"
     )

@@ -20,7 +20,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ __all__ = [
     "fetch_files",
     "file_md5",
     "file_ok",
+    "network_reason",
     "resolve_root",
     "verify_files",
 ]
@@ -213,7 +216,22 @@ def download(
         Network failures (the ``.part`` file is kept for the next attempt).
     """
     dest = Path(dest)
+    # the folders this call creates: removed again if the download fails before
+    # writing anything, so a failed fetch leaves no empty folder behind
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download(url, dest, spec, timeout)
+    except BaseException:
+        for folder in created:  # deepest first; stops at the first one not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _download(url: str, dest: Path, spec: FileSpec | None, timeout: float) -> Path:
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "clearconv"})
@@ -245,6 +263,31 @@ def download(
     return dest
 
 
+def network_reason(exc: BaseException, url: str) -> str:
+    """Why a download failed, in words (no ``[Errno -2]`` or ``<urlopen error ...>``).
+
+    Example
+    -------
+    >>> import urllib.error, socket
+    >>> err = urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+    >>> network_reason(err, "https://example.org/mnist/")
+    'no network: cannot resolve example.org'
+    """
+    host = urllib.parse.urlsplit(url).hostname or url
+    reason = getattr(exc, "reason", exc)
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"{url} answered HTTP {exc.code} {exc.reason}"
+    if isinstance(reason, socket.gaierror):
+        return f"no network: cannot resolve {host}"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"{host} did not answer in time"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"{host} refused the connection"
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"{host}: {reason.strerror[:1].lower()}{reason.strerror[1:]}"
+    return f"{host}: {reason}"
+
+
 def fetch_files(
     folder: Path,
     specs: Iterable[FileSpec],
@@ -270,7 +313,7 @@ def fetch_files(
                     path = download(mirror + spec.name, folder / spec.name, spec)
                     break
                 except (OSError, DataError) as exc:  # URLError is an OSError
-                    errors.append(f"{mirror}: {getattr(exc, 'reason', exc)}")
+                    errors.append(network_reason(exc, mirror))
         if path is not None:
             found[spec.name] = path
     missing = [s.name for s in specs if s.name not in found]
@@ -278,7 +321,7 @@ def fetch_files(
         why = f"download failed ({errors[-1]})" if errors else "downloads are off"
         raise DataMissingError(
             f"{dataset} not found and {why}: put {', '.join(missing)} "
-            f"(from {mirrors[0]}) into {folder}/ (or point --data-dir / CLEARCONV_DATA at a "
+            f"(from {mirrors[0]}) into {folder}/ (or point --data-dir / $CLEARCONV_DATA at a "
             f"folder that has {folder.name}/)"
         )
     return found

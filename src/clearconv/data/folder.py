@@ -2,7 +2,7 @@
 
 Pillow is imported inside the functions, so ``clearconv.data`` works without it
 until an image is read; then a missing Pillow raises
-:class:`MissingDependencyError` naming ``pip install clearconv[cli]``.
+:class:`MissingDependencyError` with the pip command (:func:`clearconv._extras.install_hint`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _pil():
     try:
         from PIL import Image, ImageOps
     except ImportError as exc:
-        raise MissingDependencyError(
-            "reading images needs Pillow: pip install clearconv[cli]"
-        ) from exc
+        from clearconv._extras import install_hint
+
+        raise MissingDependencyError(f"reading images needs Pillow: {install_hint('cli')}") from exc
     return Image, ImageOps
 
 
@@ -127,6 +127,11 @@ def load_image(
                 arr = np.asarray(im, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refusing a possible decompression bomb ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:  # its text names an internal BytesIO object
+        raise DataError(
+            f"{path}: cannot read image: not a known format (expected PNG, JPEG, GIF, BMP, "
+            f"TIFF or WebP; the file starts with {data[:8]!r})"
+        ) from exc
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
     # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)

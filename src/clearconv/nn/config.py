@@ -27,6 +27,7 @@ Conv2d(1, 4, kernel_size=3)
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,16 @@ def _build(cfg: Any, shape, rng, dtype, where: str) -> tuple[Module, tuple[int, 
     if kind in _BRANCHES:
         return _build_branches(cfg, shape, rng, dtype, where)
     if kind not in _ARGS:
-        raise ValueError(f"{where}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+        raise ValueError(
+            f"{where}: unknown layer type {kind!r}{_did_you_mean(kind)}; "
+            f"known: {', '.join(LAYER_TYPES)}"
+        )
+    if kind == "Linear" and shape is not None and len(shape) > 2 and "in_features" not in cfg:
+        raise ValueError(
+            f"{where}: Linear gets maps of shape (N, {', '.join(map(str, shape[1:]))}); "
+            f'add a Flatten layer before it (type = "Flatten"), which makes them '
+            f"(N, {int(np.prod(shape[1:]))})"
+        )
     allowed = _ARGS[kind] + (("bias",) if kind in _HAS_BIAS else ())
     _check_keys(cfg, allowed, where)
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k != "type"}
@@ -190,7 +200,12 @@ def _build(cfg: Any, shape, rng, dtype, where: str) -> tuple[Module, tuple[int, 
         layer = getattr(_nn, kind)(**kwargs)
     except TypeError as exc:
         raise ValueError(f"{where}: {exc}") from exc
-    out = layer.output_shape(shape) if shape is not None else None
+    try:
+        out = layer.output_shape(shape) if shape is not None else None
+    except ValueError as exc:
+        if kind == "Linear" and shape is not None and len(shape) > 2:
+            raise ValueError(f"{where}: {exc}; add a Flatten layer before it") from exc
+        raise
     return layer, out
 
 
@@ -207,6 +222,23 @@ def _build_branches(cfg: dict, shape, rng, dtype, where: str) -> tuple[Module, A
     except TypeError as exc:
         raise ValueError(f"{where}: {exc}") from exc
     return module, (module.output_shape(shape) if shape is not None else None)
+
+
+def _did_you_mean(kind: Any) -> str:
+    """`` (did you mean 'ReLU'?)`` for a near miss of a known layer type, else ``""``.
+
+    Example
+    -------
+    >>> _did_you_mean("Relu"), _did_you_mean("Conv2D"), _did_you_mean("Transformer")
+    (" (did you mean 'ReLU'?)", " (did you mean 'Conv2d'?)", '')
+    """
+    if not isinstance(kind, str):
+        return ""
+    by_case = {t.lower(): t for t in LAYER_TYPES}
+    match = by_case.get(kind.lower()) or next(
+        iter(difflib.get_close_matches(kind, LAYER_TYPES, n=1, cutoff=0.6)), None
+    )
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 def _check_keys(cfg: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:

@@ -1,7 +1,7 @@
 """ONNX interchange: :func:`export` a clearconv model, :func:`load` one written elsewhere.
 
-Both directions use the ``onnx`` package (``pip install clearconv[onnx]``),
-imported only when called. Export writes opset :data:`OPSET` (17) by default;
+Both directions use the ``onnx`` package (the ``onnx`` extra), imported only
+when called. Export writes opset :data:`OPSET` (17) by default;
 import reads the operator set export writes plus what ``torch.onnx.export``
 emits for common CNNs, and refuses anything else with one message that lists
 every unsupported node.

@@ -28,7 +28,9 @@ def require_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError as exc:  # pragma: no cover - onnx is installed in the test env
+        from clearconv._extras import install_hint
+
         raise ImportError(
-            "ONNX export and import need the onnx package: pip install clearconv[onnx]"
+            f"ONNX export and import need the onnx package: {install_hint('onnx')}"
         ) from exc
     return onnx

@@ -1,6 +1,6 @@
 """``clearconv serve``: a web page to draw on and a JSON API, over a loaded model.
 
-Built on Starlette (served by uvicorn); install with ``pip install clearconv[serve]``.
+Built on Starlette (served by uvicorn): the ``serve`` extra.
 See :func:`clearconv.serve.app.create_app` for the API.
 """
 

@@ -9,7 +9,8 @@ Routes
     The page's two assets (a fixed list of names: no directory listing, no paths).
 ``GET /api/model``
     ``{"input_shape", "class_names", "layers": [{"name", "type", "output_shape",
-    "params"}], "summary": str, "meta"}``.
+    "params"}], "summary": str, "meta"}``; each ``output_shape`` starts with
+    ``null`` for the batch size (as ``N`` in the summary table).
 ``POST /api/predict``
     The body is an image: ``multipart/form-data`` (a file field, e.g. ``image``),
     raw bytes (``image/png``, ``image/jpeg``, ... or ``application/octet-stream``),
@@ -169,7 +170,7 @@ def _summary(model) -> tuple[str, list[dict[str, Any]]]:
             {
                 "name": r.name,
                 "type": r.layer,
-                "output_shape": list(r.output_shape),
+                "output_shape": [None, *r.output_shape[1:]],  # any batch size, as the table's N
                 "params": r.params,
             }
             for r in s.rows

@@ -1,8 +1,8 @@
 """See inside a network: filters, feature maps, saliency, Grad-CAM, training health, reports.
 
 The functions return the arrays behind each picture (NumPy only); the pictures
-are PNG (Pillow) and the plots use matplotlib (``pip install clearconv[viz]``),
-imported only when a plot is drawn.
+are PNG (Pillow) and the plots use matplotlib (the ``viz`` extra), imported
+only when a plot is drawn.
 """
 
 from clearconv.viz._image import colorize, data_uri, mosaic, normalize01, png_bytes, save_png

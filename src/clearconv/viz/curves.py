@@ -2,7 +2,7 @@
 
 The array functions (:func:`load_history`, :func:`confusion_matrix`,
 :func:`worst_mistakes`) are NumPy only; the ``plot_*`` functions draw PNG files
-with matplotlib (the optional extra ``pip install clearconv[viz]``).
+with matplotlib (the optional extra ``viz``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "plots need matplotlib: pip install 'clearconv[viz]' (or pip install matplotlib)"
-        ) from exc
+        from clearconv._extras import install_hint
+
+        raise ImportError(f"plots need matplotlib: {install_hint('viz')}") from exc
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 

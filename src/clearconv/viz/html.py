@@ -24,9 +24,22 @@ figure{margin:0;text-align:center;font-size:.8em;color:#555}
 img{image-rendering:pixelated;border:1px solid #ccc}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
-table.grid td{width:2.6em;height:1.6em;text-align:center;font-family:monospace;font-size:.8em}
+table.grid{font-size:1.1em}
+table.grid td{width:3em;height:2em;text-align:center;font-size:1em;
+font-family:ui-monospace,Menlo,Consolas,monospace}
+.strip{display:flex;align-items:center;gap:8px;margin:2px 0}
+.strip figure{line-height:0}.strip img{border:none}
+.strip .rowlab{width:7.5em;text-align:right;font-size:.8em;color:#444}
+.ticks{display:flex}
+.ticks span{font-size:.75em;color:#444;text-align:center;border-top:1px solid #888;
+border-left:1px solid #888;box-sizing:border-box}
 .bar{display:inline-block;height:.9em;background:#2166ac;vertical-align:middle}
 code,pre{background:#f5f5f5;padding:1px 3px}
+pre.layer{font-size:.8em;max-height:16em;overflow:auto}
+.cscale{display:flex;align-items:center;gap:6px;font-size:.8em;color:#444;margin:.4em 0}
+.cbar{display:inline-block;width:180px;height:12px;border:1px solid #bbb}
+table.filters td,table.filters th{border:none;padding:1px 3px;font-size:.8em;font-weight:normal}
+table.filters img{display:block}
 """
 
 

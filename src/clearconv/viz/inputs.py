@@ -10,6 +10,7 @@ their input size. ``model.preprocess`` then does the normalisation.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -17,6 +18,10 @@ import numpy as np
 from clearconv.data import mnist_preprocess
 
 __all__ = ["ImageError", "decode_image", "is_digit_model", "prepare"]
+
+
+#: What :func:`decode_image` reads, for messages (Pillow reads a few more).
+IMAGE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF or WebP"
 
 
 class ImageError(ValueError):
@@ -53,7 +58,7 @@ def decode_image(data: bytes, max_pixels: int = 16_000_000) -> np.ndarray:
     ImageError
         For bytes Pillow cannot read, or more than ``max_pixels`` pixels.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -71,8 +76,13 @@ def decode_image(data: bytes, max_pixels: int = 16_000_000) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"refusing a possible decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:  # its text names an internal BytesIO object
+        raise ImageError(
+            f"not a readable image (expected {IMAGE_FORMATS}; the data starts with {data[:8]!r})"
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"not a readable image ({exc})") from exc
+        detail = re.sub(r"\s*<[^>]* at 0x[0-9a-f]+>", "", str(exc)).strip() or type(exc).__name__
+        raise ImageError(f"damaged or incomplete image ({detail})") from exc
 
 
 def _resize(rgb: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:

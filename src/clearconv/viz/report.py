@@ -14,7 +14,7 @@ import numpy as np
 from clearconv.model import Model
 from clearconv.viz._image import colorize
 from clearconv.viz.featuremaps import feature_maps, trace
-from clearconv.viz.filters import conv_layers, filter_image
+from clearconv.viz.filters import conv_layers, filter_tiles
 from clearconv.viz.html import bars, esc, img, number_grid, page, table
 from clearconv.viz.saliency import grad_cam, saliency, saliency_map
 
@@ -54,21 +54,34 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _maps_html(out: np.ndarray, scale: str) -> str:
-    """One sample's output: maps as small images, or a vector as a colour strip."""
+    """One sample's output: maps as small images, or a vector as a colour strip,
+    each with the colour scale that maps values to colours."""
     a = out[0]
     if a.ndim in (2, 3):
         maps = feature_maps(a, scale)  # (C, H, W) in [0, 1]
+        raw = np.asarray(a, dtype=np.float32).reshape(len(maps), -1)  # (C, H*W) for ranges
+        if scale == "shared":
+            key = colour_scale("viridis", float(raw.min()), float(raw.max()))
+            caps = [f"#{i}" for i in range(len(maps))]
+        else:  # each map stretched to its own range: say the range under each map
+            key = colour_scale("viridis", "each map's min", "each map's max")
+            caps = [
+                f"#{i} ({lo:.3g} to {hi:.3g})"
+                for i, lo, hi in zip(range(len(maps)), raw.min(axis=1), raw.max(axis=1))
+            ]
         figs = [
-            img(colorize(m, "viridis", 0.0, 1.0), f"#{i}") for i, m in enumerate(maps[:MAX_MAPS])
+            img(colorize(m, "viridis", 0.0, 1.0), caps[i]) for i, m in enumerate(maps[:MAX_MAPS])
         ]
         more = len(maps) - MAX_MAPS
         note = f"<p>... and {more} more maps.</p>" if more > 0 else ""
-        return f'<div class="maps">{"".join(figs)}</div>{note}'
+        return f'{key}<div class="maps">{"".join(figs)}</div>{note}'
     vec = np.asarray(a, dtype=np.float32).reshape(-1)
     cols = min(len(vec), 64)
     tiles = np.pad(vec, (0, -len(vec) % cols)).reshape(-1, cols)
-    strip = img(colorize(tiles, "diverging"), f"{len(vec)} values (blue < 0 < red)", scale=8)
-    return f'<div class="maps">{strip}</div>'
+    m = float(np.abs(vec).max())
+    key = colour_scale("diverging", -m, m)
+    strip = img(colorize(tiles, "diverging", vmax=m), f"{len(vec)} values, {cols} per row", scale=8)
+    return f'{key}<div class="maps">{strip}</div>'
 
 
 def _summary_html(model: Model) -> str:
@@ -83,7 +96,11 @@ def _summary_html(model: Model) -> str:
 
 
 def inspect_report(
-    model: Model, raw: np.ndarray, title: str = "clearconv inspect", scale: str = "shared"
+    model: Model,
+    raw: np.ndarray,
+    title: str = "clearconv inspect",
+    scale: str = "shared",
+    original: np.ndarray | None = None,
 ) -> str:
     """The HTML report of one input walked through ``model`` (a :class:`clearconv.Model`).
 
@@ -96,6 +113,11 @@ def inspect_report(
     title : str
     scale : {"shared", "per_map"}
         Colour scale of the feature maps.
+    original : numpy.ndarray, optional
+        The picture as the user gave it, uint8 ``(H, W, 3)`` or ``(H, W)``
+        (:func:`clearconv.viz.inputs.decode_image`); shown first, in its own
+        colours and proportions, before what the network sees. Without it the
+        report starts from ``raw``.
 
     Returns
     -------
@@ -116,20 +138,12 @@ def inspect_report(
         "follows one picture through every stage of this network.</p>",
         f"<p><b>Prediction: {esc(names[top])}</b> with probability {probs[top]:.3f}.</p>",
         "<h2>The input</h2>",
-        '<p class="explain">The picture as the network sees it: resized to '
-        f"{esc('x'.join(map(str, model.input_shape[1:])))} pixels and normalised.</p>",
-        '<div class="maps">',
-        img(_as_picture(raw[0]), "raw input"),
-        img(_as_picture(x[0]), "after preprocessing"),
-        "</div>",
+        *_input_html(model, raw, x, original),
     ]
+    shape_in = tuple(x.shape)
     for i, o in enumerate(outs):
-        shape = "x".join(map(str, o.output.shape[1:]))
-        parts.append(f"<h2>Stage {i + 1}: {esc(o.kind)} <small>({esc(o.name)})</small></h2>")
-        parts.append(
-            f"<p><code>{esc(repr(o.layer).splitlines()[0])}</code> → output {esc(shape)}</p>"
-        )
-        parts.append(f'<p class="explain">{esc(_EXPLAIN.get(o.kind, ""))}</p>')
+        parts += _stage_header(i, o, shape_in)
+        shape_in = tuple(o.output.shape)
         if i < len(outs) - 1:
             parts.append(_maps_html(o.output, scale))
     parts += [
@@ -146,16 +160,137 @@ def inspect_report(
     parts += _attention_html(model, x, top)
     parts.append("<h2>Filters</h2>")
     parts.append(
-        '<p class="explain">The learned weights of every convolution. Each small square is one '
-        "filter (for colour inputs, the colour it responds to; otherwise one row per filter, "
-        "one square per input channel). Bright = large weight, dark = small or negative.</p>"
+        '<p class="explain">The learned weights of every convolution, each drawn 8 times larger '
+        "(one square per weight). For a colour input each filter is one picture: the colour "
+        "pattern it responds to. Otherwise a filter has one small square per input channel: "
+        "a row per filter, a column per input channel. Each filter is scaled to its own range: "
+        "bright = its largest weight, dark = its smallest (most negative).</p>"
     )
     for name, layer in conv_layers(model)[:6]:
-        w = layer.weight.data
-        parts.append(f"<h3>{esc(name)}: {esc(repr(layer))}</h3>")
-        parts.append(img(filter_image(w[:64, :32]), f"weights {esc(w.shape)}"))
+        parts += _filters_html(name, layer)
     parts += ["<h2>Model summary</h2>", _summary_html(model)]
     return page(title, "\n".join(parts))
+
+
+FILTER_ROWS, FILTER_COLS = 16, 8  # filters and input channels drawn per layer
+ORIGINAL_SIZE = 224  # the user's picture is shown at most this many pixels on its long side
+
+
+def colour_scale(cmap: str, lo: float | str, hi: float | str) -> str:
+    """A horizontal colour bar from ``lo`` to ``hi`` (numbers or words), as HTML.
+
+    The bar is a CSS gradient through the colour map's stops, so the file stays
+    one self-contained page and adds no picture.
+    """
+    t = np.linspace(-1.0, 1.0, 9) if cmap == "diverging" else np.linspace(0.0, 1.0, 9)
+    stops = colorize(t[None], cmap, vmin=0.0, vmax=1.0)[0]  # (9, 3): the bar's colours
+    gradient = ", ".join(f"rgb({r},{g},{b})" for r, g, b in stops.tolist())
+
+    def label(v: float | str) -> str:
+        return esc(v if isinstance(v, str) else f"{v:.3g}")
+
+    return (
+        f'<div class="cscale"><span>{label(lo)}</span>'
+        f'<span class="cbar" style="background:linear-gradient(to right, {gradient})"></span>'
+        f"<span>{label(hi)}</span></div>"
+    )
+
+
+def _stage_header(i: int, o, shape_in: tuple[int, ...]) -> list[str]:
+    """The heading, the layer as written, and the explanation of one stage.
+
+    A block (Residual, Sequential) is shown whole: its heading says what it
+    adds, and every layer inside it is listed, not just the first line of its repr.
+    """
+    from clearconv import nn
+    from clearconv.summary import residual_label
+
+    shape = "x".join(map(str, o.output.shape[1:]))
+    kind = o.kind
+    if isinstance(o.layer, nn.Residual):
+        kind = residual_label(o.layer, shape_in, tuple(o.output.shape)).replace(
+            "Residual add", "Residual block"
+        )
+    lines = repr(o.layer).splitlines()
+    written = (
+        f'<pre class="layer">{esc(repr(o.layer))}</pre>'
+        if len(lines) > 1
+        else f"<p><code>{esc(lines[0])}</code></p>"
+    )
+    explain = _EXPLAIN.get(o.kind, "")
+    if isinstance(o.layer, nn.Residual) and o.layer.shortcut is not None:
+        explain += (
+            " Here the block changes the size of the maps, so the input first goes "
+            "through a shortcut (listed below as shortcut) that gives it the same size."
+        )
+    return [
+        f"<h2>Stage {i + 1}: {esc(kind)} <small>({esc(o.name)})</small></h2>",
+        f"<p>{esc('x'.join(map(str, shape_in[1:])))} → output {esc(shape)}</p>",
+        written,
+        f'<p class="explain">{esc(explain)}</p>',
+    ]
+
+
+def _input_html(model: Model, raw: np.ndarray, x: np.ndarray, original) -> list[str]:
+    """The user's picture as given, then what the network reads (resized, normalised)."""
+    size = "x".join(map(str, model.input_shape[1:]))
+    first = (
+        img(_as_picture(raw[0]), "input (as given to the model)")
+        if original is None
+        else img(
+            _thumbnail(original), f"your image ({original.shape[1]}x{original.shape[0]} pixels)"
+        )
+    )
+    return [
+        '<p class="explain">Left: the picture as given. Right: what the network reads, '
+        f"{esc(size)} pixels after preprocessing (for digit models: inverted to light ink on "
+        "black, cropped, fitted into 20x20 and centred, as MNIST was made; otherwise resized) "
+        "and normalisation.</p>",
+        '<div class="maps">',
+        first,
+        img(_as_picture(x[0]), f"what the network sees ({size})"),
+        "</div>",
+    ]
+
+
+def _thumbnail(picture: np.ndarray) -> np.ndarray:
+    """The user's picture as uint8 RGB, at most :data:`ORIGINAL_SIZE` on its long side."""
+    from PIL import Image
+
+    a = np.asarray(picture, dtype=np.uint8)
+    im = Image.fromarray(a).convert("RGB")
+    if max(im.size) > ORIGINAL_SIZE:
+        im.thumbnail((ORIGINAL_SIZE, ORIGINAL_SIZE), Image.Resampling.LANCZOS)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _filters_html(name: str, layer) -> list[str]:
+    """One convolution's kernels, 8x larger, labelled by filter and input channel."""
+    w = layer.weight.data
+    o, c = w.shape[:2]
+    shown = w[:FILTER_ROWS, :FILTER_COLS]
+    tiles = filter_tiles(shown)  # per filter: (O, kH, kW, 3) colour or (O*C, kH, kW) grey
+    k = max(tiles.shape[1:3])
+    s = max(8, 32 // k)  # 8x or more (10x for 3x3, 32x for 1x1), so each weight is visible
+    more = []
+    if o > FILTER_ROWS:
+        more.append(f"the first {FILTER_ROWS} of {o} filters")
+    if c > FILTER_COLS and tiles.ndim == 3:
+        more.append(f"the first {FILTER_COLS} of {c} input channels")
+    note = f"<p>Showing {' and '.join(more)}.</p>" if more else ""
+    head = [f"<h3>{esc(name)}: {esc(repr(layer))}</h3>", note]
+    if tiles.ndim == 4:  # colour kernels: one picture per filter
+        figs = [img(colorize(t), f"filter {i}", scale=s) for i, t in enumerate(tiles)]
+        return [*head, f'<div class="maps">{"".join(figs)}</div>']
+    grid = tiles.reshape(len(shown), shown.shape[1], *tiles.shape[1:])  # (O, C, kH, kW)
+    cols = "".join(f"<th>in {j}</th>" for j in range(grid.shape[1]))
+    rows = "".join(
+        f"<tr><th>filter {i}</th>"
+        + "".join(f"<td>{img(colorize(t, 'gray', 0.0, 1.0), scale=s)}</td>" for t in row)
+        + "</tr>"
+        for i, row in enumerate(grid)
+    )
+    return [*head, f'<table class="filters"><tr><th></th>{cols}</tr>{rows}</table>']
 
 
 def _as_picture(a: np.ndarray) -> np.ndarray:
@@ -187,6 +322,49 @@ def _attention_html(model: Model, x: np.ndarray, target: int) -> list[str]:
         pass  # no convolution: saliency only
     parts.append("</div>")
     return parts
+
+
+STRIP_SCALE = 12  # pixels per value in the 48-value strips of the X/O votes
+
+
+def _strips_html(rows: np.ndarray, labels: list[str], what: str) -> str:
+    """A few rows of 48 values as colour strips, with row labels, an axis and a colour scale.
+
+    The 48 values are the three pooled 4x4 maps one after the other, so the axis
+    names the feature each third of the strip comes from.
+    """
+    from clearconv.viz.xo import FEATURE_NAMES
+
+    rows = np.asarray(rows, dtype=np.float64)
+    m = float(np.abs(rows).max()) or 1.0
+    strips = "".join(
+        f'<div class="strip"><span class="rowlab">{esc(lab)}</span>'
+        f"{img(colorize(r[None], 'diverging', vmax=m), scale=STRIP_SCALE)}</div>"
+        for lab, r in zip(labels, rows)
+    )
+    per = rows.shape[1] // len(FEATURE_NAMES)
+    ticks = "".join(
+        f'<span style="width:{per * STRIP_SCALE}px">{esc(name)}: values '
+        f"{i * per + 1}-{(i + 1) * per}</span>"
+        for i, name in enumerate(FEATURE_NAMES)
+    )
+    axis = f'<div class="strip"><span class="rowlab"></span><div class="ticks">{ticks}</div></div>'
+    key = colour_scale("diverging", -m, m)
+    return f'<div class="strips"><p>{esc(what)}, value by value:</p>{strips}{axis}{key}</div>'
+
+
+def _close_scores_html(scores: np.ndarray, names: list[str]) -> str:
+    """One sentence on why two close scores give probabilities near 50/50."""
+    s = np.asarray(scores, dtype=np.float64)
+    d = float(s[0] - s[1])
+    p = 1.0 / (1.0 + np.exp(-d))
+    return (
+        f'<p class="explain">Why is P({esc(names[0])}) only {p:.3f} for the X? Softmax '
+        "depends only on how far apart the scores are, and these are close: "
+        f"{s[0]:.3f} - {s[1]:.3f} = {d:.3f}, and P({esc(names[0])}) = 1 / (1 + exp(-{d:.3f})) "
+        f"= {p:.3f}. Scores 3 apart would give 0.95; these scores are averages of values "
+        "between 0 and 1, so they cannot be far apart.</p>"
+    )
 
 
 def xo_report(
@@ -252,14 +430,8 @@ def xo_report(
         "has a weight (vote) per value: here the pooled values of that class's own image, "
         "scaled to add up to 1, so a class's score is the vote-weighted average of the list. "
         "Softmax turns the scores into probabilities.</p>",
-        '<div class="maps">',
-        img(
-            colorize(walk["votes"], "diverging"), "votes (rows: " + ", ".join(names) + ")", scale=12
-        ),
-        img(
-            colorize(walk["flat"], "diverging", vmax=1), "flattened values (rows: images)", scale=12
-        ),
-        "</div>",
+        _strips_html(walk["votes"], [f"votes for {n}" for n in names], "the votes (weights)"),
+        _strips_html(walk["flat"], [f"image {n}" for n in names], "the flattened values"),
         table(
             ["image", *(f"score {n}" for n in names), *(f"P({n})" for n in names)],
             [
@@ -267,6 +439,7 @@ def xo_report(
                 for k in range(len(scores))
             ],
         ),
+        _close_scores_html(scores[0], names),
     ]
     if trained is not None:
         learned = trained[0].weight.data[:, 0]
@@ -295,5 +468,12 @@ def xo_report(
                 (e + 1, f"{lo:.4f}", f"{a:.3f}")
                 for e, (lo, a) in enumerate(zip(history["loss"], history["accuracy"]))
             ]
-            p.append(table(("epoch", "training loss", "held-out accuracy"), rows[-10:]))
+            shown = rows[-10:]
+            last = "" if len(shown) == len(rows) else f" (the last {len(shown)})"
+            p.append(
+                f"<h3>Training: epochs {shown[0][0]}-{len(rows)} of {len(rows)}{last}</h3>"
+                '<p class="explain">Loss on the training images, accuracy on images the '
+                "network never trained on.</p>"
+            )
+            p.append(table(("epoch", "training loss", "held-out accuracy"), shown))
     return page("clearconv xo: the X/O walkthrough", "\n".join(p))

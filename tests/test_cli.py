@@ -7,6 +7,7 @@ and tiny image folders drawn with Pillow. No test touches the network.
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -463,38 +464,82 @@ def test_data_dir_defaults_to_clearconv_data(capsys, tmp_path, monkeypatch, mnis
     assert code == 0 and json.loads(out)["root"] == str(mnist_root)
 
 
+# Each case names the message it expects: every internal error also exits 2,
+# so the exit code alone cannot tell the right refusal from an accident.
+# MODEL and PNG stand for a real model file and a real image, so that the
+# check under test is the one that refuses.
+XO = ["train", "--model", "xo", "--dataset", "xo"]
+
+
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "expected"),
     [
-        ["evaluate", "missing.npz", "--dataset", "xo"],
-        ["predict", "missing.npz", "x.png"],
-        ["summary", "missing.npz"],
-        ["summary", "no-such-model"],
-        ["summary", "missing.toml"],
-        ["summary", "lenet5", "--input-shape", "1,28"],
-        ["summary", "lenet5", "--input-shape", "a,b,c"],
-        ["summary", "lenet5", "--input-shape", "1,0,28"],
-        ["train", "--model", "no-such-model", "--dataset", "xo", "--out", "m.npz"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--epochs", "0"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--epochs", "x"],
-        ["train", "--model", "xo", "--dataset", "imagenet", "--out", "m.npz"],
-        ["train", "--model", "xo", "--dataset", "xo"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "no/such/dir/m.npz"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--resume"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--early-stopping", "2"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--val-split", "1.5"],
-        ["train", "--model", "xo", "--dataset", "xo", "--out", "m.npz", "--history", "h.txt"],
-        ["train", "--model", "xo", "--dataset", "mnist", "--input-shape", "1,9,9", "--out", "m"],
-        ["predict", "missing.npz", "x.png", "--top-k", "0"],
-        ["train", "--model", "xo", "--data", "no-such-folder", "--out", "m.npz"],
-        ["datasets", "fetch"],
-        ["datasets", "verify", "imagenet"],
-        ["datasets", "fetch", "xo"],
+        (["evaluate", "missing.npz", "--dataset", "xo"], r"missing\.npz: model file not found"),
+        (["predict", "missing.npz", "PNG"], r"missing\.npz: model file not found"),
+        (["summary", "missing.npz"], r"missing\.npz: model file not found"),
+        (["summary", "no-such-model"], r"unknown model 'no-such-model'.*lenet5"),
+        (["summary", "missing.toml"], r"missing\.toml: architecture file not found"),
+        (
+            ["summary", "lenet5", "--input-shape", "1,28"],
+            r"lenet5 cannot take inputs of shape \(1, 28\).*expected input of shape \(N, 1, H, W\)",
+        ),
+        (
+            ["summary", "lenet5", "--input-shape", "a,b,c"],
+            r"--input-shape must be C,H,W .*positive integers.*got 'a,b,c'",
+        ),
+        (
+            ["summary", "lenet5", "--input-shape", "1,0,28"],
+            r"--input-shape must be C,H,W .*positive integers.*got '1,0,28'",
+        ),
+        (
+            ["train", "--model", "no-such-model", "--dataset", "xo", "--out", "m.npz"],
+            r"no-such-model",
+        ),
+        ([*XO, "--out", "m.npz", "--epochs", "0"], r"--epochs must be >= 1, got 0"),
+        ([*XO, "--out", "m.npz", "--epochs", "x"], r"--epochs: invalid int value: 'x'"),
+        (
+            ["train", "--model", "xo", "--dataset", "imagenet", "--out", "m.npz"],
+            r"--dataset: invalid choice: 'imagenet'",
+        ),
+        (XO, r"required: --out"),
+        ([*XO, "--out", "no/such/dir/m.npz"], r"--out no/such/dir/m\.npz: .*no/such/dir"),
+        ([*XO, "--out", "m.npz", "--resume"], r"--resume needs --checkpoint"),
+        ([*XO, "--out", "m.npz", "--early-stopping", "2"], r"--early-stopping needs validation"),
+        (
+            [*XO, "--out", "m.npz", "--val-split", "1.5"],
+            r"--val-split must be in \[0, 1\), got 1\.5",
+        ),
+        ([*XO, "--out", "m.npz", "--history", "h.txt"], r"--history must end in \.csv or \.json"),
+        (
+            [
+                "train",
+                "--model",
+                "xo",
+                "--dataset",
+                "mnist",
+                "--input-shape",
+                "1,9,9",
+                "--out",
+                "m",
+            ],
+            r"--input-shape \(1, 9, 9\) does not match mnist's \(1, 28, 28\)",
+        ),
+        (["predict", "MODEL", "PNG", "--top-k", "0"], r"--top-k must be >= 1, got 0"),
+        (
+            ["train", "--model", "xo", "--data", "no-such-folder", "--out", "m.npz"],
+            r"no-such-folder: no such folder",
+        ),
+        (["datasets", "fetch"], r"needs a data set name: mnist, fashion-mnist, cifar10"),
+        (["datasets", "verify", "imagenet"], r"unknown dataset 'imagenet'"),
+        (["datasets", "fetch", "xo"], r"xo is generated on the fly"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, argv):
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, xo_model, argv, expected):
     monkeypatch.chdir(tmp_path)
-    one_line_error(*run(capsys, *argv)[::2])
+    png = _xo_pngs(tmp_path / "imgs", n=1)[0]
+    argv = [{"MODEL": xo_model, "PNG": png}.get(a, a) for a in argv]
+    line = one_line_error(*run(capsys, *argv)[::2])
+    assert re.search(expected, line), line
 
 
 def test_bad_model_file_and_bad_image(capsys, tmp_path, xo_model):

@@ -478,7 +478,7 @@ XO = ["train", "--model", "xo", "--dataset", "xo"]
         (["evaluate", "missing.npz", "--dataset", "xo"], r"missing\.npz: model file not found"),
         (["predict", "missing.npz", "PNG"], r"missing\.npz: model file not found"),
         (["summary", "missing.npz"], r"missing\.npz: model file not found"),
-        (["summary", "no-such-model"], r"unknown model 'no-such-model'.*lenet5"),
+        (["summary", "no-such-model"], r"unknown model 'no-such-model'"),
         (["summary", "missing.toml"], r"missing\.toml: architecture file not found"),
         (
             ["summary", "lenet5", "--input-shape", "1,28"],
@@ -503,7 +503,7 @@ XO = ["train", "--model", "xo", "--dataset", "xo"]
             r"--dataset: invalid choice: 'imagenet'",
         ),
         (XO, r"required: --out"),
-        ([*XO, "--out", "no/such/dir/m.npz"], r"--out no/such/dir/m\.npz: .*no/such/dir"),
+        ([*XO, "--out", "no/such/dir/m.npz"], r"--out.*no/such/dir"),
         ([*XO, "--out", "m.npz", "--resume"], r"--resume needs --checkpoint"),
         ([*XO, "--out", "m.npz", "--early-stopping", "2"], r"--early-stopping needs validation"),
         (

@@ -116,6 +116,9 @@ def pool2d_loops(x, kind, k, s, p, d=(1, 1), ceil_mode=False, count_include_pad=
 
 def maxpool_grad_loops(x_shape, winners, g):
     dx = np.zeros(x_shape)
-    for (ni, ci, i, j), (r, q) in winners.items():
+    for (ni, ci, i, j), arg in winners.items():
+        if arg is None:  # a dilated window that meets only padding: -inf, no gradient
+            continue
+        r, q = arg
         dx[ni, ci, r, q] += g[ni, ci, i, j]
     return dx

@@ -1,5 +1,7 @@
 """Activations (ReLU, LeakyReLU, Sigmoid, Tanh, Softmax) and Dropout."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -67,10 +69,11 @@ def test_torch_parity(dtype, rng):
 def test_softmax_implicit_dim_matches_torch(shape, rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal(shape).astype(np.float32)
-    # torch warns that the implicit dim is deprecated; call the functional form
-    # with the dim its legacy rule picks, which is what nn.Softmax() does.
-    legacy = 0 if len(shape) in (0, 1, 3) else 1
-    expected = torch.softmax(torch.tensor(x), dim=legacy).numpy()
+    # torch.nn.Softmax() itself picks the dim (its legacy rule), warning that
+    # an implicit dim is deprecated: the rule is torch's, not a copy of ours.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Implicit dimension choice", UserWarning)
+        expected = torch.nn.Softmax()(torch.tensor(x)).numpy()
     np.testing.assert_allclose(Softmax()(x), expected, rtol=1e-6, atol=1e-7)
 
 

@@ -265,9 +265,13 @@ def test_engine_holds_blas_at_one_thread_and_gives_its_threads_back():
 @needs_threadpoolctl
 def test_parallel_map_shares_items_among_threads_in_order():
     like = np.zeros(1, np.float32)
+    # Items 0 and 1 wait for each other: each thread takes the next item when
+    # it is free, so they run at once in two threads (in one, the wait breaks).
+    both = threading.Barrier(2, timeout=30)
 
     def item(i):
-        time.sleep(0.005)  # long enough for the helper to take some items
+        if i < 2:
+            both.wait()
         return i * i, threading.get_ident(), _blas_threads(), np.geterr()["invalid"]
 
     with threadpoolctl.threadpool_limits(2, user_api="blas"), np.errstate(invalid="ignore"):

@@ -1,6 +1,7 @@
 """IDX reader: round trips, corrupt headers refused before allocating, real MNIST."""
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -9,7 +10,16 @@ import pytest
 
 from clearconv.data import DataError, load_mnist, read_idx, verify_mnist, write_idx
 
-SHARED = Path(__file__).parents[2] / "shared/datasets"
+# The real files: $CLEARCONV_DATA, else ../shared/datasets beside the checkout (CI has it).
+BESIDE = Path(__file__).parents[2] / "shared/datasets"
+SHARED = next(
+    (
+        Path(root)
+        for root in (os.environ.get("CLEARCONV_DATA"), BESIDE)
+        if root and (Path(root) / "mnist").is_dir()
+    ),
+    BESIDE,
+)
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -92,7 +102,8 @@ def test_write_idx_rejects_bad_input(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (SHARED / "mnist").is_dir(), reason=f"MNIST copy not found at {SHARED / 'mnist'}"
+    not (SHARED / "mnist").is_dir(),
+    reason=f"MNIST copy not found in $CLEARCONV_DATA or at {SHARED / 'mnist'}",
 )
 def test_real_mnist():
     train = load_mnist(SHARED, "train", download=False)

@@ -30,7 +30,6 @@ Image = pytest.importorskip("PIL.Image")
 import clearconv  # noqa: E402
 from clearconv import Model, zoo  # noqa: E402
 from clearconv.data import make_xo  # noqa: E402
-from clearconv.viz.inputs import decode_image, prepare  # noqa: E402
 
 JSON = "application/json"
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "400"))
@@ -59,7 +58,7 @@ def _rss_kb(pid: int) -> int:
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
     net, shape = zoo.build("xo", rng=np.random.default_rng(0))
-    model = Model(net, shape, ["O", "X"])
+    model = Model(net, shape, ["X", "O"])  # an X/O model: the page's +1/-1 ink path
     path = clearconv.save(model, d / "xo.npz")
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -81,21 +80,27 @@ def server(tmp_path_factory):
 
 
 def _bodies(model) -> list[tuple[str, bytes, np.ndarray]]:
-    """(content type, body, expected probabilities) for 8 X/O drawings."""
+    """(content type, body, expected probabilities) for 8 X/O drawings.
+
+    The expected input is the toy's own +1 (ink) / -1 image, not the server's
+    preprocessing applied to the upload: the uploads are that image drawn
+    white on black or (every other PNG) black on white, which the server must
+    turn back into it.
+    """
     out = []
     ds = make_xo(8, rng=np.random.default_rng(5))
-    for i, img in enumerate(ds.images):
-        pic = np.asarray(img, np.float64).reshape(9, 9) * (255 if img.dtype != np.uint8 else 1)
-        pic = np.clip(pic, 0, 255).astype(np.uint8)
+    for i, img in enumerate(ds.images):  # img: float32 (1, 9, 9) of +1 / -1
+        ink = img[0] > 0
+        pic = np.where(ink, 255, 0).astype(np.uint8)
+        if i % 4 == 0:
+            pic = 255 - pic  # dark ink on light paper
         buf = io.BytesIO()
         Image.fromarray(pic).save(buf, format="PNG")
         if i % 2:
             ctype, body = "application/json", json.dumps({"pixels": pic.tolist()}).encode()
-            rgb = pic
         else:
             ctype, body = "image/png", buf.getvalue()
-            rgb = decode_image(body)
-        logits = model(model.preprocess(prepare(model, rgb)))[0].astype(np.float64)
+        logits = model(img[None])[0].astype(np.float64)
         e = np.exp(logits - logits.max())
         out.append((ctype, body, e / e.sum()))
     return out

@@ -285,10 +285,29 @@ def test_other_opsets_match_onnxruntime():
 
 
 # -- round trip -------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "key", ["conv2d-same-even-kernel", "residual-nested", "batchnorm", "linear-matmul-3d"]
+# Stacks that come back as other, equal layers (outputs still compared):
+REWRITTEN = {
+    "adaptive-even-bins": "even bins are a plain AvgPool2d",
+    "adaptive-none": "(None, 3) bins are a plain AvgPool2d",
+    "adaptive-identity": "bins as large as the input are no layer at all",
+    "flatten-forms": "Flatten(2) then Flatten(1, 1) then Flatten() is Flatten(2), Flatten()",
+    "flatten-middle": "Flatten(1, 2) of a 3-D sample is Flatten(1, -2)",
+    "softmax-implicit-dim": "the implicit dim is written as the dim it picks",
+}
+# The exporter writes these as a ceil-mode pooling cropped by a Slice of the
+# activations, and the importer takes Slice only in shape arithmetic: clearconv
+# cannot read back what it wrote. Strict xfail: the test fails once it can.
+NOT_READ_BACK = pytest.mark.xfail(
+    reason="importer refuses the activation Slice the exporter writes for mixed-axes ceil_mode",
+    raises=UnsupportedModelError,
 )
-def test_round_trip_keeps_layers_and_outputs(key):
+
+
+@pytest.mark.parametrize(
+    "key",
+    [pytest.param(k, marks=NOT_READ_BACK) if "ceil-mixed" in k else k for k in sorted(STACKS)],
+)
+def test_every_stack_round_trips(key):
     net, shape = STACKS[key]
     _randomize_bn(net, np.random.default_rng(2))
     got = from_onnx(to_onnx(net, shape))
@@ -296,14 +315,15 @@ def test_round_trip_keeps_layers_and_outputs(key):
     np.testing.assert_allclose(got.net(x), net(x), rtol=0, atol=TOL)
     assert got.input_shape == shape
     want = net if isinstance(net, nn.Sequential) else nn.Sequential(net)
-    if key != "linear-matmul-3d":  # a Linear on (N, C, L) comes back as MatMul + Add
+    if key not in REWRITTEN:
         assert nn.to_config(got.net) == _explicit_same(nn.to_config(want))
 
 
 def _explicit_same(cfg):
-    """A config as ONNX keeps it: padding='same' as the equal explicit padding
-    where it is symmetric (odd kernels); BatchNorm's training-only settings
-    momentum=None and affine=False (weight 1, bias 0) have no ONNX form."""
+    """A config as ONNX keeps it: padding='valid' as zeros, padding='same' as
+    the equal explicit padding where it is symmetric (odd kernels); BatchNorm's
+    training-only settings momentum=None and affine=False (weight 1, bias 0)
+    have no ONNX form."""
     if isinstance(cfg, list):
         return [_explicit_same(c) for c in cfg]
     if not isinstance(cfg, dict):
@@ -311,6 +331,8 @@ def _explicit_same(cfg):
     out = {k: _explicit_same(v) for k, v in cfg.items()}
     if out.get("type", "").startswith("BatchNorm"):
         out.update(momentum=out["momentum"] or 0.1, affine=True)
+    if out.get("padding") == "valid":
+        out["padding"] = [0] * len(out["kernel_size"])
     if out.get("padding") == "same":
         totals = [d * (k - 1) for k, d in zip(out["kernel_size"], out["dilation"])]
         if all(t % 2 == 0 for t in totals):
@@ -466,6 +488,52 @@ def test_torch_exports_import_with_torch_outputs(key, dynamic):
         assert [r.shortcut is not None for r in residuals] == [False, True, False]
     if key == "vgg-bn":
         assert {"BatchNorm2d", "BatchNorm1d"} <= kinds
+
+
+def _torch_op_models(torch):
+    """Two torch models whose exports use Softmax, LeakyRelu, Sigmoid, Slice,
+    Squeeze, Cast and Identity: a small net, and torch's own Identity layer."""
+    tnn = torch.nn
+
+    class Ops(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.leaky = tnn.Conv2d(2, 4, 3), tnn.LeakyReLU(0.1)
+            self.lin, self.out = tnn.Linear(12, 5), tnn.Linear(20, 3)
+
+        def forward(self, x):
+            x = torch.sigmoid(self.leaky(self.conv(x)))  # LeakyRelu, Sigmoid
+            x = torch.flatten(x, 2)  # Shape -> Slice -> Concat -> Reshape
+            # tensor(N): Cast; x.size(-2): Shape -> Slice -> Squeeze
+            x = x.reshape(torch.tensor(x.size(0)), x.size(-2), -1)
+            x = torch.flatten(self.lin(x), 1)
+            return torch.softmax(self.out(x), dim=1)  # Softmax
+
+    return {"ops": (Ops, (2, 5, 6)), "identity": (tnn.Identity, (3, 4))}
+
+
+def test_torch_exports_using_each_operator_import_with_torch_and_onnxruntime_outputs():
+    torch = pytest.importorskip("torch")
+    ops_seen = set()
+    for key, (make, shape) in _torch_op_models(torch).items():
+        module = _torch_net(torch, make)
+        data = _torch_export(torch, module, shape)
+        ops_seen |= {n.op_type for n in onnx.load_from_string(data).graph.node}
+        got = from_onnx(onnx.load_from_string(data))
+        assert got.input_shape == shape, key
+        x = torch.randn(7, *shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            want = module(x).numpy()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        runtime = session.run(None, {"input": x.numpy()})[0]
+        ours = got.net(x.numpy())
+        np.testing.assert_allclose(ours, runtime, rtol=0, atol=TOL, err_msg=key)
+        np.testing.assert_allclose(ours, want, rtol=0, atol=TOL, err_msg=key)
+    # the test is about these operators: torch must really have written them
+    each = {"Softmax", "LeakyRelu", "Sigmoid", "Slice", "Squeeze", "Cast", "Identity"}
+    assert each <= ops_seen, each - ops_seen
 
 
 def test_imported_torch_model_trains_saves_and_loads(tmp_path):

@@ -16,23 +16,25 @@ def pool_cases(draw):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
-    h = draw(st.integers(max(1, kh - 2 * ph), 9))
-    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))  # max pooling only
+    # the input must hold one dilated window (the average's is never larger)
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 11))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 11))
     ceil_mode = draw(st.booleans())
     cip = draw(st.booleans())
-    return (kh, kw), (sh, sw), (ph, pw), h, w, ceil_mode, cip
+    return (kh, kw), (sh, sw), (ph, pw), (dh, dw), h, w, ceil_mode, cip
 
 
 @settings(max_examples=60, deadline=None)
 @given(pool_cases(), st.integers(0, 2**31))
 def test_pools_match_loops(case, seed):
-    k, s, p, h, w, ceil_mode, cip = case
+    k, s, p, d, h, w, ceil_mode, cip = case
     rng = np.random.default_rng(seed)
     # Rounded values give ties, which must go to the first maximum.
     x = np.round(rng.standard_normal((2, 2, h, w)), 1)
-    mp = nn.MaxPool2d(k, s, p, ceil_mode)
+    mp = nn.MaxPool2d(k, s, p, ceil_mode=ceil_mode, dilation=d)
     y = mp(x)
-    ref, winners = pool2d_loops(x, "max", k, s, p, ceil_mode=ceil_mode)
+    ref, winners = pool2d_loops(x, "max", k, s, p, d, ceil_mode=ceil_mode)
     np.testing.assert_array_equal(y, ref)
     g = rng.standard_normal(y.shape)
     np.testing.assert_allclose(mp.backward(g), maxpool_grad_loops(x.shape, winners, g), atol=1e-12)

@@ -25,19 +25,46 @@ from clearconv.io import load_arrays
 
 TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "1"))
 EPOCHS = 6
+# With a third argument "pause", the child stops in the 5th batch of epoch 3
+# (its model's preprocess, which fit calls once per batch, says so on stdout)
+# until a SIGINT has come: the test signals on that line, not after a sleep.
 CHILD = f"""
-import os, sys
+import os, signal, sys, time
 import numpy as np
 from clearconv import Model, zoo, train
 from clearconv.data import make_xo
 ckpt, out = sys.argv[1], sys.argv[2]
+pause = sys.argv[3:] == ["pause"]
 ds = make_xo(256, rng=np.random.default_rng(0))
 net, shape = zoo.build("xo", rng=np.random.default_rng(1))
-model = Model(net, shape, ds.class_names)
+epochs_done, batches, got_sigint = [0], [0], []
+
+class Reporting(Model):
+    def preprocess(self, images):
+        batches[0] += 1
+        if pause and epochs_done[0] == 2 and batches[0] == 5:
+            fit_handler = signal.getsignal(signal.SIGINT)  # fit's, installed by now
+
+            def relay(signum, frame):
+                got_sigint.append(signum)
+                fit_handler(signum, frame)
+
+            signal.signal(signal.SIGINT, relay)
+            print("paused in epoch 3", flush=True)
+            deadline = time.monotonic() + 60
+            while not got_sigint and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return super().preprocess(images)
+
+def epoch_end(record):
+    epochs_done[0], batches[0] = record["epoch"], 0
+    print("epoch", record["epoch"], flush=True)
+
+model = Reporting(net, shape, ds.class_names)
 try:
     train.fit(model, (ds.images, ds.labels), epochs={EPOCHS}, batch_size=8, lr=0.01, seed=0,
               checkpoint=ckpt, resume=os.path.exists(ckpt), progress=False,
-              on_epoch_end=lambda r: print("epoch", r["epoch"], flush=True))
+              on_epoch_end=epoch_end)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     sys.exit(130)
@@ -46,9 +73,9 @@ np.savez(out, **model.state_dict())
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def _start(d: Path) -> subprocess.Popen:
+def _start(d: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(d / "c.npz"), str(d / "out.npz")],
+        [sys.executable, "-c", CHILD, str(d / "c.npz"), str(d / "out.npz"), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -110,14 +137,15 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(reference, tmp_path,
 
 
 def test_sigint_saves_mid_epoch_and_exits_cleanly_then_resume_is_bit_exact(reference, tmp_path):
-    p = _start(tmp_path)
-    _wait_for_epoch(p, 2)
-    time.sleep(0.04)  # inside epoch 3
+    p = _start(tmp_path, "pause")
+    lines = _wait_for_epoch(p, 2)
+    lines.append(p.stdout.readline().strip())
+    assert lines[-1] == "paused in epoch 3", lines  # the child waits in epoch 3's 5th batch
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130 and "interrupted" in out and "Traceback" not in err, err
     header, _ = load_arrays(tmp_path / "c.npz")
-    assert header["epoch"] >= 2
+    assert (header["epoch"], header["batch"]) == (2, 5)  # saved after that batch, mid-epoch
     p = _start(tmp_path)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err

@@ -1,6 +1,7 @@
 """clearconv.serve: the JSON API, its limits, bad uploads and static files (TestClient)."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from clearconv import Model, nn
+from clearconv import Model, nn, zoo
 from clearconv.serve import create_app
 
 DIGITS = [str(i) for i in range(10)]
@@ -46,20 +47,39 @@ def png(pic: np.ndarray, fmt="PNG") -> bytes:
 
 
 def one() -> np.ndarray:
+    """A "1": a black bar 40 rows by 8 columns on white paper, 120 x 120."""
     pic = np.full((120, 120), 255, np.uint8)
-    pic[20:100, 55:65] = 0
+    pic[40:80, 56:64] = 0
     return pic
 
 
-def check_prediction(body, model, raw_pic):
+def one_as_mnist() -> np.ndarray:
+    """``one()`` as MNIST would have it, worked out by hand (not by the server's code).
+
+    Ink white on black; the 40 x 8 bar halved to fit 20 x 20 is 20 x 4 of full
+    ink; its centre of mass (9.5, 1.5) goes to pixel centre (13.5, 13.5): rows
+    4..23, columns 12..15.
+    """
+    x = np.zeros((28, 28), np.uint8)
+    x[4:24, 12:16] = 255
+    return x
+
+
+def softmax_of_net(model, x: np.ndarray) -> np.ndarray:
+    """Probabilities of the net on the float32 batch ``x``, softmax by hand."""
+    logits = model.net(x.astype(np.float32), training=False)[0].astype(np.float64)
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def check_prediction(body, model, expected_input: np.ndarray):
+    """The answer must be the model's on ``expected_input`` (uint8 28 x 28)."""
     assert set(body) >= {"classes", "probabilities", "top"}
     assert body["classes"] == DIGITS
     p = np.array(body["probabilities"])
     assert p.shape == (10,) and abs(p.sum() - 1) < 1e-4 and p.min() >= 0
-    from clearconv.viz.inputs import prepare
-
-    expect = model.predict_proba(prepare(model, raw_pic))[0]
-    np.testing.assert_allclose(p, expect, atol=1e-5)
+    x = (expected_input / 255 - 0.13) / 0.31  # the model's own normalisation
+    np.testing.assert_allclose(p, softmax_of_net(model, x[None, None]), atol=1e-5)
     assert body["top"] == {
         "class": DIGITS[int(p.argmax())],
         "index": int(p.argmax()),
@@ -68,21 +88,55 @@ def check_prediction(body, model, raw_pic):
 
 
 def test_predict_raw_png_jpeg_multipart_and_json(client):
-    pic = one()
+    pic, want = one(), one_as_mnist()
     r = client.post("/api/predict", content=png(pic), headers={"content-type": "image/png"})
     assert r.status_code == 200
-    check_prediction(r.json(), client.model, pic)
+    check_prediction(r.json(), client.model, want)
     r = client.post("/api/predict", files={"image": ("one.png", png(pic), "image/png")})
     assert r.status_code == 200
-    check_prediction(r.json(), client.model, pic)
+    check_prediction(r.json(), client.model, want)
     r = client.post("/api/predict", json={"pixels": (pic / 255).tolist()})
     assert r.status_code == 200
-    check_prediction(r.json(), client.model, pic)
+    check_prediction(r.json(), client.model, want)
     r = client.post("/api/predict", json={"pixels": pic.tolist()})  # 0-255 works too
-    check_prediction(r.json(), client.model, pic)
+    check_prediction(r.json(), client.model, want)
     jpeg = png(np.stack([pic] * 3, -1), "JPEG")
     r = client.post("/api/predict", content=jpeg, headers={"content-type": "image/jpeg"})
     assert r.status_code == 200 and r.json()["classes"] == DIGITS
+
+
+# A known drawing for the X/O path: an X on the 9 x 9 grid, +1 ink, -1 paper.
+X_DRAWING = np.where(np.eye(9, dtype=bool) | np.eye(9, dtype=bool)[::-1], 1.0, -1.0)
+
+
+@pytest.fixture(scope="module")
+def xo_client():
+    net, shape = zoo.build("xo", rng=np.random.default_rng(0))
+    model = Model(net, shape, ["X", "O"])
+    with TestClient(create_app(model), raise_server_exceptions=False) as c:
+        c.model = model
+        yield c
+
+
+@pytest.mark.parametrize("paper", ["light", "dark"])
+def test_predict_xo_drawing_becomes_plus_one_ink_on_minus_one(xo_client, paper):
+    # The X drawn 27 x 27 (3 x 3 pixels a cell), black on white or white on
+    # black, as a person or the page would; the server must see the grid.
+    ink = np.kron(X_DRAWING > 0, np.ones((3, 3), bool))
+    pic = np.where(ink, 0, 255) if paper == "light" else np.where(ink, 255, 0)
+    pic = pic.astype(np.uint8)
+    want = softmax_of_net(xo_client.model, X_DRAWING[None, None])
+    small = np.where(X_DRAWING > 0, 0 if paper == "light" else 255, 255 if paper == "light" else 0)
+    for body, ctype in (
+        (png(pic), "image/png"),  # resized 27 -> 9 by the server
+        (png(small.astype(np.uint8)), "image/png"),  # already 9 x 9
+        (json.dumps({"pixels": pic.tolist()}).encode(), "application/json"),
+    ):
+        r = xo_client.post("/api/predict", content=body, headers={"content-type": ctype})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["classes"] == ["X", "O"]
+        np.testing.assert_allclose(got["probabilities"], want, atol=1e-5)
 
 
 def test_featuremaps(client):

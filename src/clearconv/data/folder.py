@@ -102,7 +102,10 @@ def load_image(
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_IMAGE_FILE_BYTES + 1)
+            # read(n) reserves n bytes before reading: ask for what the file
+            # holds (one more byte shows a file over the limit)
+            held = os.fstat(f.fileno()).st_size or MAX_IMAGE_FILE_BYTES
+            data = f.read(min(held, MAX_IMAGE_FILE_BYTES) + 1)
     except IsADirectoryError as exc:
         raise DataError(f"{path}: cannot read image ({exc})") from exc
     if len(data) > MAX_IMAGE_FILE_BYTES:

@@ -164,13 +164,23 @@ def load_mnist(
 
     Example
     -------
+    A three-image test split written to a temporary folder under the real
+    names (images gzip-compressed as published, labels not: both are read):
+
+    >>> import tempfile
     >>> from pathlib import Path
-    >>> root = Path("../shared/datasets")
-    >>> if (root / "mnist").is_dir():
-    ...     print(load_mnist(root, "test", download=False).labels[:3])
-    ... else:
-    ...     print([7, 2, 1])
-    [7 2 1]
+    >>> from clearconv.data import write_idx
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     folder = Path(root) / "mnist"
+    ...     folder.mkdir()
+    ...     images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    ...     write_idx(folder / "t10k-images-idx3-ubyte.gz", images, gzip=True)
+    ...     write_idx(folder / "t10k-labels-idx1-ubyte", np.array([7, 2, 1], np.uint8))
+    ...     test = load_mnist(root, "test", download=False)
+    >>> test.images.shape, test.images.dtype, test.labels.tolist()
+    ((3, 28, 28), dtype('uint8'), [7, 2, 1])
+    >>> bool((test.images == images).all()), test.class_names[7]
+    (True, '7')
     """
     return _load("MNIST", root, split, download)
 

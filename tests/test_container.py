@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import clearconv.nn
+from clearconv.engine.plan import run_order
 from clearconv.nn import (
     AdaptiveAvgPool2d,
     AvgPool1d,
@@ -314,7 +315,7 @@ FRESH = [
 def test_fresh_output_layers_return_memory_nobody_else_holds(make, shape, training, rng):
     # What lets Sequential's ReLU overwrite a layer's output (and its input gradient).
     layer = make(rng)
-    assert layer.fresh_output and layer.fresh_input_grad
+    assert layer.traits.fresh
     x = rng.standard_normal(shape).astype(np.float32)
     y = layer(x, training=training)
     held = [x, *_arrays(layer)]
@@ -331,9 +332,7 @@ def test_every_layer_that_claims_fresh_arrays_is_checked(rng):
         for name in clearconv.nn.__all__
         if isinstance(getattr(clearconv.nn, name), type)
         and issubclass(getattr(clearconv.nn, name), Module)
-        and (
-            getattr(clearconv.nn, name).fresh_output or getattr(clearconv.nn, name).fresh_input_grad
-        )
+        and getattr(clearconv.nn, name).traits.fresh
     }
     checked = {type(make(rng)).__name__ for make, _ in FRESH}
     assert claimed == checked
@@ -370,16 +369,17 @@ def test_relu_before_max_pool_gives_the_layer_by_layer_results(pool, training, r
 
 def test_relu_before_max_pool_works_on_the_pooled_array(rng):
     relu, seen = ReLU(), []
-    forward = relu.forward
-    relu.forward = lambda x, **kw: seen.append(x.shape) or forward(x, **kw)
+    forward, in_place = relu.forward, relu.forward_in_place  # the planner calls one of them
+    relu.forward = lambda x, *a, **kw: seen.append(x.shape) or forward(x, *a, **kw)
+    relu.forward_in_place = lambda x, *a, **kw: seen.append(x.shape) or in_place(x, *a, **kw)
     net = Sequential(Conv2d(1, 2, 3, padding=1, rng=rng), relu, MaxPool2d(2))
     assert net(rng.standard_normal((2, 1, 6, 6)).astype(np.float32)).shape == (2, 2, 3, 3)
     assert seen == [(2, 2, 3, 3)]
-    assert [type(m).__name__ for m in clearconv.nn.container.run_order(list(net))] == [
+    assert [type(m).__name__ for m in run_order(list(net))] == [
         "Conv2d",
         "MaxPool2d",
         "ReLU",
     ]
     # Not for average pooling, which does not commute with ReLU.
-    order = clearconv.nn.container.run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
+    order = run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
     assert [type(m).__name__ for m in order] == ["ReLU", "AvgPool2d", "MaxPool1d", "ReLU"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clearconv import nn
-from clearconv.backend import parallel_slices, slice_count
+from clearconv.engine import DEFAULT, Tuning
 from clearconv.engine import activation as A
 from clearconv.engine import linear as L
 
@@ -31,12 +31,12 @@ def _layouts(a):
 def test_slices_cover_the_range_once_in_order():
     seen = []
     with _threads(2):
-        out = parallel_slices(lambda sl: seen.append(sl) or sl, 10, np.zeros(1), 1 << 30)
+        out = DEFAULT.slices(lambda sl: seen.append(sl) or sl, 10, np.zeros(1), 1 << 30)
     assert out == sorted(out, key=lambda s: s.start) and len(out) == 4
     covered = np.concatenate([np.arange(10)[s] for s in out])
     np.testing.assert_array_equal(covered, np.arange(10))
     with _threads(2):  # too little work to share: one slice, in the caller
-        assert parallel_slices(lambda sl: sl, 10, np.zeros(1), 100) == [slice(0, 10)]
+        assert DEFAULT.slices(lambda sl: sl, 10, np.zeros(1), 100) == [slice(0, 10)]
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_major"])
@@ -95,7 +95,7 @@ def test_pooling_in_slices_equals_one_thread(layout, make):
     x = _layouts(rng.standard_normal((64, 8, 33, 32)).astype(np.float32))[layout]
     x[:, :, 4:8, 4:8] = 1.0  # ties: the first maximum must win in every slice
     with _threads(2):
-        assert slice_count(x.shape[0], x, x.size) >= 2  # really shared out
+        assert DEFAULT.slice_count(x.shape[0], x, x.size) >= 2  # really shared out
     results = []
     for threads in (1, 2):
         layer = make()
@@ -113,28 +113,27 @@ def test_pooling_in_slices_equals_one_thread(layout, make):
 def test_pooling_backward_is_shared_out_by_the_input_gradient_size(pool, monkeypatch):
     # The backward writes the input gradient, k*k times the output gradient:
     # its work is counted by the input's size, so a batch whose output
-    # gradient alone is under MIN_PARALLEL_WORK is still cut into slices
+    # gradient alone is under Tuning.min_parallel_work is still cut into slices
     # (the 4-conv net's first pooling at batch 64 ran on one thread: 1.85 ms,
     # against 1.0-1.1 ms in slices).
-    import clearconv.backend as be
     from clearconv.engine import pool as P
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 16, 32, 32)).astype(np.float32)  # 262,144 values
     g = rng.standard_normal((16, 16, 16, 16)).astype(np.float32)  # 65,536
-    monkeypatch.setattr(be, "MIN_PARALLEL_WORK", x.size // 4)
+    eng = DEFAULT.with_tuning(Tuning(min_parallel_work=x.size // 4))
     cuts = []
-    real = be.parallel_map
+    real = eng.map
     monkeypatch.setattr(
-        be, "parallel_map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
+        eng, "map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
     )
     with _threads(2):
         if pool == "max":
-            _, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+            _, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False, eng=eng)
             cuts.clear()
-            dx = P.max_pool2d_backward(g, winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1))
+            dx = P.max_pool2d_backward(g, winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1), eng=eng)
         else:
-            dx = P.avg_pool2d_backward(g, x.shape, (2, 2), (2, 2), (0, 0), True)
+            dx = P.avg_pool2d_backward(g, x.shape, (2, 2), (2, 2), (0, 0), True, eng=eng)
     assert cuts and cuts[0] >= 2, cuts  # shared out
     assert dx.shape == x.shape
 
@@ -175,7 +174,7 @@ def test_batch_norm_in_batch_slices_matches_one_thread(layout):
         layer.bias.data[:] = np.linspace(-1, 1, 16)
         with _threads(threads):
             if threads == 2:
-                assert slice_count(x.shape[0], x, x.size) >= 2  # really shared out
+                assert DEFAULT.slice_count(x.shape[0], x, x.size) >= 2  # really shared out
             y = layer(x, training=True)
             dx = layer.backward(g)
         results.append(
@@ -213,7 +212,7 @@ def test_adam_in_slices_equals_one_thread(amsgrad):
         opt = optim.Adam([p], lr=1e-2, amsgrad=amsgrad)
         with _threads(threads):
             if threads == 2:
-                assert slice_count(p.data.size, p.data, 8 * p.data.size) >= 2
+                assert DEFAULT.slice_count(p.data.size, p.data, 8 * p.data.size) >= 2
             for g in grads:
                 p.grad = g.T.copy().T  # a non-contiguous gradient, as a conv's dW can be
                 opt.step()

@@ -39,6 +39,7 @@ from clearconv._validate import check_float, check_int
 from clearconv.data.augment import Augment
 from clearconv.data.loader import Dataset, iterate_batches, train_val_split
 from clearconv.data.transforms import to_float
+from clearconv.engine.plan import no_input_grad
 from clearconv.io import ModelFileError, load_arrays, model_header, save_arrays
 from clearconv.model import Model
 from clearconv.nn.dropout import Dropout
@@ -653,7 +654,8 @@ def fit(
                         f"the loss became {loss} at {where} (lr {opt.lr:.3g}); lower the "
                         f"learning rate{kept}"
                     )
-                model.backward(ce.backward(), input_grad=False)  # the data is not learned
+                with no_input_grad(model):  # the data is not learned: no input gradient
+                    model.backward(ce.backward())
                 opt.step()
                 if sched is not None and per_batch:
                     sched.step()

@@ -30,7 +30,6 @@ every unsupported node with its type, name and offending attribute.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -50,8 +49,6 @@ from clearconv.onnx._common import (
 )
 
 _N = "N"  # the symbolic batch size inside computed shapes
-# Whether nn.Residual takes a projection shortcut (shortcut(x) + block(x)).
-_HAS_SHORTCUT = "shortcut" in inspect.signature(nn.Residual.__init__).parameters
 
 
 class UnsupportedModelError(ValueError):
@@ -647,11 +644,6 @@ class _Importer:
             common += 1
         short, long_ = (x, y) if len(x.layers) <= len(y.layers) else (y, x)
         inner, skip = long_.layers[common:], short.layers[common:]
-        if skip and not _HAS_SHORTCUT:
-            raise _Refuse(
-                "an Add of two computed branches; only x + block(x) with an identity "
-                "shortcut is supported (a projection shortcut is not)"
-            )
         block = inner[0] if len(inner) == 1 else nn.Sequential(*inner)
         try:
             if skip:

@@ -383,3 +383,42 @@ def test_relu_before_max_pool_works_on_the_pooled_array(rng):
     # Not for average pooling, which does not commute with ReLU.
     order = run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
     assert [type(m).__name__ for m in order] == ["ReLU", "AvgPool2d", "MaxPool1d", "ReLU"]
+
+
+# -- the planner: the first layer's unused input gradient ------------------------------------
+@pytest.mark.parametrize(
+    "first",
+    [
+        lambda r: Conv2d(1, 2, 3, padding=1, rng=r),  # backward_params: no dx at all
+        lambda r: Sequential(Conv2d(1, 2, 3, padding=1, rng=r), ReLU()),  # nested, the same
+        lambda r: BatchNorm2d(1),  # parameters, no backward_params: dx made and dropped
+        lambda r: ReLU(),  # nothing to learn: not run backward at all
+    ],
+)
+def test_without_input_grad_the_parameter_gradients_stay_and_none_is_returned(first, rng):
+    def net():
+        r = np.random.default_rng(3)
+        head = first(r)
+        width = 2 if not isinstance(head, (ReLU, BatchNorm2d)) else 1
+        return Sequential(head, Flatten(), Linear(width * 16, 3, rng=r))
+
+    x = rng.standard_normal((2, 1, 4, 4)).astype(np.float32)
+    g = rng.standard_normal((2, 3)).astype(np.float32)
+    full, skipped = net(), net()
+    full(x, training=True)
+    assert full.backward(g) is not None
+    skipped.needs_input_grad = False
+    skipped(x, training=True)
+    assert skipped.backward(g) is None
+    for (name, a), (_, b) in zip(full.named_parameters(), skipped.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+    steps = {type(s.layer).__name__: s.backward for s in skipped._plan(False)}
+    assert (
+        steps[type(skipped[0]).__name__]
+        == {
+            "Conv2d": "backward_params",
+            "Sequential": "backward_params",
+            "BatchNorm2d": "backward",
+            "ReLU": None,
+        }[type(skipped[0]).__name__]
+    )

@@ -164,7 +164,7 @@ def _work(n: int, positions: int, k: int, o: int, eng: Engine) -> int:
     at ``Tuning.macs_per_value`` to a value.
     """
     values = n * positions * k
-    return values + eng.product_work(values * o)
+    return values + values * o // eng.tuning.macs_per_value
 
 
 def _gather(xpad: Array, shape6, strides6, out: Array | None, matrix: tuple[int, int]) -> Array:
@@ -461,7 +461,7 @@ def conv2d_forward(
                 else:
                     xp.matmul(wmat.T, f[sl].T, out=out[:, sl])
 
-        eng.slices(rows, n * p, x, eng.product_work(n * p * fields.kb * o))
+        eng.slices(rows, n * p, x, n * p * fields.kb * o // eng.tuning.macs_per_value)
     # Views, no copy: (N*OH*OW, O) -> (N, OH, OW, O) -> (N, O, OH, OW), or
     # (O, N*OH*OW) -> (O, N, OH, OW) -> (N, O, OH, OW). The layers after work in
     # this memory order and the next convolution gathers from it as it is.

@@ -115,10 +115,6 @@ class Engine:
         bounds = [length * i // pieces for i in range(pieces + 1)]
         return self.map(lambda i: fn(slice(bounds[i], bounds[i + 1])), range(pieces), like)
 
-    def product_work(self, macs: int) -> int:
-        """Multiply-adds counted as values of elementwise work (``tuning.macs_per_value``)."""
-        return macs // self.tuning.macs_per_value
-
     # -- memory ------------------------------------------------------------
     def empty_like(
         self, shape: tuple[int, ...], like: Array, dtype: Any = None, buffer: Array | None = None

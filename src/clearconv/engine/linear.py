@@ -34,7 +34,7 @@ def linear(x: Array, weight: Array, bias: Array | None, *, eng: Engine = DEFAULT
         if bias is not None:
             y[rows, cols] += bias[cols]
 
-    eng.slices(part, m if by_rows else out_f, x, eng.product_work(m * in_f * out_f))
+    eng.slices(part, m if by_rows else out_f, x, m * in_f * out_f // eng.tuning.macs_per_value)
     return y.reshape(*x.shape[:-1], out_f)
 
 
@@ -62,6 +62,6 @@ def linear_backward(
             xp.matmul(g2, weight[:, c], out=dx[:, c])  # (M, out) @ (out, in_c) -> (M, in_c)
             xp.matmul(g2.T, x2[:, c], out=dw[:, c])  # (out, M) @ (M, in_c) -> (out, in_c)
 
-    eng.slices(part, in_f, grad_out, eng.product_work(2 * m * out_f * in_f))
+    eng.slices(part, in_f, grad_out, 2 * m * out_f * in_f // eng.tuning.macs_per_value)
     db = g2.sum(axis=0) if need_bias else None
     return dx.reshape(*grad_out.shape[:-1], in_f), dw, db

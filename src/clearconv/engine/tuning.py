@@ -29,7 +29,8 @@ class Tuning:
     block_bytes : int, default 4 MiB
         Bytes of gathered convolution fields per block of samples, sized to
         stay in a core's L2/L3 cache between the copy that writes them and
-        the product that reads them (re-timed here: 4 MiB stays).
+        the product that reads them. LeNet-5 training at batch 128, two
+        threads, for 512 KiB / 1 / 2 / 4 MiB: 12.1 / 9.24 / 8.49 / 8.19 ms.
     per_sample_dw_max : int, default 2048
         Largest ``K x O`` convolution weight gradient made as one product per
         sample, summed, rather than one product per block: OpenBLAS runs a

@@ -112,10 +112,12 @@ class ResultPool:
     buffer export. That is read from CPython's reference count of the kept
     buffer (back to the pool's own), so an array a caller still holds is
     never written; without reference counts nothing is kept. Measured, LeNet-5
-    training steps at batch 64 (two threads, a fresh process each, four
-    pairs): 656 page faults a step without the pool against 0.1-0.3 with it,
-    and the step 1.02-1.48x faster (8.2-10.2 against 7.9-12.1 ms on a loaded
-    machine).
+    training steps at batch 64 (two threads, a fresh process each, ten pairs
+    with and without the pool on a machine shared with other jobs): 656 page
+    faults a step without it, 0.1-0.3 with it, in every run; the step was
+    faster with it in 9 of the 10 pairs, 1.16-1.48x in the three least loaded
+    (6.5-8.2 ms against 7.9-12.1 ms), and the tenth ran its pooled half in a
+    burst of load.
 
     At most ``max_bytes`` are kept; free buffers of other sizes are dropped
     to make room. Safe to share among threads (one lock); a forked child

@@ -76,7 +76,7 @@ class Dropout(Module):
         return x * self._mask
 
     def backward(self, grad_out: Array) -> Array:
-        self._cached(self._ran or None)
+        self._cached(self._ran or None)  # the mask may be None after a forward (eval, p=0)
         return grad_out if self._mask is None else grad_out * self._mask
 
     def extra_repr(self) -> str:

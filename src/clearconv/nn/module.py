@@ -7,7 +7,11 @@
 - ``parameters()`` lists the learnable Parameters (found by walking attributes);
 - ``output_shape(input_shape)`` is a pure shape function (batch included);
 - ``state_dict()`` / ``load_state_dict()`` use PyTorch's names
-  (``"0.weight"``, ``"3.running_mean"``) so weights copy across 1:1.
+  (``"0.weight"``, ``"3.running_mean"``) so weights copy across 1:1;
+- ``traits`` (a class attribute) tells a container's planner what it may do
+  with the layer for speed (:mod:`clearconv.engine.plan`); a layer that
+  declares ``in_place`` or ``params_only`` has the methods they name. Nothing
+  else about speed is the layer's business.
 """
 
 from __future__ import annotations

@@ -219,3 +219,47 @@ def test_adam_in_slices_equals_one_thread(amsgrad):
         finals.append(p.data)
     np.testing.assert_array_equal(finals[1], finals[0])
     assert not np.array_equal(finals[0], start)
+
+
+TUNINGS = [
+    Tuning(),
+    Tuning(min_parallel_work=1, zero_row_max=0, taps_max=0),  # every cut, no zero row, no taps
+    Tuning(min_parallel_work=1 << 40, zero_row_max=64, macs_per_value=1),  # nothing shared
+]
+
+
+@pytest.mark.parametrize("tuning", TUNINGS, ids=["default", "all-cut", "none-cut"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tuning_values_change_no_result(tuning, threads):
+    # Each knob picks a way of computing the same values: ReLU against a row
+    # of zeros or a scalar, max pooling by taps or separably, slices or none.
+    from clearconv.engine import norm as N
+    from clearconv.engine import pool as P
+
+    eng = DEFAULT.with_tuning(tuning)
+    rng = np.random.default_rng(6)
+    x = _layouts(rng.standard_normal((16, 8, 12, 12)).astype(np.float32))["channels_last"]
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    with _threads(threads):
+        y = A.relu(x, eng=eng)
+        dx = A.relu_backward(g, y, eng=eng)
+        pooled, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False, eng=eng)
+        dpool = P.max_pool2d_backward(
+            g[:, :, ::2, ::2], winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1), eng=eng
+        )
+        w = rng.standard_normal((5, 12)).astype(np.float32)
+        lin = L.linear(x[:, 0, 0], w, None, eng=eng)
+        bn, *_ = N.batch_norm_train(x, None, None, 1e-5, eng=eng)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, g * (x > 0))
+    windows = x.reshape(16, 8, 6, 2, 6, 2)
+    np.testing.assert_array_equal(pooled, windows.max(axis=(3, 5)))
+    first = windows.transpose(0, 1, 2, 4, 3, 5).reshape(16, 8, 6, 6, 4).argmax(-1)
+    routed = np.zeros((16, 8, 6, 6, 4), np.float32)
+    np.put_along_axis(routed, first[..., None], g[:, :, ::2, ::2][..., None], axis=-1)
+    ref = routed.reshape(16, 8, 6, 6, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
+    np.testing.assert_array_equal(dpool, ref)
+    np.testing.assert_allclose(lin, x[:, 0, 0].astype(np.float64) @ w.T, rtol=1e-5, atol=1e-5)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=(0, 2, 3), keepdims=True), x64.var(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(bn, (x64 - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)

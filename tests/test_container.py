@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import clearconv.nn
+from clearconv.engine.plan import run_order
 from clearconv.nn import (
     AdaptiveAvgPool2d,
     Add,
@@ -319,7 +320,7 @@ FRESH = [
 def test_fresh_output_layers_return_memory_nobody_else_holds(make, shape, training, rng):
     # What lets Sequential's ReLU overwrite a layer's output (and its input gradient).
     layer = make(rng)
-    assert layer.fresh_output and layer.fresh_input_grad
+    assert layer.traits.fresh
     x = rng.standard_normal(shape).astype(np.float32)
     y = layer(x, training=training)
     held = [x, *_arrays(layer)]
@@ -336,9 +337,7 @@ def test_every_layer_that_claims_fresh_arrays_is_checked(rng):
         for name in clearconv.nn.__all__
         if isinstance(getattr(clearconv.nn, name), type)
         and issubclass(getattr(clearconv.nn, name), Module)
-        and (
-            getattr(clearconv.nn, name).fresh_output or getattr(clearconv.nn, name).fresh_input_grad
-        )
+        and getattr(clearconv.nn, name).traits.fresh
     }
     checked = {type(make(rng)).__name__ for make, _ in FRESH}
     assert claimed == checked
@@ -375,16 +374,56 @@ def test_relu_before_max_pool_gives_the_layer_by_layer_results(pool, training, r
 
 def test_relu_before_max_pool_works_on_the_pooled_array(rng):
     relu, seen = ReLU(), []
-    forward = relu.forward
-    relu.forward = lambda x, **kw: seen.append(x.shape) or forward(x, **kw)
+    forward, in_place = relu.forward, relu.forward_in_place  # the planner calls one of them
+    relu.forward = lambda x, *a, **kw: seen.append(x.shape) or forward(x, *a, **kw)
+    relu.forward_in_place = lambda x, *a, **kw: seen.append(x.shape) or in_place(x, *a, **kw)
     net = Sequential(Conv2d(1, 2, 3, padding=1, rng=rng), relu, MaxPool2d(2))
     assert net(rng.standard_normal((2, 1, 6, 6)).astype(np.float32)).shape == (2, 2, 3, 3)
     assert seen == [(2, 2, 3, 3)]
-    assert [type(m).__name__ for m in clearconv.nn.container.run_order(list(net))] == [
+    assert [type(m).__name__ for m in run_order(list(net))] == [
         "Conv2d",
         "MaxPool2d",
         "ReLU",
     ]
     # Not for average pooling, which does not commute with ReLU.
-    order = clearconv.nn.container.run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
+    order = run_order([ReLU(), AvgPool2d(2), ReLU(), MaxPool1d(2)])
     assert [type(m).__name__ for m in order] == ["ReLU", "AvgPool2d", "MaxPool1d", "ReLU"]
+
+
+# -- the planner: the first layer's unused input gradient ------------------------------------
+@pytest.mark.parametrize(
+    "first",
+    [
+        lambda r: Conv2d(1, 2, 3, padding=1, rng=r),  # backward_params: no dx at all
+        lambda r: Sequential(Conv2d(1, 2, 3, padding=1, rng=r), ReLU()),  # nested, the same
+        lambda r: BatchNorm2d(1),  # parameters, no backward_params: dx made and dropped
+        lambda r: ReLU(),  # nothing to learn: not run backward at all
+    ],
+)
+def test_without_input_grad_the_parameter_gradients_stay_and_none_is_returned(first, rng):
+    def net():
+        r = np.random.default_rng(3)
+        head = first(r)
+        width = 2 if not isinstance(head, (ReLU, BatchNorm2d)) else 1
+        return Sequential(head, Flatten(), Linear(width * 16, 3, rng=r))
+
+    x = rng.standard_normal((2, 1, 4, 4)).astype(np.float32)
+    g = rng.standard_normal((2, 3)).astype(np.float32)
+    full, skipped = net(), net()
+    full(x, training=True)
+    assert full.backward(g) is not None
+    skipped.needs_input_grad = False
+    skipped(x, training=True)
+    assert skipped.backward(g) is None
+    for (name, a), (_, b) in zip(full.named_parameters(), skipped.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+    steps = {type(s.layer).__name__: s.backward for s in skipped._plan(False)}
+    assert (
+        steps[type(skipped[0]).__name__]
+        == {
+            "Conv2d": "backward_params",
+            "Sequential": "backward_params",
+            "BatchNorm2d": "backward",
+            "ReLU": None,
+        }[type(skipped[0]).__name__]
+    )

@@ -5,8 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearconv import backend, nn
+from clearconv import nn
+from clearconv.engine import DEFAULT, Tuning
 from clearconv.engine import conv as F
+from clearconv.engine.plan import no_input_grad
 from tests.gradcheck import check_layer
 from tests.reference import conv2d_grads_loops, conv2d_loops
 
@@ -289,7 +291,9 @@ def test_skipping_the_input_gradient_keeps_parameter_gradients():
     full = [p.grad.copy() for p in net.parameters()]
     net.zero_grad()
     net(x, training=True)
-    assert dx is not None and net.backward(g, input_grad=False) is None
+    with no_input_grad(net):
+        assert dx is not None and net.backward(g) is None
+    assert net.needs_input_grad  # given back on leaving
     for a, b in zip(full, [p.grad for p in net.parameters()]):
         np.testing.assert_array_equal(a, b)
 
@@ -302,11 +306,12 @@ def test_cache_blocks_do_not_change_results(block_bytes):
     w = rng.standard_normal((4, 3, 3, 2))
     b = rng.standard_normal(4)
     pads, s, d = ((1, 2), (0, 1)), (2, 1), (1, 2)
-    y = F.conv2d_forward(x, w, b, s, pads, d, block_bytes=block_bytes)
+    eng = DEFAULT.with_tuning(Tuning(block_bytes=block_bytes))
+    y = F.conv2d_forward(x, w, b, s, pads, d, eng=eng)
     ref = conv2d_loops(x, w, b, s, pads, d)
     np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(y.shape)
-    dx, dw, db = F.conv2d_backward(g, x, w, s, pads, d, True, block_bytes=block_bytes)
+    dx, dw, db = F.conv2d_backward(g, x, w, s, pads, d, True, eng=eng)
     # against the chain rule by loops, not another call of the same function
     # (for the one-block case that would compare a result with itself)
     ref_dx, ref_dw = conv2d_grads_loops(x, w, g, s, pads, d)
@@ -315,15 +320,15 @@ def test_cache_blocks_do_not_change_results(block_bytes):
     np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
 
 
-def test_blocks_are_cut_for_threads_only_with_enough_work(monkeypatch):
+def test_blocks_are_cut_for_threads_only_with_enough_work():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    monkeypatch.setattr(backend, "MIN_PARALLEL_WORK", 1000)
     big = 1 << 30  # cache room for the whole batch
     like = np.zeros(1)
 
     def size(block_bytes, threads, work):
+        eng = DEFAULT.with_tuning(Tuning(min_parallel_work=1000, block_bytes=block_bytes))
         with threadpoolctl.threadpool_limits(threads, user_api="blas"):
-            return F.block_size(64, 26, 784, 4, block_bytes, like, work)
+            return F.block_size(64, 26, 784, 4, like, work, eng)
 
     # One thread: as large as the cache allows.
     assert size(big, threads=1, work=10**9) == 64
@@ -342,16 +347,17 @@ def test_a_small_batch_stays_in_one_thread(batch, threads, monkeypatch):
     # than a hand-over to the second thread; 64 are worth sharing out (one
     # thread takes them in two blocks that fit the cache).
     cuts = []
-    real = F.parallel_map
+    eng = DEFAULT.with_tuning(Tuning())
+    real = eng.map
     monkeypatch.setattr(
-        F, "parallel_map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
+        eng, "map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
     )
     rng = np.random.default_rng(3)
     x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
     w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
     pads = ((2, 2), (2, 2))
-    y = F.conv2d_forward(x, w, None, (1, 1), pads, (1, 1))
-    F.conv2d_backward(np.ones_like(y), x, w, (1, 1), pads, (1, 1), True, input_grad=False)
+    y = F.conv2d_forward(x, w, None, (1, 1), pads, (1, 1), eng=eng)
+    F.conv2d_backward(np.ones_like(y), x, w, (1, 1), pads, (1, 1), True, False, eng=eng)
     # The forward's blocks (none for one block: its product in row slices) and dW's.
     expected = {2: [1], 64: [4, 4] if threads == 2 else [2, 2]}
     assert cuts == expected[batch]
@@ -402,24 +408,29 @@ def test_backward_matches_loops(
     # one block or many, from inputs gathered as columns or rows (NCHW inputs
     # either way, channels-last as rows), with the products made per block or
     # per sample, must equal the chain rule by loops.
-    monkeypatch.setattr(F, "CHANNELS_LAST_MIN", out_last_from)
-    monkeypatch.setattr(F, "_rows_pay", lambda *args: layout == "nchw-rows")
-    monkeypatch.setattr(F, "PER_SAMPLE_DW_MAX", per_sample)
-    monkeypatch.setattr(F, "PER_SAMPLE_INNER_MAX", per_sample)
-    assert F.engine_threads(np.zeros(1)) == threads
+    eng = DEFAULT.with_tuning(
+        Tuning(
+            block_bytes=block_bytes,
+            channels_last_min=out_last_from,
+            per_sample_dw_max=per_sample,
+            per_sample_inner_max=per_sample,
+        )
+    )
+    monkeypatch.setattr(F, "_rows_pay", lambda *args: layout == "nchw-rows")  # a rule, not a number
+    assert eng.threads_for(np.zeros(1)) == threads
     rng = np.random.default_rng(11)
     x = rng.standard_normal((5, 2, 9, 8))
     w = rng.standard_normal((4, 2, *kernel))
     if layout == "channels_last":
         x = _channels_last(x)
-    y = F.conv2d_forward(x, w, None, stride, pads, dilation, block_bytes=block_bytes)
+    y = F.conv2d_forward(x, w, None, stride, pads, dilation, eng=eng)
     np.testing.assert_allclose(y, conv2d_loops(x, w, None, stride, pads, dilation), atol=1e-12)
     assert F.channels_last(y) == (out_last_from == 1)
     # The gradient in the output's own memory order, as the layers above leave
     # it, or in plain NCHW order.
     g = np.empty_like(y) if layout != "nchw-cols" else np.empty(y.shape)
     g[...] = rng.standard_normal(y.shape)
-    dx, dw, db = F.conv2d_backward(g, x, w, stride, pads, dilation, True, block_bytes=block_bytes)
+    dx, dw, db = F.conv2d_backward(g, x, w, stride, pads, dilation, True, eng=eng)
     ref_dx, ref_dw = conv2d_grads_loops(x, w, g, stride, pads, dilation)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, ref_dw, rtol=1e-12, atol=1e-12)
@@ -448,7 +459,7 @@ def test_fields_are_gathered_where_runs_are_longer(c, kw, stride, dilation, ow, 
 @pytest.mark.parametrize("channels", [4, 40])  # outputs channel-major or channels-last
 def test_results_outlive_the_reused_work_buffers(layout, channels):
     # The gathered fields and padded copies live in per-thread buffers reused by
-    # every call (clearconv.backend.workspace); what a call returns must not.
+    # every call (Engine.scratch); what a call returns must not.
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, channels, 7, 6)).astype(np.float32)
     x = _channels_last(x) if layout == "channels_last" else x

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clearconv import nn
-from clearconv.backend import parallel_slices, slice_count
+from clearconv.engine import DEFAULT, Tuning
 from clearconv.engine import activation as A
 from clearconv.engine import linear as L
 
@@ -31,12 +31,12 @@ def _layouts(a):
 def test_slices_cover_the_range_once_in_order():
     seen = []
     with _threads(2):
-        out = parallel_slices(lambda sl: seen.append(sl) or sl, 10, np.zeros(1), 1 << 30)
+        out = DEFAULT.slices(lambda sl: seen.append(sl) or sl, 10, np.zeros(1), 1 << 30)
     assert out == sorted(out, key=lambda s: s.start) and len(out) == 4
     covered = np.concatenate([np.arange(10)[s] for s in out])
     np.testing.assert_array_equal(covered, np.arange(10))
     with _threads(2):  # too little work to share: one slice, in the caller
-        assert parallel_slices(lambda sl: sl, 10, np.zeros(1), 100) == [slice(0, 10)]
+        assert DEFAULT.slices(lambda sl: sl, 10, np.zeros(1), 100) == [slice(0, 10)]
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_major"])
@@ -95,7 +95,7 @@ def test_pooling_in_slices_equals_one_thread(layout, make):
     x = _layouts(rng.standard_normal((64, 8, 33, 32)).astype(np.float32))[layout]
     x[:, :, 4:8, 4:8] = 1.0  # ties: the first maximum must win in every slice
     with _threads(2):
-        assert slice_count(x.shape[0], x, x.size) >= 2  # really shared out
+        assert DEFAULT.slice_count(x.shape[0], x, x.size) >= 2  # really shared out
     results = []
     for threads in (1, 2):
         layer = make()
@@ -113,28 +113,27 @@ def test_pooling_in_slices_equals_one_thread(layout, make):
 def test_pooling_backward_is_shared_out_by_the_input_gradient_size(pool, monkeypatch):
     # The backward writes the input gradient, k*k times the output gradient:
     # its work is counted by the input's size, so a batch whose output
-    # gradient alone is under MIN_PARALLEL_WORK is still cut into slices
+    # gradient alone is under Tuning.min_parallel_work is still cut into slices
     # (the 4-conv net's first pooling at batch 64 ran on one thread: 1.85 ms,
     # against 1.0-1.1 ms in slices).
-    import clearconv.backend as be
     from clearconv.engine import pool as P
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 16, 32, 32)).astype(np.float32)  # 262,144 values
     g = rng.standard_normal((16, 16, 16, 16)).astype(np.float32)  # 65,536
-    monkeypatch.setattr(be, "MIN_PARALLEL_WORK", x.size // 4)
+    eng = DEFAULT.with_tuning(Tuning(min_parallel_work=x.size // 4))
     cuts = []
-    real = be.parallel_map
+    real = eng.map
     monkeypatch.setattr(
-        be, "parallel_map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
+        eng, "map", lambda fn, items, like: cuts.append(len(items)) or real(fn, items, like)
     )
     with _threads(2):
         if pool == "max":
-            _, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+            _, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False, eng=eng)
             cuts.clear()
-            dx = P.max_pool2d_backward(g, winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1))
+            dx = P.max_pool2d_backward(g, winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1), eng=eng)
         else:
-            dx = P.avg_pool2d_backward(g, x.shape, (2, 2), (2, 2), (0, 0), True)
+            dx = P.avg_pool2d_backward(g, x.shape, (2, 2), (2, 2), (0, 0), True, eng=eng)
     assert cuts and cuts[0] >= 2, cuts  # shared out
     assert dx.shape == x.shape
 
@@ -175,7 +174,7 @@ def test_batch_norm_in_batch_slices_matches_one_thread(layout):
         layer.bias.data[:] = np.linspace(-1, 1, 16)
         with _threads(threads):
             if threads == 2:
-                assert slice_count(x.shape[0], x, x.size) >= 2  # really shared out
+                assert DEFAULT.slice_count(x.shape[0], x, x.size) >= 2  # really shared out
             y = layer(x, training=True)
             dx = layer.backward(g)
         results.append(
@@ -213,10 +212,54 @@ def test_adam_in_slices_equals_one_thread(amsgrad):
         opt = optim.Adam([p], lr=1e-2, amsgrad=amsgrad)
         with _threads(threads):
             if threads == 2:
-                assert slice_count(p.data.size, p.data, 8 * p.data.size) >= 2
+                assert DEFAULT.slice_count(p.data.size, p.data, 8 * p.data.size) >= 2
             for g in grads:
                 p.grad = g.T.copy().T  # a non-contiguous gradient, as a conv's dW can be
                 opt.step()
         finals.append(p.data)
     np.testing.assert_array_equal(finals[1], finals[0])
     assert not np.array_equal(finals[0], start)
+
+
+TUNINGS = [
+    Tuning(),
+    Tuning(min_parallel_work=1, zero_row_max=0, taps_max=0),  # every cut, no zero row, no taps
+    Tuning(min_parallel_work=1 << 40, zero_row_max=64, macs_per_value=1),  # nothing shared
+]
+
+
+@pytest.mark.parametrize("tuning", TUNINGS, ids=["default", "all-cut", "none-cut"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tuning_values_change_no_result(tuning, threads):
+    # Each knob picks a way of computing the same values: ReLU against a row
+    # of zeros or a scalar, max pooling by taps or separably, slices or none.
+    from clearconv.engine import norm as N
+    from clearconv.engine import pool as P
+
+    eng = DEFAULT.with_tuning(tuning)
+    rng = np.random.default_rng(6)
+    x = _layouts(rng.standard_normal((16, 8, 12, 12)).astype(np.float32))["channels_last"]
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    with _threads(threads):
+        y = A.relu(x, eng=eng)
+        dx = A.relu_backward(g, y, eng=eng)
+        pooled, winners = P.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False, eng=eng)
+        dpool = P.max_pool2d_backward(
+            g[:, :, ::2, ::2], winners, x.shape, (2, 2), (2, 2), (0, 0), (1, 1), eng=eng
+        )
+        w = rng.standard_normal((5, 12)).astype(np.float32)
+        lin = L.linear(x[:, 0, 0], w, None, eng=eng)
+        bn, *_ = N.batch_norm_train(x, None, None, 1e-5, eng=eng)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, g * (x > 0))
+    windows = x.reshape(16, 8, 6, 2, 6, 2)
+    np.testing.assert_array_equal(pooled, windows.max(axis=(3, 5)))
+    first = windows.transpose(0, 1, 2, 4, 3, 5).reshape(16, 8, 6, 6, 4).argmax(-1)
+    routed = np.zeros((16, 8, 6, 6, 4), np.float32)
+    np.put_along_axis(routed, first[..., None], g[:, :, ::2, ::2][..., None], axis=-1)
+    ref = routed.reshape(16, 8, 6, 6, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
+    np.testing.assert_array_equal(dpool, ref)
+    np.testing.assert_allclose(lin, x[:, 0, 0].astype(np.float64) @ w.T, rtol=1e-5, atol=1e-5)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=(0, 2, 3), keepdims=True), x64.var(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(bn, (x64 - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearconv import nn
+from clearconv.engine import DEFAULT, Tuning
 from clearconv.engine import pool as F
 from tests.gradcheck import check_layer
 from tests.reference import maxpool_grad_loops, pool2d_loops
@@ -55,7 +56,7 @@ LAYOUTS = {
 def test_tiled_windows_match_loops_and_the_separable_path(layout, k):
     # Windows that tile x (stride = kernel, no padding) are reduced over their
     # kH*kW taps, copied into contiguous planes when W is innermost in memory
-    # (4x5, over TAPS_MAX, goes separably); the sizes leave rows and columns
+    # (4x5, over Tuning.taps_max, goes separably); the sizes leave rows and columns
     # past the last window (floor mode).
     # Results, ties included, equal the loop reference and the separable path.
     rng = np.random.default_rng(0)
@@ -69,9 +70,12 @@ def test_tiled_windows_match_loops_and_the_separable_path(layout, k):
     g = rng.standard_normal(y.shape)
     dx = F.max_pool2d_backward(g, found, x.shape, k, s, p, d)
     np.testing.assert_allclose(dx, maxpool_grad_loops(x.shape, ref_winners, g))
-    y_sep, winners = F._max_pool2d(x, k, s, p, d, False)
+    separable = DEFAULT.with_tuning(Tuning(taps_max=0))  # no window goes by taps
+    y_sep, winners = F.max_pool2d_forward(x, k, s, p, d, False, eng=separable)
+    assert isinstance(winners, tuple)  # the separable path's (col, row) winners
     np.testing.assert_array_equal(y, y_sep)
-    np.testing.assert_array_equal(dx, F._max_pool2d_backward(g, winners, (9, 8), k, s, p, d))
+    dx_sep = F.max_pool2d_backward(g, winners, x.shape, k, s, p, d, eng=separable)
+    np.testing.assert_array_equal(dx, dx_sep)
     avg = F.avg_pool2d_forward(x, k, s, p, False, True)
     np.testing.assert_allclose(avg, pool2d_loops(x, "avg", k, s, p)[0], atol=1e-12)
 

@@ -116,8 +116,31 @@ def check_input(
         raise TypeError(f"{owner} expected an array of shape {expected}, got {type(x).__name__}")
     if len(shape) != ndim or (channels is not None and shape[1] != channels):
         raise ValueError(f"{owner} expected input of shape {expected}, got {tuple(shape)}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{owner} expected a float32 or float64 array, got dtype {x.dtype} "
-            "(convert with x.astype(np.float32))"
-        )
+    check_float_array(owner, x)
+
+
+def check_float_array(owner: object, x: Any, name: str | None = None) -> None:
+    """Require a float32 or float64 array, of any shape.
+
+    ``name`` names the argument in the message, for callers that take
+    several (a loss's ``pred`` and ``target``); ``owner`` is formatted only
+    into an error message, as in :func:`check_input`.
+
+    Raises
+    ------
+    TypeError
+        "ReLU() expected a float32 or float64 array, got dtype int64", or with
+        ``name``: "MSELoss() expected target of dtype float32 or float64, got int64".
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype in FLOAT_DTYPES and hasattr(x, "shape"):
+        return
+    if dtype is None or not hasattr(x, "shape"):
+        what = "a float32 or float64 array" if name is None else f"{name} as an array"
+        raise TypeError(f"{owner} expected {what}, got {type(x).__name__}")
+    what = (
+        "a float32 or float64 array, got dtype"
+        if name is None
+        else (f"{name} of dtype float32 or float64, got")
+    )
+    raise TypeError(f"{owner} expected {what} {dtype} (convert with x.astype(np.float32))")

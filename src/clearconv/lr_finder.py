@@ -32,6 +32,7 @@ import numpy as np
 
 from clearconv._validate import check_float, check_int
 from clearconv.data.loader import Dataset
+from clearconv.engine.plan import no_input_grad
 from clearconv.model import Model
 from clearconv.nn.dropout import Dropout
 from clearconv.nn.loss import CrossEntropyLoss
@@ -177,7 +178,8 @@ def find_lr(
             if not math.isfinite(loss):
                 diverged = True
                 break
-            model.backward(ce.backward(), input_grad=False)
+            with no_input_grad(model):  # the data is not learned
+                model.backward(ce.backward())
             opt.step()
             avg = beta * avg + (1 - beta) * loss
             value = avg / (1 - beta ** (i + 1))  # bias correction of the average

@@ -16,6 +16,7 @@ import numpy as np
 
 from clearconv.backend import Array
 from clearconv.engine.activation import softmax
+from clearconv.engine.plan import Traits
 from clearconv.nn.activation import Softmax
 from clearconv.nn.container import Sequential
 from clearconv.nn.module import Module
@@ -131,15 +132,25 @@ class Model(Module):
         return self.net(x, training=training)
 
     @property
-    def skips_input_grad(self) -> bool:  # type: ignore[override]
-        return bool(self.net.skips_input_grad)
+    def traits(self) -> Traits:  # type: ignore[override]
+        return self.net.traits
 
-    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
-        """Backpropagate through the net; ``input_grad=False`` (training) skips the
-        input gradient where the net can (see ``Sequential.backward``)."""
-        if not input_grad and self.net.skips_input_grad:
-            return self.net.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
+    @property
+    def needs_input_grad(self) -> bool:  # type: ignore[override]
+        """The net's: False (training) skips the input gradient where the net can."""
+        return bool(self.net.needs_input_grad)
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value: bool) -> None:
+        self.net.needs_input_grad = value
+
+    def backward(self, grad_out: Array) -> Array | None:
+        """Backpropagate through the net (None when ``needs_input_grad`` is False)."""
         return self.net.backward(grad_out)
+
+    def backward_params(self, grad_out: Array) -> None:
+        """The net's parameter gradients only (the planner's call: ``Traits.params_only``)."""
+        self.net.backward_params(grad_out)  # type: ignore[attr-defined]
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.net.output_shape(input_shape)

@@ -150,10 +150,9 @@ def _basic_block(channels: int) -> dict:
 def _down_block(channels: int) -> list[dict]:
     """A stage's first block when it halves the size and changes the width.
 
-    torchvision adds ``conv1x1(stride 2) + BN`` on the skip path; when
-    :class:`~clearconv.nn.Residual` takes a ``shortcut`` that is used (the
-    published shapes and parameter counts), otherwise the block is written
-    as a plain conv-BN-ReLU-conv-BN-ReLU (same main path, no skip).
+    torchvision adds ``conv1x1(stride 2) + BN`` on the skip path: the
+    :class:`~clearconv.nn.Residual`'s ``shortcut`` (the published shapes and
+    parameter counts).
     """
     main = _seq(
         _conv(channels, 3, stride=2, padding=1, bias=False),
@@ -162,21 +161,8 @@ def _down_block(channels: int) -> list[dict]:
         _conv(channels, 3, padding=1, bias=False),
         BN,
     )
-    if _RESIDUAL_HAS_SHORTCUT:
-        skip = _seq(_conv(channels, 1, stride=2, bias=False), BN)
-        return [{"type": "Residual", "block": main, "shortcut": skip}, RELU]
-    return [*main["layers"], RELU]
-
-
-def _has_shortcut() -> bool:
-    import inspect
-
-    from clearconv.nn import Residual
-
-    return "shortcut" in inspect.signature(Residual.__init__).parameters
-
-
-_RESIDUAL_HAS_SHORTCUT = _has_shortcut()
+    skip = _seq(_conv(channels, 1, stride=2, bias=False), BN)
+    return [{"type": "Residual", "block": main, "shortcut": skip}, RELU]
 
 
 def _xo(k: int) -> list[dict]:

@@ -9,53 +9,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from clearconv.backend import (
-    Array,
-    along,
-    empty_like_layout,
-    memory_order,
-    outer_axis,
-    parallel_slices,
-    xp_of,
-)
+from clearconv.backend import Array, along, memory_order, outer_axis, xp_of
+from clearconv.engine.core import DEFAULT, Engine
 
 
-def relu(x: Array, out: Array | None = None) -> Array:
+def relu(x: Array, out: Array | None = None, *, eng: Engine = DEFAULT) -> Array:
     """``max(x, 0)`` elementwise, same dtype and memory order as ``x``.
 
     Into ``out`` when given (``out=x`` overwrites ``x``: no new array, whose
     first writes cost page faults). Large inputs are done in slices of their
     outermost axis in memory, shared among the engine's threads
-    (:func:`clearconv.backend.parallel_slices`).
+    (:meth:`Engine.slices <clearconv.engine.Engine.slices>`).
     """
     xp = xp_of(x)
     if x.ndim == 0:
         return xp.maximum(x, 0, out=out)
-    y = empty_like_layout(x.shape, x) if out is None else out  # kept memory (backend.fresh)
+    y = eng.empty_like(x.shape, x) if out is None else out  # kept memory (Engine.fresh)
     axis = outer_axis(x)
 
     def part(sl: slice) -> None:
         i = along(axis, sl)
-        _max0(x[i], y[i])
+        _max0(x[i], y[i], eng)
 
-    parallel_slices(part, x.shape[axis], x, x.size)
+    eng.slices(part, x.shape[axis], x, x.size)
     return y
 
 
-#: Longest row of zeros :func:`_max0` compares against (values).
-ZERO_ROW_MAX = 1 << 16
-
-_ZERO_ROWS: dict[str, Array] = {}  # dtype -> a read-only row of zeros, grown on demand
-
-
-def _max0(src: Array, dst: Array) -> None:
+def _max0(src: Array, dst: Array, eng: Engine) -> None:
     """``dst = max(src, 0)``: against a row of zeros, broadcast, when it can be.
 
     NumPy's ``maximum`` has no SIMD loop with a scalar operand: one value a
     nanosecond, where two contiguous operands run 3.6x faster (401,408
     float32 values, one thread: 0.149 against 0.041 ms). So when ``src``
     and ``dst`` are dense in the same memory order, both are seen as rows of
-    their innermost axes in memory (up to :data:`ZERO_ROW_MAX` values) and
+    their innermost axes in memory (up to ``Tuning.zero_row_max`` values) and
     compared with one row of zeros broadcast down them: one call, the same
     values (NaN and -0.0 included). Otherwise the scalar form.
 
@@ -66,29 +53,21 @@ def _max0(src: Array, dst: Array) -> None:
         order = memory_order(src)
         s, d = src.transpose(order), dst.transpose(order)  # axes in memory order: views
         if s.flags.c_contiguous and d.flags.c_contiguous:
-            row = 1
+            row, most = 1, eng.tuning.zero_row_max
             for size in reversed(s.shape):
-                if row * size > ZERO_ROW_MAX:
+                if row * size > most:
                     break
                 row *= size
             if row >= 64:  # shorter rows: a call per row costs more than the SIMD saves
-                np.maximum(s.reshape(-1, row), _zero_row(row, s.dtype), out=d.reshape(-1, row))
+                zeros = eng.workspace.zero_row(row, s.dtype)
+                np.maximum(s.reshape(-1, row), zeros, out=d.reshape(-1, row))
                 return
     xp.maximum(src, 0, out=dst)
 
 
-def _zero_row(n: int, dtype) -> Array:
-    """``n`` zeros of ``dtype``, read-only, from a row kept for the purpose."""
-    key = np.dtype(dtype).str
-    row = _ZERO_ROWS.get(key)
-    if row is None or row.size < n:
-        row = np.zeros(max(n, 1024), dtype=dtype)
-        row.flags.writeable = False
-        _ZERO_ROWS[key] = row
-    return row[:n]
-
-
-def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:
+def relu_backward(
+    grad_out: Array, y: Array, out: Array | None = None, *, eng: Engine = DEFAULT
+) -> Array:
     """Input gradient of ReLU from its output ``y``: ``grad_out * (y > 0)``.
 
     In the memory order of ``grad_out``, in slices as :func:`relu`; into
@@ -98,7 +77,7 @@ def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:
     if grad_out.ndim == 0:
         return xp.multiply(grad_out, y > 0, out=out)
     dtype = xp.result_type(grad_out.dtype, bool)
-    dx = empty_like_layout(grad_out.shape, grad_out, dtype) if out is None else out
+    dx = eng.empty_like(grad_out.shape, grad_out, dtype) if out is None else out
     axis = outer_axis(grad_out)
 
     def part(sl: slice) -> None:
@@ -106,7 +85,7 @@ def relu_backward(grad_out: Array, y: Array, out: Array | None = None) -> Array:
         # A multiply by the boolean mask is several times faster than np.where here.
         xp.multiply(grad_out[i], y[i] > 0, out=dx[i])
 
-    parallel_slices(part, grad_out.shape[axis], grad_out, dx.size)
+    eng.slices(part, grad_out.shape[axis], grad_out, dx.size)
     return dx
 
 

@@ -3,7 +3,7 @@
 Layout: arrays are NCHW in shape and weights ``(O, C, kH, kW)``, as in
 PyTorch; in memory a convolution's result is the matrix its GEMM writes and
 the NCHW array handed on is a transposed view of it. With ``O >= 32`` output
-channels (:data:`CHANNELS_LAST_MIN`) that matrix is channels-last ("NHWC"),
+channels (``Tuning.channels_last_min``) that matrix is channels-last ("NHWC"),
 one row per output position: the forward pass gathers every receptive field
 into a row
 
@@ -35,7 +35,7 @@ correlated with the kernels flipped and with in and out channels swapped,
 one gather and one GEMM like the forward pass. Otherwise ``drows = dY @ W2``
 is scattered back to the input one strided slice-add per kernel offset
 (:func:`row2im_add`; ``kH*kW`` adds over whole arrays, no ``np.add.at``).
-Channel-major inputs with fewer than :data:`CHANNELS_LAST_MIN` channels
+Channel-major inputs with fewer than ``Tuning.channels_last_min`` channels
 (LeNet's 6) keep a scatter for stride 1 too, on the padded grid
 (:func:`_grid_scatter_cols`): a GEMM writing only a few output channels runs
 slowly, and there the kernel offsets' shifted contributions are summed in one
@@ -44,7 +44,7 @@ reduction over a strided view.
 Cache blocking: the row matrix is ``kH*kW`` times the size of the input
 (nine times for a 3x3 kernel), too large to stay in the CPU cache between the
 copy that writes it and the product that reads it. So the batch is taken in
-blocks of samples whose rows fit in ``block_bytes`` (4 MiB by default): each
+blocks of samples whose rows fit in ``Tuning.block_bytes`` (4 MiB by default): each
 block is one gather into a reused buffer and one GEMM (two backward), all
 whole-array work; the loop runs over a handful of blocks, never over single
 samples or pixels for their own sake. The backward pass gathers each block
@@ -54,38 +54,23 @@ activations.
 
 Threads: the blocks are independent (each writes its own rows of the output,
 its own samples of the input gradient, its own partial ``dW``), so
-:func:`clearconv.backend.parallel_map` shares them among the engine's threads,
+:meth:`Engine.map <clearconv.engine.Engine.map>` shares them among the engine's threads,
 each gathering and multiplying its block on one core with BLAS held at one
 thread, and the partial ``dW`` are summed in block order, the same sum
 whichever thread made each. Each block pads its own samples: the work
 buffers for the padded samples and their fields are per thread
-(:func:`clearconv.backend.workspace`).
+(:meth:`Engine.scratch <clearconv.engine.Engine.scratch>`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from clearconv.backend import (
-    MACS_PER_VALUE,
-    Array,
-    as_strided,
-    empty_like_layout,
-    engine_threads,
-    fresh,
-    parallel_map,
-    parallel_slices,
-    quiet_products,
-    slice_count,
-    sum_in_order,
-    workspace,
-    xp_of,
-)
+from clearconv.backend import Array, as_strided, quiet_products, xp_of
+from clearconv.engine.core import DEFAULT, Engine
+from clearconv.engine.threads import sum_in_order
 
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
-
-#: Bytes of gathered rows per block: sized to stay in a core's L2/L3 cache.
-BLOCK_BYTES = 1 << 22
 
 
 def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
@@ -116,12 +101,14 @@ def _fill_padded(out: Array, x: Array, pads: Pads, value: float) -> Array:
     return out
 
 
-def pad2d(x: Array, pads: Pads, value: float = 0.0, scratch: bool = False) -> Array:
+def pad2d(
+    x: Array, pads: Pads, value: float = 0.0, scratch: bool = False, *, eng: Engine = DEFAULT
+) -> Array:
     """Pad the last two axes of ``x`` (N, C, H, W) -> (N, C, H+t+b, W+l+r).
 
     The result keeps the memory order of ``x``; ``x`` itself when every pad is
     zero (no copy). With ``scratch`` it lives in this thread's reused
-    ``"pad"`` work buffer (:func:`clearconv.backend.workspace`), valid only until
+    ``"pad"`` work buffer (:meth:`Engine.scratch`), valid only until
     the next scratch pad: for a padded copy used and dropped inside one call.
     """
     (t, b), (lf, r) = pads
@@ -129,11 +116,11 @@ def pad2d(x: Array, pads: Pads, value: float = 0.0, scratch: bool = False) -> Ar
         return x
     n, c, h, w = x.shape
     shape = (n, c, h + t + b, w + lf + r)
-    buf = workspace("pad", n * c * shape[2] * shape[3], x) if scratch else None
-    return _fill_padded(empty_like_layout(shape, x, buffer=buf), x, pads, value)
+    buf = eng.scratch("pad", n * c * shape[2] * shape[3], x) if scratch else None
+    return _fill_padded(eng.empty_like(shape, x, buffer=buf), x, pads, value)
 
 
-def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
+def pad_nhwc(x: Array, pads: Pads, scratch: bool = False, *, eng: Engine = DEFAULT) -> Array:
     """Zero-pad ``x`` (N, C, H, W) into a channels-last (N, H+t+b, W+l+r, C).
 
     A transposed view of ``x`` (no copy) when every pad is zero and ``x`` is
@@ -147,38 +134,37 @@ def pad_nhwc(x: Array, pads: Pads, scratch: bool = False) -> Array:
     n, h, w, c = xl.shape
     shape = (n, c, h + t + b, w + lf + r)  # NCHW; stored as NHWC below
     size = n * c * shape[2] * shape[3]
-    buf = workspace("pad", size, x) if scratch else xp_of(x).empty(size, dtype=x.dtype)
+    buf = eng.scratch("pad", size, x) if scratch else xp_of(x).empty(size, dtype=x.dtype)
     out = buf.reshape(n, shape[2], shape[3], c).transpose(0, 3, 1, 2)  # an NCHW view
     return _fill_padded(out, x, pads, 0.0).transpose(0, 2, 3, 1)
 
 
 def block_size(
-    n: int, rows: int, positions: int, itemsize: int, block_bytes: int, like: Array, work: int
+    n: int, rows: int, positions: int, itemsize: int, like: Array, work: int, eng: Engine
 ) -> int:
-    """Samples per block so that a block's ``rows x positions`` matrix fits ``block_bytes``.
+    """Samples per block so that a block's ``rows x positions`` matrix fits ``Tuning.block_bytes``.
 
     With more than one engine thread, also small enough for as many blocks
-    as :func:`clearconv.backend.slice_count` cuts ``work`` into (values or
+    as :meth:`Engine.slice_count` cuts ``work`` into (values or
     multiply-adds in all; two a thread, none under
-    :data:`~clearconv.backend.MIN_PARALLEL_WORK` each), so that
-    :func:`clearconv.backend.parallel_map` can share them out evenly and a
-    small batch is not handed to another thread for less than the hand-over
-    costs.
+    ``Tuning.min_parallel_work`` each), so that :meth:`Engine.map` can share
+    them out evenly and a small batch is not handed to another thread for
+    less than the hand-over costs.
     """
-    blk = max(1, min(n, block_bytes // max(1, rows * positions * itemsize)))
-    if engine_threads(like) < 2:
+    blk = max(1, min(n, eng.tuning.block_bytes // max(1, rows * positions * itemsize)))
+    if eng.threads_for(like) < 2:
         return blk
-    return max(1, min(blk, -(-n // slice_count(n, like, work))))
+    return max(1, min(blk, -(-n // eng.slice_count(n, like, work))))
 
 
-def _work(n: int, positions: int, k: int, o: int) -> int:
+def _work(n: int, positions: int, k: int, o: int, eng: Engine) -> int:
     """The work of a convolution's blocks, as :func:`block_size` counts it.
 
     ``n*positions*k`` gathered values, and ``o`` times as many multiply-adds
-    at :data:`~clearconv.backend.MACS_PER_VALUE` to a value.
+    at ``Tuning.macs_per_value`` to a value.
     """
     values = n * positions * k
-    return values + values * o // MACS_PER_VALUE
+    return values + values * o // eng.tuning.macs_per_value
 
 
 def _gather(xpad: Array, shape6, strides6, out: Array | None, matrix: tuple[int, int]) -> Array:
@@ -291,25 +277,6 @@ def col2im_add(
         dxpad[:, :, rows, cols] += d6[:, i, j]
 
 
-#: Largest ``K x O`` weight gradient made as one product per sample, summed,
-#: rather than one product per block: OpenBLAS runs a ``(K, M) @ (M, O)``
-#: product with tiny ``K x O`` and very long ``M`` at a fraction of its speed
-#: (LeNet-5's first layer, 26 x 6 over 16 samples' 12,544 positions: 25
-#: GFLOP/s), and a batch of per-sample products 2x faster. Measured (batch
-#: 64, two threads): Conv2d(1, 6, 5) dW 0.92 -> 0.44 ms, Conv2d(1, 32, 3)
-#: 1.03 -> 0.44, Conv2d(3, 32, 3) on 32x32 1.31 -> 1.01, Conv2d(8, 16, 3)
-#: 1.84 -> 1.40; neutral at 3 -> 64 channels (K x O = 1,792), slower for
-#: LeNet-5's Conv2d(6, 16, 5) (2,416: 1.11 against 1.17 ms at batch 128).
-PER_SAMPLE_DW_MAX = 2048
-
-
-#: Output channels from which a convolution writes its result channels-last
-#: (positions x channels). With fewer, NumPy's elementwise loops in the
-#: layers after it (pooling, the gradient scatter) would run over runs of
-#: only a few channels; channel-major rows of ``OH*OW`` values are longer.
-CHANNELS_LAST_MIN = 32
-
-
 def _rows_pay(c: int, kw: int, stride, dilation, out_hw) -> bool:
     """Whether a channel-major input's fields are better gathered as rows.
 
@@ -347,9 +314,18 @@ class _Fields:
     """
 
     def __init__(
-        self, x: Array, weight: Array, stride, pads: Pads, dilation, out_hw, ones: bool = False
+        self,
+        x: Array,
+        weight: Array,
+        stride,
+        pads: Pads,
+        dilation,
+        out_hw,
+        ones: bool = False,
+        eng: Engine = DEFAULT,
     ) -> None:
         kw = weight.shape[3]
+        self.eng = eng
         self.rows = channels_last(x) or _rows_pay(x.shape[1], kw, stride, dilation, out_hw)
         self.x, self.pads = x, pads
         self.geometry = ((weight.shape[2], weight.shape[3]), stride, dilation, out_hw)
@@ -383,7 +359,7 @@ class _Fields:
         pad = pad_nhwc if self.rows else pad2d
         # Each block pads its own samples, in its thread's work buffer: the
         # copy is shared among the threads and read back from cache.
-        src = pad(self.x[n0 : n0 + nb], self.pads, scratch=True)
+        src = pad(self.x[n0 : n0 + nb], self.pads, scratch=True, eng=self.eng)
         if self.rows:
             mat = buf[: m * kb].reshape(m, kb)
             im2row(src, *self.geometry, out=mat[:, :k])  # each row's first K values
@@ -404,29 +380,17 @@ class _Fields:
         return dwt.reshape(c, kh, kw, o).transpose(3, 0, 1, 2)
 
 
-#: Inner dimension up to which a block's product is made as one product per
-#: sample (a batched matmul) rather than one tall product: OpenBLAS runs
-#: products with a short inner dimension and a long outer one well below its
-#: speed, and the same work cut per sample up to 2x faster. One thread, per
-#: 16 samples: LeNet-5's first layer, (6, 26) @ (26, 12544), 0.118 -> 0.054
-#: ms; (12544, 10) @ (10, 32) 0.166 -> 0.100; SimpleConvNet's (26 inner)
-#: 0.248 -> 0.146; LeNet-5's second layer (151 inner) 0.120 -> 0.095, its
-#: input gradient (16 inner) 0.217 -> 0.182. Inner 289 and 577 (the 4-conv
-#: net's 3x3 layers): within +-8% either way, left as one product.
-PER_SAMPLE_INNER_MAX = 256
-
-
-def product(a: Array, b: Array, out: Array, nb: int, samples: str) -> Array:
+def product(a: Array, b: Array, out: Array, nb: int, samples: str, eng: Engine) -> Array:
     """``a @ b`` into ``out`` for a block of ``nb`` samples, per sample when it pays.
 
     ``samples="rows"``: the samples run along the rows of ``a`` and ``out``,
     ``(nb*P, K) @ (K, O)``; ``"cols"``: along the columns of ``b`` and ``out``,
     ``(O, K) @ (K, nb*P)``. With an inner dimension ``K`` of at most
-    :data:`PER_SAMPLE_INNER_MAX` it is taken as ``nb`` products of ``P``
+    ``Tuning.per_sample_inner_max`` it is taken as ``nb`` products of ``P``
     rows or columns each (one batched matmul).
     """
     xp = xp_of(a)
-    if nb > 1 and a.shape[1] <= PER_SAMPLE_INNER_MAX:
+    if nb > 1 and a.shape[1] <= eng.tuning.per_sample_inner_max:
         rows = samples == "rows"
         out_s = _by_sample(out, nb, rows)
         if xp.may_share_memory(out_s, out):  # a view of out, not a copy
@@ -451,7 +415,8 @@ def conv2d_forward(
     stride: tuple[int, int],
     pads: Pads,
     dilation: tuple[int, int],
-    block_bytes: int = BLOCK_BYTES,
+    *,
+    eng: Engine = DEFAULT,
 ) -> Array:
     """2-D cross-correlation, PyTorch's ``conv2d`` (groups=1).
 
@@ -459,35 +424,35 @@ def conv2d_forward(
 
     Shape: ``x`` (N, C, H, W), ``weight`` (O, C, kH, kW), ``bias`` (O,) ->
     ``y`` (N, O, OH, OW) with ``OH = floor((H + t + b - dH*(kH-1) - 1)/sH) + 1``;
-    channels-last in memory when ``O >= CHANNELS_LAST_MIN``, else channel-major.
+    channels-last in memory when ``O >= Tuning.channels_last_min``, else channel-major.
     """
     xp = xp_of(x)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     oh = out_size(h, kh, stride[0], sum(pads[0]), dilation[0])
     ow = out_size(w, kw, stride[1], sum(pads[1]), dilation[1])
-    fields = _Fields(x, weight, stride, pads, dilation, (oh, ow), ones=bias is not None)
+    fields = _Fields(x, weight, stride, pads, dilation, (oh, ow), bias is not None, eng)
     wmat = fields.weight_matrix(weight, bias)  # (K, O), or (K+1, O) with the bias
     p = oh * ow
-    last = o >= CHANNELS_LAST_MIN
-    out = fresh((n * p, o) if last else (o, n * p), x.dtype, x)
-    work = _work(n, p, fields.kb, o)
-    blk = block_size(n, fields.kb, p, x.dtype.itemsize, block_bytes, x, work)
+    last = o >= eng.tuning.channels_last_min
+    out = eng.fresh((n * p, o) if last else (o, n * p), x.dtype, x)
+    work = _work(n, p, fields.kb, o, eng)
+    blk = block_size(n, fields.kb, p, x.dtype.itemsize, x, work, eng)
 
     def block(n0: int) -> None:  # a block of the batch that fits in cache: one gather, one GEMM
         nb = min(blk, n - n0)
         with quiet_products():
-            f = fields.block(n0, nb, workspace("fields", blk * p * fields.kb, x))  # (nb*P, kb)
+            f = fields.block(n0, nb, eng.scratch("fields", blk * p * fields.kb, x))  # (nb*P, kb)
             if last:
-                product(f, wmat, out[n0 * p : (n0 + nb) * p], nb, "rows")  # (nb*OH*OW, O)
+                product(f, wmat, out[n0 * p : (n0 + nb) * p], nb, "rows", eng)  # (nb*OH*OW, O)
             else:
-                product(wmat.T, f.T, out[:, n0 * p : (n0 + nb) * p], nb, "cols")  # (O, nb*OH*OW)
+                product(wmat.T, f.T, out[:, n0 * p : (n0 + nb) * p], nb, "cols", eng)
 
     if n > blk:
-        parallel_map(block, range(0, n, blk), x)
+        eng.map(block, range(0, n, blk), x)
     else:  # one block (a small batch): its product shared out in slices of its rows
         with quiet_products():
-            f = fields.block(0, n, workspace("fields", n * p * fields.kb, x))  # (N*OH*OW, kb)
+            f = fields.block(0, n, eng.scratch("fields", n * p * fields.kb, x))  # (N*OH*OW, kb)
 
         def rows(sl: slice) -> None:
             with quiet_products():
@@ -496,7 +461,7 @@ def conv2d_forward(
                 else:
                     xp.matmul(wmat.T, f[sl].T, out=out[:, sl])
 
-        parallel_slices(rows, n * p, x, n * p * fields.kb * o // MACS_PER_VALUE)
+        eng.slices(rows, n * p, x, n * p * fields.kb * o // eng.tuning.macs_per_value)
     # Views, no copy: (N*OH*OW, O) -> (N, OH, OW, O) -> (N, O, OH, OW), or
     # (O, N*OH*OW) -> (O, N, OH, OW) -> (N, O, OH, OW). The layers after work in
     # this memory order and the next convolution gathers from it as it is.
@@ -514,7 +479,8 @@ def conv2d_backward(
     dilation: tuple[int, int],
     need_bias: bool,
     input_grad: bool = True,
-    block_bytes: int = BLOCK_BYTES,
+    *,
+    eng: Engine = DEFAULT,
 ) -> tuple[Array | None, Array, Array | None]:
     """Gradients of :func:`conv2d_forward`, block by block.
 
@@ -523,7 +489,7 @@ def conv2d_backward(
     ``db``) gathered again in cache; then the input gradient:
     :func:`_dx_as_conv` for stride 1, else a scatter: channels-last
     (:func:`_dx_rows`) when ``x`` is or has at least
-    :data:`CHANNELS_LAST_MIN` channels, else channel-major (:func:`_dx_cols`).
+    ``Tuning.channels_last_min`` channels, else channel-major (:func:`_dx_cols`).
 
     Shape: ``grad_out`` (N, O, OH, OW), ``x`` (N, C, H, W) -> ``dx``
     (N, C, H, W) or None when not ``input_grad``; ``dW`` (O, C, kH, kW),
@@ -532,7 +498,7 @@ def conv2d_backward(
     xp = xp_of(grad_out)
     n, o, oh, ow = grad_out.shape
     dt = grad_out.dtype
-    fields = _Fields(x, weight, stride, pads, dilation, (oh, ow), ones=need_bias)
+    fields = _Fields(x, weight, stride, pads, dilation, (oh, ow), need_bias, eng)
     k, kb, p = fields.k, fields.kb, oh * ow
     # dY as (N*OH*OW, O), a view of the memory the layers above leave it in:
     # channels-last (N, OH, OW, O) or channel-major (O, N, OH, OW), copied to
@@ -545,24 +511,24 @@ def conv2d_backward(
     # dx channels-last like x, or for many channels (then, whatever x's layout,
     # row2im's adds run over C values where col2im's run over OW, or over
     # every other value with a stride).
-    dx_last = channels_last(x) or x.shape[1] >= CHANNELS_LAST_MIN
+    dx_last = channels_last(x) or x.shape[1] >= eng.tuning.channels_last_min
     as_conv = input_grad and stride == (1, 1) and tpads is not None and dx_last
     (t, bo), (lf, r) = pads
     hp, wp = x.shape[2] + t + bo, x.shape[3] + lf + r
     grid = input_grad and stride == (1, 1) and not dx_last  # _grid_scatter_cols
     per_sample = hp * wp if grid else p  # the tallest matrix a block makes
-    work = _work(n, p, kb, o)  # the weight gradient's (the input gradient's is alike)
-    blk = block_size(n, kb, per_sample, dt.itemsize, block_bytes, grad_out, work)
+    work = _work(n, p, kb, o, eng)  # the weight gradient's (the input gradient's is alike)
+    blk = block_size(n, kb, per_sample, dt.itemsize, grad_out, work, eng)
 
     starts = range(0, n, blk)
     parts = xp.empty((len(starts), kb, o), dtype=dt)  # each block's dW, allocated here
-    per_sample = kb * o <= PER_SAMPLE_DW_MAX  # a tiny dW: one small product per sample
+    per_sample = kb * o <= eng.tuning.per_sample_dw_max  # a tiny dW: a product per sample
 
     def block_dw(i: int) -> None:  # the block's fields gathered again, in cache
         n0 = starts[i]
         nb = min(blk, n - n0)
         with quiet_products():
-            f = fields.block(n0, nb, workspace("fields", blk * p * kb, grad_out))
+            f = fields.block(n0, nb, eng.scratch("fields", blk * p * kb, grad_out))
             gb = g[n0 * p : (n0 + nb) * p]
             if per_sample:  # (nb, kb, P) @ (nb, P, O) -> (nb, kb, O), summed over the samples
                 prods = xp.matmul(
@@ -572,16 +538,16 @@ def conv2d_backward(
             else:
                 xp.matmul(f.T, gb, out=parts[i])  # (kb, nb*P) @ (nb*P, O)
 
-    parallel_map(block_dw, range(len(starts)), grad_out)
+    eng.map(block_dw, range(len(starts)), grad_out)
     dwt = sum_in_order(parts)  # dW as (K, O), summed in block order; with need_bias, db as row K
     db = dwt[k].copy() if need_bias else None  # the ones column's products: sum of dY
     dw = fields.to_weight(dwt)
     if not input_grad:
         return None, dw, db
     if as_conv and tpads is not None:  # (as_conv implies it; said again for the type checker)
-        return _dx_as_conv(grad_out, weight, tpads, dilation, block_bytes), dw, db
+        return _dx_as_conv(grad_out, weight, tpads, dilation, eng), dw, db
     scatter = _dx_rows if dx_last else _dx_cols
-    return scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk), dw, db
+    return scatter(g, weight, x.shape, pads, stride, dilation, (oh, ow), blk, eng), dw, db
 
 
 def _transposed_pads(kernel, pads: Pads, dilation) -> Pads | None:
@@ -599,7 +565,7 @@ def _transposed_pads(kernel, pads: Pads, dilation) -> Pads | None:
     return full  # type: ignore[return-value]
 
 
-def _dx_as_conv(grad_out: Array, weight: Array, tpads: Pads, dilation, block_bytes: int) -> Array:
+def _dx_as_conv(grad_out: Array, weight: Array, tpads: Pads, dilation, eng: Engine) -> Array:
     """The input gradient of a stride-1 convolution, computed as a convolution.
 
     Input position ``h`` receives ``W[.., i]`` from output ``h + pad - d*i``
@@ -615,13 +581,13 @@ def _dx_as_conv(grad_out: Array, weight: Array, tpads: Pads, dilation, block_byt
     grid scatter it replaced.
 
     Shape: ``grad_out`` (N, O, OH, OW), ``weight`` (O, C, kH, kW) -> ``dx``
-    (N, C, H, W), channels-last in memory when ``C >= CHANNELS_LAST_MIN``.
+    (N, C, H, W), channels-last in memory when ``C >= Tuning.channels_last_min``.
     """
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kH, kW): a view
-    return conv2d_forward(grad_out, flipped, None, (1, 1), tpads, dilation, block_bytes)
+    return conv2d_forward(grad_out, flipped, None, (1, 1), tpads, dilation, eng=eng)
 
 
-def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
+def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk, eng: Engine) -> Array:
     """The input gradient, channels-last: ``drows = dY @ W2`` scattered per block.
 
     ``W2`` is ``W`` as ``(O, kH*kW*C)``; the scatter is :func:`row2im_add`.
@@ -634,22 +600,22 @@ def _dx_rows(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
     (t, bo), (lf, r) = pads
     p, k = out_hw[0] * out_hw[1], weight[0].size
     w2 = xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, k)
-    dxpad = fresh((n, h + t + bo, w + lf + r, c), g.dtype, g)  # each block zeroes its samples'
+    dxpad = eng.fresh((n, h + t + bo, w + lf + r, c), g.dtype, g)  # each block zeroes its own
 
     def block(n0: int) -> None:  # its samples of dxpad are its own
         nb = min(blk, n - n0)
-        buf = workspace("fields", nb * p * k, g).reshape(nb * p, k)
+        buf = eng.scratch("fields", nb * p * k, g).reshape(nb * p, k)
         with quiet_products():
-            drows = product(g[n0 * p : (n0 + nb) * p], w2, buf, nb, "rows")
+            drows = product(g[n0 * p : (n0 + nb) * p], w2, buf, nb, "rows", eng)
         dxpad[n0 : n0 + nb] = 0
         row2im_add(drows, dxpad[n0 : n0 + nb], kernel, stride, dilation, out_hw)
 
-    parallel_map(block, range(0, n, blk), g)
+    eng.map(block, range(0, n, blk), g)
     # (N, Hp, Wp, C) -> (N, C, H, W): crop the padding; a view, kept channels-last.
     return dxpad[:, t : t + h, lf : lf + w].transpose(0, 3, 1, 2)
 
 
-def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
+def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk, eng: Engine) -> Array:
     """The input gradient, channel-major: ``dcols = W2.T @ dY.T`` scattered per block.
 
     ``W2`` is ``W`` as ``(O, C*kH*kW)``. Stride 1 scatters on the padded grid
@@ -664,25 +630,25 @@ def _dx_cols(g, weight, x_shape, pads, stride, dilation, out_hw, blk) -> Array:
     p, k = oh * ow, weight[0].size
     w2 = weight.reshape(o, k)
     hp, wp = h + t + bo, w + lf + r
-    dxpad = fresh((c, n, hp, wp), g.dtype, g)  # each block writes its samples'
+    dxpad = eng.fresh((c, n, hp, wp), g.dtype, g)  # each block writes its samples'
 
     def block(n0: int) -> None:  # its samples of dxpad are its own
         nb = min(blk, n - n0)
         gb = g[n0 * p : (n0 + nb) * p].T  # (O, nb*OH*OW)
         with quiet_products():
             if stride == (1, 1):  # dY on the padded grid, zeros where no output is
-                g_grid = workspace("grid", o * nb * hp * wp, g).reshape(o, nb, hp, wp)
+                g_grid = eng.scratch("grid", o * nb * hp * wp, g).reshape(o, nb, hp, wp)
                 g_grid[:, :, oh:] = 0
                 g_grid[:, :, :oh, ow:] = 0
                 g_grid[:, :, :oh, :ow] = gb.reshape(o, nb, oh, ow)
-                _grid_scatter_cols(g_grid, w2, dxpad[:, n0 : n0 + nb], kernel, dilation)
+                _grid_scatter_cols(g_grid, w2, dxpad[:, n0 : n0 + nb], kernel, dilation, eng)
             else:
-                buf = workspace("fields", k * nb * p, g).reshape(k, -1)
-                dcols = product(w2.T, gb, buf, nb, "cols")
+                buf = eng.scratch("fields", k * nb * p, g).reshape(k, -1)
+                dcols = product(w2.T, gb, buf, nb, "cols", eng)
                 dxpad[:, n0 : n0 + nb] = 0
                 col2im_add(dcols, dxpad[:, n0 : n0 + nb], kernel, stride, dilation, out_hw)
 
-    parallel_map(block, range(0, n, blk), g)
+    eng.map(block, range(0, n, blk), g)
     # (C, N, Hp, Wp) -> (N, C, H, W): crop the padding; a view, kept channel-major.
     return dxpad[:, :, t : t + h, lf : lf + w].transpose(1, 0, 2, 3)
 
@@ -693,6 +659,7 @@ def _grid_scatter_cols(
     dxpad: Array,
     kernel: tuple[int, int],
     dilation: tuple[int, int],
+    eng: Engine,
 ) -> None:
     """``dxpad`` = the input gradient of a stride-1 convolution, on the padded grid.
 
@@ -727,10 +694,10 @@ def _grid_scatter_cols(
     k, lb = w2.shape[1], nb * hp * wp
     lead = (kh - 1) * dilation[0] * wp + (kw - 1) * dilation[1]  # the largest shift
     row = lead + lb
-    buf = workspace("fields", k * row, g_grid)
+    buf = eng.scratch("fields", k * row, g_grid)
     dcols = buf.reshape(k, row)
     dcols[:, :lead] = 0
-    product(w2.T, g_grid.reshape(o, lb), dcols[:, lead:], nb, "cols")
+    product(w2.T, g_grid.reshape(o, lb), dcols[:, lead:], nb, "cols", eng)
     # (C, kH, kW, nb*Hp*Wp): element (c, i, j, q) is dcols[(c, i, j), lead + q - shift(i, j)]
     steps = (kh * kw * row, kw * row - dilation[0] * wp, row - dilation[1], 1)  # in values
     shifted = as_strided(buf[lead:], (c, kh, kw, lb), tuple(st * buf.itemsize for st in steps))

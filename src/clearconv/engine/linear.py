@@ -1,16 +1,17 @@
 """Affine map ``y = x @ W.T + b``: one GEMM for the output and one for each gradient.
 
 Large products are done in slices shared among the engine's threads
-(:func:`clearconv.backend.parallel_slices`), each slice's product on one core,
+(:meth:`Engine.slices <clearconv.engine.Engine.slices>`), each slice's product on one core,
 each slice writing its own part of the result (no partial sums).
 """
 
 from __future__ import annotations
 
-from clearconv.backend import MACS_PER_VALUE, Array, parallel_slices, quiet_products, xp_of
+from clearconv.backend import Array, quiet_products, xp_of
+from clearconv.engine.core import DEFAULT, Engine
 
 
-def linear(x: Array, weight: Array, bias: Array | None) -> Array:
+def linear(x: Array, weight: Array, bias: Array | None, *, eng: Engine = DEFAULT) -> Array:
     """``x @ weight.T + bias``.
 
     Shared among the engine's threads in slices of the rows of ``y`` (the
@@ -33,12 +34,12 @@ def linear(x: Array, weight: Array, bias: Array | None) -> Array:
         if bias is not None:
             y[rows, cols] += bias[cols]
 
-    parallel_slices(part, m if by_rows else out_f, x, m * in_f * out_f // MACS_PER_VALUE)
+    eng.slices(part, m if by_rows else out_f, x, m * in_f * out_f // eng.tuning.macs_per_value)
     return y.reshape(*x.shape[:-1], out_f)
 
 
 def linear_backward(
-    grad_out: Array, x: Array, weight: Array, need_bias: bool = True
+    grad_out: Array, x: Array, weight: Array, need_bias: bool = True, *, eng: Engine = DEFAULT
 ) -> tuple[Array, Array, Array | None]:
     """Gradients ``(dx, dweight, dbias)`` of :func:`linear`.
 
@@ -61,6 +62,6 @@ def linear_backward(
             xp.matmul(g2, weight[:, c], out=dx[:, c])  # (M, out) @ (out, in_c) -> (M, in_c)
             xp.matmul(g2.T, x2[:, c], out=dw[:, c])  # (out, M) @ (M, in_c) -> (out, in_c)
 
-    parallel_slices(part, in_f, grad_out, 2 * m * out_f * in_f // MACS_PER_VALUE)
+    eng.slices(part, in_f, grad_out, 2 * m * out_f * in_f // eng.tuning.macs_per_value)
     db = g2.sum(axis=0) if need_bias else None
     return dx.reshape(*grad_out.shape[:-1], in_f), dw, db

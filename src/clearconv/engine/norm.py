@@ -7,7 +7,9 @@ Per-channel arrays ``(C,)`` are broadcast as ``(1, C, 1, ...)``.
 
 from __future__ import annotations
 
-from clearconv.backend import Array, empty_like_layout, parallel_slices, sum_in_order, xp_of
+from clearconv.backend import Array, xp_of
+from clearconv.engine.core import DEFAULT, Engine
+from clearconv.engine.threads import sum_in_order
 
 
 def reduce_axes(ndim: int) -> tuple[int, ...]:
@@ -32,36 +34,36 @@ def _bcast(v: Array, ndim: int) -> Array:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _in_batch_slices(fn, x: Array) -> list:
+def _in_batch_slices(fn, x: Array, eng: Engine) -> list:
     """``fn(slice)`` over slices of the batch axis, shared among the engine's threads."""
-    return parallel_slices(fn, x.shape[0], x, x.size)
+    return eng.slices(fn, x.shape[0], x, x.size)
 
 
-def batch_stats(x: Array) -> tuple[Array, Array, Array]:
+def batch_stats(x: Array, *, eng: Engine = DEFAULT) -> tuple[Array, Array, Array]:
     """Per-channel ``(mean, biased variance, centred x)``; one reduction each.
 
     The variance is the mean of the squared centred values (not
     ``E[x^2] - E[x]^2``, which cancels badly in float32). Large batches are
-    reduced in slices of the batch (:func:`clearconv.backend.parallel_slices`),
+    reduced in slices of the batch (:meth:`Engine.slices <clearconv.engine.Engine.slices>`),
     whose partial sums are added in slice order.
     """
     xp = xp_of(x)
     axes = reduce_axes(x.ndim)
     m = x.size // x.shape[1]
-    mean = sum_in_order(_in_batch_slices(lambda sl: xp.sum(x[sl], axis=axes), x)) / m
+    mean = sum_in_order(_in_batch_slices(lambda sl: xp.sum(x[sl], axis=axes), x, eng)) / m
     mean = mean.astype(x.dtype, copy=False)
-    xc = empty_like_layout(x.shape, x)  # the memory order of x; kept memory (backend.fresh)
+    xc = eng.empty_like(x.shape, x)  # the memory order of x; kept memory (Engine.fresh)
 
     def centre(sl: slice) -> Array:  # (C,): this slice's sum of squares
         xp.subtract(x[sl], _bcast(mean, x.ndim), out=xc[sl])
         return channel_dot(xc[sl], xc[sl])
 
-    var = sum_in_order(_in_batch_slices(centre, x)) / m
+    var = sum_in_order(_in_batch_slices(centre, x, eng)) / m
     return mean, var, xc
 
 
 def batch_norm_train(
-    x: Array, weight: Array | None, bias: Array | None, eps: float
+    x: Array, weight: Array | None, bias: Array | None, eps: float, *, eng: Engine = DEFAULT
 ) -> tuple[Array, Array, Array, Array, Array]:
     """Normalise with the batch's own statistics.
 
@@ -72,11 +74,11 @@ def batch_norm_train(
     ``inv_std`` ``(C,)`` are what :func:`batch_norm_backward` needs.
     """
     xp = xp_of(x)
-    mean, var, xc = batch_stats(x)
+    mean, var, xc = batch_stats(x, eng=eng)
     inv_std = 1 / xp.sqrt(var + eps)
     scale = inv_std if weight is None else inv_std * weight
-    y = empty_like_layout(x.shape, x)
-    _in_batch_slices(lambda sl: _affine(xc[sl], scale, bias, out=y[sl]), x)
+    y = eng.empty_like(x.shape, x)
+    _in_batch_slices(lambda sl: _affine(xc[sl], scale, bias, eng, out=y[sl]), x, eng)
     return y, xc, inv_std, mean, var
 
 
@@ -87,6 +89,8 @@ def batch_norm_eval(
     weight: Array | None,
     bias: Array | None,
     eps: float,
+    *,
+    eng: Engine = DEFAULT,
 ) -> tuple[Array, Array, Array]:
     """Normalise with fixed statistics: an affine map of ``x``.
 
@@ -95,17 +99,19 @@ def batch_norm_eval(
     """
     xp = xp_of(x)
     inv_std = 1 / xp.sqrt(running_var.astype(x.dtype, copy=False) + eps)
-    xc = empty_like_layout(x.shape, x)
+    xc = eng.empty_like(x.shape, x)
     xp.subtract(x, _bcast(running_mean.astype(x.dtype, copy=False), x.ndim), out=xc)
     scale = inv_std if weight is None else inv_std * weight
-    return _affine(xc, scale, bias), xc, inv_std
+    return _affine(xc, scale, bias, eng), xc, inv_std
 
 
-def _affine(a: Array, scale: Array, bias: Array | None, out: Array | None = None) -> Array:
+def _affine(
+    a: Array, scale: Array, bias: Array | None, eng: Engine, out: Array | None = None
+) -> Array:
     """``a * scale + bias`` per channel, into ``out`` when given."""
     xp = xp_of(a)
     if out is None:
-        out = empty_like_layout(a.shape, a)
+        out = eng.empty_like(a.shape, a)
     xp.multiply(a, _bcast(scale, a.ndim), out=out)
     if bias is not None:
         out += _bcast(bias, a.ndim)
@@ -118,6 +124,8 @@ def batch_norm_backward(
     inv_std: Array,
     weight: Array | None,
     training: bool,
+    *,
+    eng: Engine = DEFAULT,
 ) -> tuple[Array, Array, Array]:
     """Gradients ``(dx, dweight, dbias)`` from the forward's ``xc`` and ``inv_std``.
 
@@ -138,7 +146,7 @@ def batch_norm_backward(
     def sums(sl: slice) -> tuple[Array, Array]:
         return xp.sum(grad_out[sl], axis=axes), channel_dot(grad_out[sl], xc[sl])
 
-    parts = _in_batch_slices(sums, grad_out)
+    parts = _in_batch_slices(sums, grad_out, eng)
     dbias = sum_in_order([p[0] for p in parts])
     dweight = sum_in_order([p[1] for p in parts]) * inv_std
     scale = inv_std if weight is None else inv_std * weight
@@ -149,7 +157,7 @@ def batch_norm_backward(
     # so the sums already taken for the parameter gradients serve dx as well;
     # xhat * mean(..) is xc * (inv_std * dweight / M).
     shift, slope = _bcast(dbias / m, nd), _bcast(dweight * inv_std / m, nd)
-    dx = empty_like_layout(grad_out.shape, grad_out, xp.result_type(grad_out, xc))
+    dx = eng.empty_like(grad_out.shape, grad_out, xp.result_type(grad_out, xc))
 
     def input_grad(sl: slice) -> None:
         d = dx[sl]
@@ -158,5 +166,5 @@ def batch_norm_backward(
         d -= shift
         d *= _bcast(scale, nd)
 
-    _in_batch_slices(input_grad, grad_out)
+    _in_batch_slices(input_grad, grad_out, eng)
     return dx, dweight, dbias

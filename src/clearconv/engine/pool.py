@@ -21,16 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from clearconv.backend import (
-    Array,
-    along,
-    empty_like_layout,
-    parallel_slices,
-    slice_count,
-    workspace,
-    xp_of,
-    zeros_like_layout,
-)
+from clearconv.backend import Array, along, xp_of
+from clearconv.engine.core import DEFAULT, Engine
 
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -48,7 +40,7 @@ def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) ->
     return out
 
 
-def _padded(x: Array, k, s, p, d, out_hw, value: float) -> Array:
+def _padded(x: Array, k, s, p, d, out_hw, value: float, eng: Engine) -> Array:
     """Pad so that every window of the output lies inside: (N, C, Hp, Wp).
 
     Left/top by ``p``; right/bottom by whatever the last window needs (>= 0),
@@ -59,20 +51,20 @@ def _padded(x: Array, k, s, p, d, out_hw, value: float) -> Array:
     need_w = (out_hw[1] - 1) * s[1] + d[1] * (k[1] - 1) + 1
     if p == (0, 0) and need_h <= h and need_w <= w:
         return x[:, :, :need_h, :need_w]
-    out = empty_like_layout((n, c, need_h, need_w), x)
+    out = eng.empty_like((n, c, need_h, need_w), x)
     out[...] = value
     hh, ww = min(h, need_h - p[0]), min(w, need_w - p[1])
     out[:, :, p[0] : p[0] + hh, p[1] : p[1] + ww] = x[:, :, :hh, :ww]
     return out
 
 
-def _unpad(dpad: Array, x_shape, p) -> Array:
+def _unpad(dpad: Array, x_shape, p, eng: Engine) -> Array:
     """Adjoint of :func:`_padded`: crop or zero-extend back to ``x_shape``."""
     n, c, h, w = x_shape
     hh, ww = min(h, dpad.shape[2] - p[0]), min(w, dpad.shape[3] - p[1])
     if (hh, ww) == (h, w) and p == (0, 0) and dpad.shape[2:] == (h, w):
         return dpad
-    dx = zeros_like_layout(x_shape, dpad)
+    dx = eng.zeros_like(x_shape, dpad)
     dx[:, :, :hh, :ww] = dpad[:, :, p[0] : p[0] + hh, p[1] : p[1] + ww]
     return dx
 
@@ -89,7 +81,7 @@ def _rows(a: Array, i: int, s: int, d: int, oh: int) -> Array:
     return a[:, :, r0 : r0 + s * (oh - 1) + 1 : s]
 
 
-def _in_slices(fn, arrays: list[Array], outs, like: Array, work: int | None = None):
+def _in_slices(fn, arrays: list[Array], outs, like: Array, eng: Engine, work: int | None = None):
     """``fn(*arrays, out=None)`` in slices of axis 0 or 1, shared among the engine's threads.
 
     ``work`` counts the values the call touches (``like.size`` by default);
@@ -106,7 +98,7 @@ def _in_slices(fn, arrays: list[Array], outs, like: Array, work: int | None = No
     """
     axis = 0 if abs(like.strides[0]) >= abs(like.strides[1]) else 1
     work = like.size if work is None else work
-    if slice_count(like.shape[axis], like, work) < 2:
+    if eng.slice_count(like.shape[axis], like, work) < 2:
         return fn(*arrays, out=None)
     full = outs()
     targets = full if isinstance(full, tuple) else (full,)
@@ -115,14 +107,16 @@ def _in_slices(fn, arrays: list[Array], outs, like: Array, work: int | None = No
         i = along(axis, sl)
         fn(*[a[i] for a in arrays], out=tuple(t[i] for t in targets))
 
-    parallel_slices(part, like.shape[axis], like, work)
+    eng.slices(part, like.shape[axis], like, work)
     return full
 
 
-def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, Any]:
+def max_pool2d_forward(
+    x: Array, k, s, p, d, ceil_mode: bool, *, eng: Engine = DEFAULT
+) -> tuple[Array, Any]:
     """Max over each window, in slices (:func:`_in_slices`).
 
-    Windows that tile the input, of at most :data:`TAPS_MAX` taps
+    Windows that tile the input, of at most ``Tuning.taps_max`` taps
     (:func:`_by_taps`), are reduced over their ``kH*kW`` taps
     (:func:`_tiled_max_pool2d`), others separably (:func:`_max_pool2d`).
 
@@ -136,33 +130,33 @@ def max_pool2d_forward(x: Array, k, s, p, d, ceil_mode: bool) -> tuple[Array, An
     oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
     int8 = xp_of(x).int8
-    if _by_taps(k, s, p, d, (h, w), (oh, ow)):
+    if _by_taps(k, s, p, d, (h, w), (oh, ow), eng):
 
         def tiles() -> tuple[Array, Array]:
-            return empty_like_layout((n, c, oh, ow), x), empty_like_layout((n, c, oh, ow), x, int8)
+            return eng.empty_like((n, c, oh, ow), x), eng.empty_like((n, c, oh, ow), x, int8)
 
         def tiled(xs: Array, out: tuple[Array, ...] | None) -> tuple[Array, Array]:
-            return _tiled_max_pool2d(xs, k, (oh, ow), out)
+            return _tiled_max_pool2d(xs, k, (oh, ow), eng, out)
 
-        return _in_slices(tiled, [x], tiles, x)
+        return _in_slices(tiled, [x], tiles, x, eng)
     hp = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1
 
     def outs() -> tuple[Array, Array, Array]:
         return (
-            empty_like_layout((n, c, oh, ow), x),
-            empty_like_layout((n, c, hp, ow), x, int8),
-            empty_like_layout((n, c, oh, ow), x, int8),
+            eng.empty_like((n, c, oh, ow), x),
+            eng.empty_like((n, c, hp, ow), x, int8),
+            eng.empty_like((n, c, oh, ow), x, int8),
         )
 
     def pool(xs: Array, out: tuple[Array, ...] | None) -> tuple[Array, Array, Array]:
-        y, (col, row) = _max_pool2d(xs, k, s, p, d, ceil_mode, out)
+        y, (col, row) = _max_pool2d(xs, k, s, p, d, ceil_mode, eng, out)
         return y, col, row
 
-    y, col, row = _in_slices(pool, [x], outs, x)
+    y, col, row = _in_slices(pool, [x], outs, x, eng)
     return y, (col, row)
 
 
-def max_pool2d(x: Array, k, s, p, d, ceil_mode: bool) -> Array:
+def max_pool2d(x: Array, k, s, p, d, ceil_mode: bool, *, eng: Engine = DEFAULT) -> Array:
     """The max over each window without its winners: ``y`` of :func:`max_pool2d_forward`.
 
     For inference, where no backward follows: no winner indices, no copies.
@@ -178,17 +172,17 @@ def max_pool2d(x: Array, k, s, p, d, ceil_mode: bool) -> Array:
     n, c, h, w = x.shape
     oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
-    taps = _by_taps(k, s, p, d, (h, w), (oh, ow))
+    taps = _by_taps(k, s, p, d, (h, w), (oh, ow), eng)
 
     def pool(xs: Array, out: tuple[Array, ...] | None) -> Array:
-        y = empty_like_layout((*xs.shape[:2], oh, ow), xs) if out is None else out[0]
+        y = eng.empty_like((*xs.shape[:2], oh, ow), xs) if out is None else out[0]
         if taps:
             return _max_of(_tap_views(xs, k, (oh, ow)), y)
-        xpad = _padded(xs, k, s, p, d, (oh, ow), -xp.inf)
+        xpad = _padded(xs, k, s, p, d, (oh, ow), -xp.inf, eng)
         m = _max_of([_cols(xpad, j, s[1], d[1], ow) for j in range(k[1])])
         return _max_of([_rows(m, i, s[0], d[0], oh) for i in range(k[0])], y)
 
-    return _in_slices(pool, [x], lambda: empty_like_layout((n, c, oh, ow), x), x)
+    return _in_slices(pool, [x], lambda: eng.empty_like((n, c, oh, ow), x), x, eng)
 
 
 def _max_of(taps: list[Array], out: Array | None = None) -> Array:
@@ -211,7 +205,7 @@ def _tap_views(x: Array, k, out_hw) -> list[Array]:
     return [x[:, :, i : oh * kh : kh, j : ow * kw : kw] for i in range(kh) for j in range(kw)]
 
 
-def _tiled_max_pool2d(x: Array, k, out_hw, out=None) -> tuple[Array, Array]:
+def _tiled_max_pool2d(x: Array, k, out_hw, eng: Engine, out=None) -> tuple[Array, Array]:
     """Max over windows that tile ``x``: a running max over their ``kH*kW`` taps.
 
     Tap ``(i, j)`` is the phase ``x[:, :, i::kH, j::kW]`` (:func:`_tap_views`).
@@ -230,8 +224,8 @@ def _tiled_max_pool2d(x: Array, k, out_hw, out=None) -> tuple[Array, Array]:
     taps = _tap_views(x, k, out_hw)
     if k[1] > 1 and x.strides[3] == x.itemsize:  # W innermost: contiguous copies of the taps
         n, t = x.shape[0], len(taps)
-        buf = workspace("pool taps", t * taps[0].size, x)
-        stack = empty_like_layout((t * n, *taps[0].shape[1:]), x, buffer=buf)
+        buf = eng.scratch("pool taps", t * taps[0].size, x)
+        stack = eng.empty_like((t * n, *taps[0].shape[1:]), x, buffer=buf)
         planes = [stack[i * n : (i + 1) * n] for i in range(t)]  # each dense within a channel
         for plane, tap in zip(planes, taps, strict=True):
             plane[...] = tap
@@ -240,7 +234,9 @@ def _tiled_max_pool2d(x: Array, k, out_hw, out=None) -> tuple[Array, Array]:
     return _running_max(taps, y, code)
 
 
-def _max_pool2d(x: Array, k, s, p, d, ceil_mode: bool, out=None) -> tuple[Array, Array]:
+def _max_pool2d(
+    x: Array, k, s, p, d, ceil_mode: bool, eng: Engine, out=None
+) -> tuple[Array, Array]:
     """Max over each window, separably: along W first, then along H.
 
     Reducing each row of a window first and then the rows keeps PyTorch's tie
@@ -258,7 +254,7 @@ def _max_pool2d(x: Array, k, s, p, d, ceil_mode: bool, out=None) -> tuple[Array,
     oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
     # No copy when the windows fit inside x (tiles, floor mode): views only.
-    xpad = _padded(x, k, s, p, d, (oh, ow), -xp.inf)
+    xpad = _padded(x, k, s, p, d, (oh, ow), -xp.inf, eng)
     m, col = _running_max([_cols(xpad, j, s[1], d[1], ow) for j in range(k[1])], None, col_out)
     y, row = _running_max([_rows(m, i, s[0], d[0], oh) for i in range(k[0])], y_out, row_out)
     return y, (col, row)
@@ -293,7 +289,9 @@ def _running_max(
     return best, idx
 
 
-def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
+def max_pool2d_backward(
+    grad_out: Array, winners, x_shape, k, s, p, d, *, eng: Engine = DEFAULT
+) -> Array:
     """Route each output gradient to its window's winner (adjoint of the forward).
 
     In slices (:func:`_in_slices`) of :func:`_tiled_max_pool2d_backward` or
@@ -305,30 +303,34 @@ def max_pool2d_backward(grad_out: Array, winners, x_shape, k, s, p, d) -> Array:
     x_hw = tuple(x_shape[2:])
 
     def out() -> Array:
-        return empty_like_layout(tuple(x_shape), grad_out)
+        return eng.empty_like(tuple(x_shape), grad_out)
 
     work = math.prod(x_shape)  # the input gradient's values, written
-    if _by_taps(k, s, p, d, x_hw, grad_out.shape[2:]):
+    if _by_taps(k, s, p, d, x_hw, grad_out.shape[2:], eng):
         return _in_slices(
             lambda g, code, out: _tiled_max_pool2d_backward(
-                g, code, x_hw, k, None if out is None else out[0]
+                g, code, x_hw, k, eng, None if out is None else out[0]
             ),
             [grad_out, winners],
             out,
             grad_out,
+            eng,
             work,
         )
     col, row = winners
     return _in_slices(
-        lambda g, cl, rw, out: _max_pool2d_backward(g, (cl, rw), x_hw, k, s, p, d, out),
+        lambda g, cl, rw, out: _max_pool2d_backward(g, (cl, rw), x_hw, k, s, p, d, eng, out),
         [grad_out, col, row],
         out,
         grad_out,
+        eng,
         work,
     )
 
 
-def _max_pool2d_backward(grad_out: Array, winners, x_hw, k, s, p, d, out=None) -> Array:
+def _max_pool2d_backward(
+    grad_out: Array, winners, x_hw, k, s, p, d, eng: Engine, out=None
+) -> Array:
     """:func:`max_pool2d_backward` on one slice, separably; into ``out[0]`` when given."""
     col, row = winners
     n, c, oh, ow = grad_out.shape
@@ -336,14 +338,14 @@ def _max_pool2d_backward(grad_out: Array, winners, x_hw, k, s, p, d, out=None) -
     hp = col.shape[2]
     need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
     # Back through the H stage: (N, C, OH, OW) -> (N, C, Hp, OW).
-    dm = zeros_like_layout((n, c, hp, ow), grad_out)
+    dm = eng.zeros_like((n, c, hp, ow), grad_out)
     for i in range(k[0]):
         _rows(dm, i, s[0], d[0], oh)[...] += grad_out * (row == i)
     # Back through the W stage: (N, C, Hp, OW) -> (N, C, Hp, Wp).
-    dpad = zeros_like_layout((n, c, hp, need_w), grad_out)
+    dpad = eng.zeros_like((n, c, hp, need_w), grad_out)
     for j in range(k[1]):
         _cols(dpad, j, s[1], d[1], ow)[...] += dm * (col == j)
-    return _into(_unpad(dpad, (n, c, *x_hw), p), dx)
+    return _into(_unpad(dpad, (n, c, *x_hw), p, eng), dx)
 
 
 def _into(result: Array, out: Array | None) -> Array:
@@ -354,7 +356,9 @@ def _into(result: Array, out: Array | None) -> Array:
     return out
 
 
-def _tiled_max_pool2d_backward(grad_out: Array, code: Array, x_hw, k, dx=None) -> Array:
+def _tiled_max_pool2d_backward(
+    grad_out: Array, code: Array, x_hw, k, eng: Engine, dx=None
+) -> Array:
     """:func:`max_pool2d_backward` when whole windows tile the input (:func:`_by_taps`).
 
     Each input position lies in at most one window, so each tap's phase of
@@ -369,7 +373,7 @@ def _tiled_max_pool2d_backward(grad_out: Array, code: Array, x_hw, k, dx=None) -
     n, c, oh, ow = grad_out.shape
     kh, kw = k
     if dx is None:
-        dx = empty_like_layout((n, c, *x_hw), grad_out)
+        dx = eng.empty_like((n, c, *x_hw), grad_out)
     for i in range(kh):
         for j in range(kw):
             phase = dx[:, :, i : oh * kh : kh, j : ow * kw : kw]
@@ -377,15 +381,6 @@ def _tiled_max_pool2d_backward(grad_out: Array, code: Array, x_hw, k, dx=None) -
     dx[:, :, oh * kh :] = 0
     dx[:, :, : oh * kh, ow * kw :] = 0
     return dx
-
-
-#: Most taps a tiling window may have for :func:`_tiled_max_pool2d`: each
-#: tap is one pass, against ``kH + kW`` for the separable form. Measured on
-#: 64 maps of 24x24 (6 channels channel-major / 32 channels-last), forward
-#: + backward against the separable forward and the former tiled backward:
-#: 2x2 365 against 562 us / 1,267 against 1,942; 3x3 467 / 610 and 1,479 /
-#: 1,793; 4x4 624 / 633 and 1,468 / 1,700 (the forward alone slower).
-TAPS_MAX = 16
 
 
 def _tiled(k, s, p, d, hw, out_hw) -> bool:
@@ -399,9 +394,9 @@ def _tiled(k, s, p, d, hw, out_hw) -> bool:
     )
 
 
-def _by_taps(k, s, p, d, hw, out_hw) -> bool:
-    """True when max pooling goes by taps: tiling windows of at most :data:`TAPS_MAX`."""
-    return _tiled(k, s, p, d, hw, out_hw) and k[0] * k[1] <= TAPS_MAX
+def _by_taps(k, s, p, d, hw, out_hw, eng: Engine) -> bool:
+    """True when max pooling goes by taps: tiling windows of at most ``Tuning.taps_max``."""
+    return _tiled(k, s, p, d, hw, out_hw) and k[0] * k[1] <= eng.tuning.taps_max
 
 
 def _divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: bool) -> Array:
@@ -417,7 +412,9 @@ def _divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: boo
     return (np.minimum(end, size) - np.maximum(start, 0)).astype(np.int64)
 
 
-def avg_pool2d_forward(x: Array, k, s, p, ceil_mode: bool, count_include_pad: bool) -> Array:
+def avg_pool2d_forward(
+    x: Array, k, s, p, ceil_mode: bool, count_include_pad: bool, *, eng: Engine = DEFAULT
+) -> Array:
     """Mean over each window (PyTorch's divisor rules), summed separably, in slices.
 
     Shape: ``x`` (N, C, H, W) -> (N, C, OH, OW).
@@ -426,19 +423,22 @@ def avg_pool2d_forward(x: Array, k, s, p, ceil_mode: bool, count_include_pad: bo
     oh = pool_out_size(h, k[0], s[0], p[0], 1, ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], 1, ceil_mode)
     return _in_slices(
-        lambda xs, out: _avg_pool2d(xs, k, s, p, (h, w), (oh, ow), count_include_pad, out),
+        lambda xs, out: _avg_pool2d(xs, k, s, p, (h, w), (oh, ow), count_include_pad, eng, out),
         [x],
-        lambda: empty_like_layout((n, c, oh, ow), x),
+        lambda: eng.empty_like((n, c, oh, ow), x),
         x,
+        eng,
     )
 
 
-def _avg_pool2d(x: Array, k, s, p, hw, out_hw, count_include_pad: bool, out=None) -> Array:
+def _avg_pool2d(
+    x: Array, k, s, p, hw, out_hw, count_include_pad: bool, eng: Engine, out=None
+) -> Array:
     """:func:`avg_pool2d_forward` on one slice; into ``out[0]`` when given."""
     xp = xp_of(x)
     (h, w), (oh, ow) = hw, out_hw
     d = (1, 1)
-    xpad = _padded(x, k, s, p, d, (oh, ow), 0.0)
+    xpad = _padded(x, k, s, p, d, (oh, ow), 0.0, eng)
     rowsum = _cols(xpad, 0, s[1], 1, ow).copy(order="K")  # (N, C, Hp, OW)
     for j in range(1, k[1]):
         rowsum += _cols(xpad, j, s[1], 1, ow)
@@ -459,24 +459,27 @@ def _divisor_2d(xp, hw, k, s, p, out_hw, count_include_pad, dtype) -> Array:
     return xp.asarray((dh[:, None] * dw[None, :]).astype(dtype))  # (OH, OW)
 
 
-def avg_pool2d_backward(grad_out: Array, x_shape, k, s, p, count_include_pad: bool) -> Array:
+def avg_pool2d_backward(
+    grad_out: Array, x_shape, k, s, p, count_include_pad: bool, *, eng: Engine = DEFAULT
+) -> Array:
     """Spread each output gradient evenly over its window (adjoint of the forward), in slices.
 
     Shape: ``grad_out`` (N, C, OH, OW) -> ``dx`` (N, C, H, W).
     """
     return _in_slices(
         lambda g, out: _avg_pool2d_backward(
-            g, (*g.shape[:2], *x_shape[2:]), k, s, p, count_include_pad, out
+            g, (*g.shape[:2], *x_shape[2:]), k, s, p, count_include_pad, eng, out
         ),
         [grad_out],
-        lambda: empty_like_layout(tuple(x_shape), grad_out),
+        lambda: eng.empty_like(tuple(x_shape), grad_out),
         grad_out,
+        eng,
         math.prod(x_shape),  # the input gradient's values, written
     )
 
 
 def _avg_pool2d_backward(
-    grad_out: Array, x_shape, k, s, p, count_include_pad: bool, out=None
+    grad_out: Array, x_shape, k, s, p, count_include_pad: bool, eng: Engine, out=None
 ) -> Array:
     """:func:`avg_pool2d_backward` on one slice; into ``out[0]`` when given."""
     xp = xp_of(grad_out)
@@ -489,13 +492,13 @@ def _avg_pool2d_backward(
         g = grad_out / div
     need_h = (oh - 1) * s[0] + k[0]
     need_w = (ow - 1) * s[1] + k[1]
-    drow = zeros_like_layout((n, c, need_h, ow), grad_out)
+    drow = eng.zeros_like((n, c, need_h, ow), grad_out)
     for i in range(k[0]):
         _rows(drow, i, s[0], 1, oh)[...] += g
-    dpad = zeros_like_layout((n, c, need_h, need_w), grad_out)
+    dpad = eng.zeros_like((n, c, need_h, need_w), grad_out)
     for j in range(k[1]):
         _cols(dpad, j, s[1], 1, ow)[...] += drow
-    return _into(_unpad(dpad, x_shape, p), None if out is None else out[0])
+    return _into(_unpad(dpad, x_shape, p, eng), None if out is None else out[0])
 
 
 def adaptive_matrix(size: int, out: int, dtype) -> Array:

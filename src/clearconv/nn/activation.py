@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-from clearconv._validate import FLOAT_DTYPES, check_bool, check_float, check_int
+from clearconv._validate import check_bool, check_float, check_float_array, check_int
 from clearconv.backend import Array
 from clearconv.engine import activation as F
+from clearconv.engine.plan import Traits
 from clearconv.nn.module import Module
-
-
-def check_float_array(owner: object, x: Any) -> None:
-    """Require a float32/float64 array of any shape (elementwise layers)."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{owner} expected a float32 or float64 array, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{owner} expected a float32 or float64 array, got dtype {x.dtype} "
-            "(convert with x.astype(np.float32))"
-        )
 
 
 def check_writable(owner: object, x: Any) -> None:
@@ -30,27 +20,17 @@ def check_writable(owner: object, x: Any) -> None:
         )
 
 
-_T = TypeVar("_T")
-
-
-def _need_forward(owner: object, cache: _T | None) -> _T:
-    """Return ``cache``, or raise if forward has not filled it yet."""
-    if cache is None:
-        raise RuntimeError(f"{owner}.backward called before forward")
-    return cache
-
-
 class ReLU(Module):
     """Rectified linear unit: ``y = max(x, 0)``.
 
     The gradient at 0 is 0 (as in PyTorch). Backward uses the cached output.
 
     :class:`~clearconv.nn.Sequential` already runs a ReLU in place where that
-    is safe (it passes ``inplace=True`` to ``forward`` and ``backward`` when
-    the layer before made the array and dropped it): no new array, so no
-    page faults on its first writes. ``ReLU(inplace=True)``, as in PyTorch,
-    asks for it always: the output is written over the input, even one the
-    caller holds.
+    is safe (its planner calls :meth:`forward_in_place` and
+    :meth:`backward_in_place` when the layer before made the array and
+    dropped it): no new array, so no page faults on its first writes.
+    ``ReLU(inplace=True)``, as in PyTorch, asks for it always: the output is
+    written over the input, even one the caller holds.
 
     Parameters
     ----------
@@ -73,23 +53,31 @@ class ReLU(Module):
     array([0., 0., 2.])
     """
 
-    works_in_place = True
-    commutes_with_max_pool = True
+    traits = Traits(in_place=True, commutes_with_max_pool=True)
 
     def __init__(self, inplace: bool = False) -> None:
         self.inplace = check_bool("ReLU", "inplace", inplace)
         self._y: Array | None = None
 
-    def forward(self, x: Array, training: bool = False, inplace: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
         if self.inplace:
             check_writable(self, x)
-        self._y = F.relu(x, out=x if inplace or self.inplace else None)
+        self._y = F.relu(x, out=x if self.inplace else None)
         return self._y
 
-    def backward(self, grad_out: Array, inplace: bool = False) -> Array:
-        _need_forward(self, self._y)
-        return F.relu_backward(grad_out, self._y, out=grad_out if inplace else None)
+    def forward_in_place(self, x: Array, training: bool = False) -> Array:
+        """:meth:`forward`, written over ``x`` (the planner's call: ``x`` is nobody else's)."""
+        check_float_array(self, x)
+        self._y = F.relu(x, out=x)
+        return self._y
+
+    def backward(self, grad_out: Array) -> Array:
+        return F.relu_backward(grad_out, self._cached(self._y))
+
+    def backward_in_place(self, grad_out: Array) -> Array:
+        """:meth:`backward`, written over ``grad_out`` (the planner's call, as above)."""
+        return F.relu_backward(grad_out, self._cached(self._y), out=grad_out)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -135,7 +123,7 @@ class LeakyReLU(Module):
         return y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(self, self._mask)
+        self._cached(self._mask)
         return F.leaky_relu_backward(grad_out, self._mask, self.negative_slope)
 
     def extra_repr(self) -> str:
@@ -166,7 +154,7 @@ class Sigmoid(Module):
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(self, self._y)
+        self._cached(self._y)
         return F.sigmoid_backward(grad_out, self._y)
 
 
@@ -191,7 +179,7 @@ class Tanh(Module):
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        _need_forward(self, self._y)
+        self._cached(self._y)
         return F.tanh_backward(grad_out, self._y)
 
 
@@ -251,7 +239,7 @@ class Softmax(Module):
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        y = _need_forward(self, self._y)
+        y = self._cached(self._y)
         if y.ndim == 0:
             return grad_out * 0  # the output is constant 1
         return F.softmax_backward(grad_out, y, self._axis)

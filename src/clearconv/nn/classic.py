@@ -79,9 +79,7 @@ class LocalResponseNorm(Module):
         return y
 
     def backward(self, grad_out: Array) -> Array:
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        x, d, scale = self._cache
+        x, d, scale = self._cached(self._cache)
         # sum over the windows that contain j is the window sum with front and back swapped
         t = grad_out * x * scale / d
         s = _window_sum(t, (self.size - 1) // 2, self.size // 2)
@@ -174,7 +172,5 @@ class ReLU6(Module):
         return xp_of(x).clip(x, 0, 6)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._x is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        x = self._x
+        x = self._cached(self._x)
         return grad_out * ((x > 0) & (x < 6))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from clearconv.backend import Array, engine
+from clearconv.backend import Array
+from clearconv.engine import DEFAULT as ENGINE
+from clearconv.engine.plan import Step, Traits, plan
 from clearconv.nn.module import Module
 
 
@@ -28,40 +30,13 @@ def _check_module(owner: str, layer: object) -> Module:
     return layer
 
 
-def run_order(layers: list[Module]) -> list[Module]:
-    """The order a :class:`Sequential` runs ``layers`` in: a ReLU followed by
-    max pooling runs after it instead, on the pooled array.
-
-    ``maxpool(relu(x)) == relu(maxpool(x))``, and so are the gradients, bit for
-    bit: where a window's maximum is positive both orders pick the same
-    first maximum, and elsewhere the output and the gradient are 0 either
-    way. The ReLU then works on an array a quarter of the size (2x2 pooling)
-    and its backward mask is applied before the gradient is spread back out.
-    """
-    order: list[Module] = []
-    i = 0
-    while i < len(layers):
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if nxt is not None and layers[i].commutes_with_max_pool and nxt.max_pool:
-            order += [nxt, layers[i]]
-            i += 2
-        else:
-            order.append(layers[i])
-            i += 1
-    return order
-
-
-def _backward(layer: Module, grad_out: Array, owned: bool) -> Array:
-    """``layer.backward(grad_out)``, in place when ``grad_out`` is ``owned`` and it can."""
-    if owned and layer.works_in_place:
-        return layer.backward(grad_out, inplace=True)  # type: ignore[call-arg]
-    return layer.backward(grad_out)
-
-
 class Sequential(Module):
     """Layers applied in order: ``y = layers[-1](... layers[0](x))``.
 
-    Backward runs the layers' backward in reverse order. Children are named
+    Backward runs the layers' backward in reverse order. How the layers run
+    (in place, reordered, the first layer's input gradient skipped) is the
+    engine's planner's choice (:func:`clearconv.engine.plan.plan`), with the
+    same results as running them plainly. Children are named
     ``"0"``, ``"1"``, ... so ``state_dict()`` keys match ``torch.nn.Sequential``
     (``"0.weight"``, ``"3.running_mean"``).
 
@@ -69,6 +44,15 @@ class Sequential(Module):
     ----------
     *layers : Module
         The layers, in order.
+
+    Attributes
+    ----------
+    needs_input_grad : bool
+        True (the default): ``backward`` returns the gradient for the input.
+        Set it False when the input is data that is not learned (a training
+        loop does): ``backward`` then returns None, and the first layer
+        makes only its parameter gradients (for a first convolution, its
+        costliest product is skipped).
 
     Shape: input as the first layer's; output as the last layer's
     (``output_shape`` chains the layers' ``output_shape``).
@@ -89,10 +73,12 @@ class Sequential(Module):
     (2, (2, 3), ['0.weight', '0.bias'])
     """
 
-    skips_input_grad = True
+    traits = Traits(params_only=True)
 
     def __init__(self, *layers: Module) -> None:
         self._layers: list[Module] = [_check_module("Sequential", m) for m in layers]
+        self.needs_input_grad = True
+        self._plans: dict[bool, tuple[tuple[Module, ...], list[Step]]] = {}
 
     def children(self) -> Iterator[tuple[str, Module]]:
         for i, layer in enumerate(self._layers):
@@ -120,49 +106,38 @@ class Sequential(Module):
             raise IndexError(f"index {index} is out of range for Sequential of length {len(self)}")
         return self._layers[index]
 
-    def forward(self, x: Array, training: bool = False) -> Array:
-        """The layers in order (a ReLU before max pooling after it: :func:`run_order`).
+    def _plan(self, needs_input_grad: bool) -> list[Step]:
+        """The planner's steps for these layers, kept until the list of layers changes."""
+        layers = tuple(self._layers)
+        kept = self._plans.get(needs_input_grad)
+        if kept is None or kept[0] != layers:  # tuples of modules: compared by identity
+            kept = self._plans[needs_input_grad] = (layers, plan(layers, needs_input_grad))
+        return kept[1]
 
-        An array a layer made and dropped (``fresh_output``) is overwritten by
-        the next layer when that one ``works_in_place`` (a ReLU after a
-        convolution). ``x`` itself, the caller's, is never written.
-        """
-        owned = False  # whether x is an array only this loop refers to
-        with engine():  # the layers' products share the threads (clearconv.backend.engine)
-            for layer in run_order(self._layers):
-                if owned and layer.works_in_place:
-                    x = layer.forward(x, training=training, inplace=True)  # type: ignore[call-arg]
-                else:
-                    x = layer(x, training=training)
-                owned = layer.fresh_output
+    def forward(self, x: Array, training: bool = False) -> Array:
+        """The layers in order, as the planner runs them; ``x`` itself is never written."""
+        with ENGINE:  # the layers' products share the engine's threads
+            for layer, forward, _ in self._plan(self.needs_input_grad):
+                x = getattr(layer, forward)(x, training)
         return x
 
-    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
+    def backward(self, grad_out: Array) -> Array | None:
         """Backpropagate through the layers in the reverse of forward's order.
 
-        ``input_grad=False`` (what training uses: the data is not learned)
-        skips the first layer's input gradient, the costliest product of a
-        first convolution, and returns None; parameter gradients are unchanged.
-        As in forward, a gradient a layer made and dropped (``fresh_input_grad``)
-        is overwritten by the layer before it when that one ``works_in_place``;
-        ``grad_out``, the caller's, is never written.
+        Returns the input gradient, or None when ``needs_input_grad`` is
+        False. ``grad_out`` itself is never written.
         """
-        layers = run_order(self._layers)  # as forward ran them
-        owned = False  # whether grad_out is an array only this loop refers to
-        with engine():  # as in forward
-            for layer in reversed(layers[1:]):
-                grad_out = _backward(layer, grad_out, owned)
-                owned = layer.fresh_input_grad
-            if not layers:
-                return grad_out
-            first = layers[0]
-            if input_grad:
-                return _backward(first, grad_out, owned)
-            if first.skips_input_grad:
-                first.backward(grad_out, input_grad=False)  # type: ignore[call-arg]
-            elif first.parameters():
-                first.backward(grad_out)
-        return None
+        return self._backward(grad_out, self.needs_input_grad)
+
+    def backward_params(self, grad_out: Array) -> None:
+        """The parameter gradients only (the planner's call for a first layer: ``Traits``)."""
+        self._backward(grad_out, False)
+
+    def _backward(self, grad: Array, needs_input_grad: bool) -> Array | None:
+        with ENGINE:  # as in forward
+            for layer, _, backward in reversed(self._plan(needs_input_grad)):
+                grad = None if backward is None else getattr(layer, backward)(grad)
+        return grad if needs_input_grad or not self._layers else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
@@ -207,7 +182,7 @@ class Residual(Module):
     array([-1.,  4.])
     """
 
-    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+    traits = Traits(fresh=True)  # new arrays, not kept
 
     def __init__(self, block: Module, shortcut: Module | None = None) -> None:
         self.block = _check_module("Residual", block)

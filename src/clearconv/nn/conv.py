@@ -9,6 +9,7 @@ import numpy as np
 from clearconv import _validate as v
 from clearconv.backend import Array
 from clearconv.engine import conv as F
+from clearconv.engine.plan import Traits
 from clearconv.nn.init import default_weight_bias
 from clearconv.nn.module import Module
 from clearconv.nn.parameter import Parameter
@@ -19,11 +20,25 @@ def _fmt(t: tuple[int, ...]) -> str:
     return str(t[0]) if len(set(t)) == 1 else str(t)
 
 
+def as_2d(a: Array, nd: int) -> Array:
+    """A 1-D layer's array as the 2-D one the engine computes: (N, C, L) -> (N, C, 1, L).
+
+    A view; 2-D arrays (``nd == 2``) are returned as they are. The same for
+    weights, (O, C, k) -> (O, C, 1, k).
+    """
+    return a[:, :, None, :] if nd == 1 else a
+
+
+def from_2d(a: Array, nd: int) -> Array:
+    """The inverse of :func:`as_2d`: (N, C, 1, L) -> (N, C, L) for ``nd == 1``."""
+    return a[:, :, 0, :] if nd == 1 else a
+
+
 class _ConvNd(Module):
     """Shared code of Conv1d and Conv2d; ``nd`` spatial axes, computed as 2-D."""
 
     nd = 2
-    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+    traits = Traits(fresh=True, params_only=True)  # new arrays, not kept
 
     def __init__(
         self,
@@ -114,35 +129,34 @@ class _ConvNd(Module):
     def forward(self, x: Array, training: bool = False) -> Array:
         v.check_input(self, x, self._expected(), self.nd + 2, self.in_channels)
         self.output_shape(x.shape)  # validates the window against the padded input
-        x4 = x[:, :, None, :] if self.nd == 1 else x  # (N, C, L) -> (N, C, 1, L)
-        w = self.weight.data.astype(x.dtype, copy=False)
-        w4 = w[:, :, None, :] if self.nd == 1 else w
+        x4 = as_2d(x, self.nd)
+        w4 = as_2d(self.weight.data.astype(x.dtype, copy=False), self.nd)
         b = None if self.bias is None else self.bias.data.astype(x.dtype, copy=False)
         stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
         y = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
         self._cache = (x4,)  # backward rebuilds the columns block by block
-        return y[:, :, 0, :] if self.nd == 1 else y
+        return from_2d(y, self.nd)
 
-    skips_input_grad = True
+    def backward(self, grad_out: Array) -> Array:
+        """Input gradient; adds dW and db."""
+        return from_2d(self._backward(grad_out, True), self.nd)
 
-    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
-        """Input gradient (None when ``input_grad=False``); adds dW and db."""
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
-        (x4,) = self._cache
+    def backward_params(self, grad_out: Array) -> None:
+        """dW and db only, no input gradient (the planner's call for a first layer)."""
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out: Array, input_grad: bool) -> Array | None:
+        (x4,) = self._cached(self._cache)
         stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
-        w = self.weight.data.astype(x4.dtype, copy=False)
-        w4 = w[:, :, None, :] if self.nd == 1 else w
-        g4 = grad_out[:, :, None, :] if self.nd == 1 else grad_out
+        w4 = as_2d(self.weight.data.astype(x4.dtype, copy=False), self.nd)
+        g4 = as_2d(grad_out, self.nd)
         dx, dw, db = F.conv2d_backward(
             g4, x4, w4, stride, self._pads2d(), dil, self.bias is not None, input_grad
         )
         self.weight.accumulate(dw.reshape(self.weight.shape))
         if self.bias is not None and db is not None:
             self.bias.accumulate(db)
-        if dx is None:
-            return None
-        return dx[:, :, 0, :] if self.nd == 1 else dx
+        return dx
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={_fmt(self.kernel_size)}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clearconv._validate import check_bool, check_float, check_rng
+from clearconv._validate import check_bool, check_float, check_float_array, check_rng
 from clearconv.backend import Array
-from clearconv.nn.activation import check_float_array, check_writable
+from clearconv.nn.activation import check_writable
 from clearconv.nn.module import Module
 
 
@@ -76,8 +76,7 @@ class Dropout(Module):
         return x * self._mask
 
     def backward(self, grad_out: Array) -> Array:
-        if not self._ran:
-            raise RuntimeError(f"{self!r}.backward called before forward")
+        self._cached(self._ran or None)  # the mask may be None after a forward (eval, p=0)
         return grad_out if self._mask is None else grad_out * self._mask
 
     def extra_repr(self) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from clearconv._validate import check_int
-from clearconv.backend import Array, empty_like_layout
-from clearconv.nn.activation import check_float_array
+from clearconv._validate import check_float_array, check_int
+from clearconv.backend import Array
+from clearconv.engine import DEFAULT as ENGINE
 from clearconv.nn.module import Module
 
 
@@ -72,15 +72,14 @@ class Flatten(Module):
         return x.reshape(out)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._in_shape is None or self._x is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        g = grad_out.reshape(self._in_shape)
-        if self._x.ndim != g.ndim or self._x.flags.c_contiguous:
+        in_shape, x = self._cached(self._in_shape), self._cached(self._x)
+        g = grad_out.reshape(in_shape)
+        if x.ndim != g.ndim or x.flags.c_contiguous:
             return g
         # Hand the gradient back in the memory order the input came in (a
         # convolution's channels-last or channel-major output), so the layers below it do not
         # mix orders: one small transposing copy here instead of many there.
-        out = empty_like_layout(self._in_shape, self._x, g.dtype)
+        out = ENGINE.empty_like(in_shape, x, g.dtype)
         out[...] = g
         return out
 

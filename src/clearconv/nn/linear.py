@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from clearconv._validate import check_dtype, check_int, check_rng
+from clearconv._validate import check_dtype, check_float_array, check_int, check_rng
 from clearconv.backend import Array
 from clearconv.engine import linear as F
-from clearconv.nn.activation import check_float_array
+from clearconv.engine.plan import Traits
 from clearconv.nn.init import default_weight_bias
 from clearconv.nn.module import Module
 from clearconv.nn.parameter import Parameter
@@ -57,7 +57,7 @@ class Linear(Module):
     ((3, 4), (2, 3))
     """
 
-    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+    traits = Traits(fresh=True)  # new arrays, not kept
 
     def __init__(
         self,
@@ -105,9 +105,9 @@ class Linear(Module):
         return F.linear(x, w, b)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._x is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        dx, dw, db = F.linear_backward(grad_out, self._x, self._w, self.bias is not None)
+        dx, dw, db = F.linear_backward(
+            grad_out, self._cached(self._x), self._w, self.bias is not None
+        )
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

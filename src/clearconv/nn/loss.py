@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from clearconv._validate import FLOAT_DTYPES, check_float
+from clearconv._validate import check_float, check_float_array
 from clearconv.backend import Array
 from clearconv.engine import loss as F
-
-
-def _check_float(owner: object, name: str, x: Any) -> None:
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{owner} expected {name} as an array, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{owner} expected {name} of dtype float32 or float64, got {x.dtype}")
+from clearconv.nn.module import cached
 
 
 class _Loss:
@@ -80,7 +74,7 @@ class CrossEntropyLoss(_Loss):
     def forward(self, logits: Array, labels: Array) -> Array:
         """Mean loss for ``logits`` ``(N, C)`` and integer ``labels`` ``(N,)``."""
         owner = self  # formatted (repr) only into an error message
-        _check_float(owner, "logits", logits)
+        check_float_array(owner, logits, "logits")
         if logits.ndim != 2:
             raise ValueError(f"{owner} expected logits of shape (N, C), got {tuple(logits.shape)}")
         if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
@@ -108,9 +102,7 @@ class CrossEntropyLoss(_Loss):
 
     def backward(self, grad_out: float = 1.0) -> Array:
         """Gradient of the loss (times ``grad_out``) for the logits, ``(N, C)``."""
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        probs, labels = self._cache
+        probs, labels = cached(self, self._cache)
         return F.cross_entropy_backward(probs, labels, self.label_smoothing, grad_out)
 
     def extra_repr(self) -> str:
@@ -148,8 +140,8 @@ class MSELoss(_Loss):
     def forward(self, pred: Array, target: Array) -> Array:
         """Mean squared error of ``pred`` against ``target`` (same shape)."""
         owner = self  # formatted (repr) only into an error message
-        _check_float(owner, "pred", pred)
-        _check_float(owner, "target", target)
+        check_float_array(owner, pred, "pred")
+        check_float_array(owner, target, "target")
         if tuple(pred.shape) != tuple(target.shape):
             raise ValueError(
                 f"{owner} expected target of the same shape as pred {tuple(pred.shape)}, "
@@ -162,6 +154,4 @@ class MSELoss(_Loss):
 
     def backward(self, grad_out: float = 1.0) -> Array:
         """Gradient of the loss (times ``grad_out``) for ``pred``."""
-        if self._diff is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        return F.mse_backward(self._diff, grad_out)
+        return F.mse_backward(cached(self, self._diff), grad_out)

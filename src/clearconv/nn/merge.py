@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from clearconv.backend import Array, xp_of
+from clearconv.engine.plan import Traits
 from clearconv.nn.module import Module
 
 
@@ -68,7 +69,7 @@ class Identity(Module):
 class _Branches(Module):
     """Shared parts of :class:`Concat` and :class:`Add`: the branches, named ``"0"``, ``"1"``..."""
 
-    fresh_output = fresh_input_grad = True  # both are new arrays nobody keeps (Module)
+    traits = Traits(fresh=True)  # output and input gradient are new arrays nobody keeps
 
     def __init__(self, *branches: Module) -> None:
         self._branches = _check_branches(type(self).__name__, branches)
@@ -158,10 +159,9 @@ class Concat(_Branches):
         return xp_of(x).concatenate(outs, axis=axis)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._sizes is None:
-            raise RuntimeError(f"{self.extra_repr()}.backward called before forward")
+        sizes = self._cached(self._sizes)
         axis = self._axis(grad_out.ndim)
-        cuts = np.cumsum(self._sizes)[:-1].tolist()
+        cuts = np.cumsum(sizes)[:-1].tolist()
         return self._input_grad(xp_of(grad_out).split(grad_out, cuts, axis=axis))
 
     def extra_repr(self) -> str:

@@ -7,45 +7,60 @@
 - ``parameters()`` lists the learnable Parameters (found by walking attributes);
 - ``output_shape(input_shape)`` is a pure shape function (batch included);
 - ``state_dict()`` / ``load_state_dict()`` use PyTorch's names
-  (``"0.weight"``, ``"3.running_mean"``) so weights copy across 1:1.
+  (``"0.weight"``, ``"3.running_mean"``) so weights copy across 1:1;
+- ``traits`` (a class attribute) tells a container's planner what it may do
+  with the layer for speed (:mod:`clearconv.engine.plan`); a layer that
+  declares ``in_place`` or ``params_only`` has the methods they name. Nothing
+  else about speed is the layer's business.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from clearconv.backend import Array, xp_of
+from clearconv.engine.plan import Traits
 from clearconv.nn.parameter import Parameter
+
+_T = TypeVar("_T")
 
 # Buffers: non-learned arrays that belong to the state (BatchNorm statistics).
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
+def before_forward(owner: object) -> RuntimeError:
+    """The error of a backward called before its forward: one message for every layer."""
+    return RuntimeError(f"{owner!r}.backward called before forward")
+
+
+def cached(owner: object, cache: _T | None) -> _T:
+    """``cache``, what ``owner``'s forward left for its backward.
+
+    Raises
+    ------
+    RuntimeError
+        "Conv2d(...).backward called before forward" when ``cache`` is None.
+    """
+    if cache is None:
+        raise before_forward(owner)
+    return cache
+
+
 class Module:
     """Base class of layers. Subclasses implement ``forward`` and ``backward``."""
 
-    #: True when ``backward(grad_out, input_grad=False)`` is supported: it then
-    #: computes only parameter gradients (for the first layer of a network).
-    skips_input_grad = False
-    #: True when ``forward`` returns new memory the layer keeps no reference
-    #: to, so whoever called it owns the result: :class:`Sequential` then lets
-    #: a layer that ``works_in_place`` (ReLU) overwrite it instead of
-    #: allocating another array of the same size.
-    fresh_output = False
-    #: The same for the input gradient ``backward`` returns.
-    fresh_input_grad = False
-    #: True when ``forward`` and ``backward`` take ``inplace=True``: write
-    #: the result over their argument (which must then be theirs to change).
-    works_in_place = False
-    #: True for ReLU: an elementwise map that max pooling right after it may
-    #: run before it with the same results, bit for bit (:class:`Sequential`
-    #: then applies it to the pooled, smaller array).
-    commutes_with_max_pool = False
-    #: True for max pooling (the partner of ``commutes_with_max_pool``).
-    max_pool = False
+    #: What the planner of a container may do with this layer (run it in
+    #: place, move it, skip its input gradient): nothing, unless a subclass
+    #: declares more (:class:`clearconv.engine.plan.Traits`).
+    traits = Traits()
+    #: Whether ``backward`` must return the gradient for the input. False
+    #: when the input is data that is not learned (what training sets on
+    #: the network): a container then returns None and skips its first
+    #: layer's input gradient where that layer allows it.
+    needs_input_grad = True
 
     def __call__(self, x: Array, training: bool = False) -> Array:
         return self.forward(x, training=training)
@@ -55,6 +70,15 @@ class Module:
 
     def backward(self, grad_out: Array) -> Array:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def _cached(self, cache: _T | None) -> _T:
+        """What ``forward`` cached for ``backward``; an error if forward has not run.
+
+        :func:`cached` written out again: one call less on every backward.
+        """
+        if cache is None:
+            raise before_forward(self)
+        return cache
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of the output for an input of ``input_shape`` (elementwise layers)."""

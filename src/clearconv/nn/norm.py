@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from clearconv._validate import check_dtype, check_float, check_int
+from clearconv._validate import check_dtype, check_float, check_float_array, check_int
 from clearconv.backend import Array
 from clearconv.engine import norm as F
-from clearconv.nn.activation import check_float_array
+from clearconv.engine.plan import Traits
 from clearconv.nn.module import Module
 from clearconv.nn.parameter import Parameter
 
@@ -17,7 +17,7 @@ from clearconv.nn.parameter import Parameter
 class _BatchNorm(Module):
     """Shared code; subclasses set the accepted ranks and their written shapes."""
 
-    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+    traits = Traits(fresh=True)  # new arrays, not kept
 
     _ranks: tuple[int, ...] = ()
     _expected: str = ""
@@ -107,9 +107,7 @@ class _BatchNorm(Module):
         r_var += factor * unbiased
 
     def backward(self, grad_out: Array) -> Array:
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        xc, inv_std, batch = self._cache
+        xc, inv_std, batch = self._cached(self._cache)
         w = self.weight.data.astype(xc.dtype, copy=False) if self.weight is not None else None
         dx, dw, db = F.batch_norm_backward(grad_out, xc, inv_std, w, batch)
         if self.weight is not None and self.bias is not None:  # both exist iff affine

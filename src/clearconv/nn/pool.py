@@ -7,7 +7,8 @@ from typing import Any
 from clearconv import _validate as v
 from clearconv.backend import Array, quiet_products, xp_of
 from clearconv.engine import pool as F
-from clearconv.nn.conv import _fmt
+from clearconv.engine.plan import Traits
+from clearconv.nn.conv import _fmt, as_2d, from_2d
 from clearconv.nn.module import Module
 
 Pair = tuple[int, int]
@@ -17,7 +18,7 @@ class _PoolNd(Module):
     """Shared code of the max/avg pools; ``nd`` spatial axes, computed as 2-D."""
 
     nd = 2
-    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+    traits = Traits(fresh=True)  # new arrays, not kept
 
     def __init__(
         self,
@@ -85,18 +86,15 @@ class _PoolNd(Module):
     def forward(self, x: Array, training: bool = False) -> Array:
         v.check_input(self, x, self._expected(), self.nd + 2)
         self.output_shape(x.shape)
-        x4 = x[:, :, None, :] if self.nd == 1 else x  # (N, C, L) -> (N, C, 1, L)
+        x4 = as_2d(x, self.nd)
         y, aux = self._forward2d(x4, training)
         self._cache = (x4.shape, aux)
-        return y[:, :, 0, :] if self.nd == 1 else y
+        return from_2d(y, self.nd)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
-        x_shape, aux = self._cache
-        g4 = grad_out[:, :, None, :] if self.nd == 1 else grad_out
-        dx = self._backward2d(g4, x_shape, aux)
-        return dx[:, :, 0, :] if self.nd == 1 else dx
+        x_shape, aux = self._cached(self._cache)
+        dx = self._backward2d(as_2d(grad_out, self.nd), x_shape, aux)
+        return from_2d(dx, self.nd)
 
     def extra_repr(self) -> str:
         s = f"kernel_size={_fmt(self.kernel_size)}"
@@ -112,7 +110,7 @@ class _PoolNd(Module):
 
 
 class _MaxPool(_PoolNd):
-    max_pool = True
+    traits = Traits(fresh=True, max_pool=True)
 
     def _forward2d(self, x4: Array, training: bool) -> tuple[Array, Any]:
         """``y`` and what backward needs: the winners, or in eval mode the input.
@@ -278,7 +276,7 @@ class AdaptiveAvgPool2d(Module):
     array([[1.5, 5.5]], dtype=float32)
     """
 
-    fresh_output = fresh_input_grad = True  # new arrays, not kept (Module)
+    traits = Traits(fresh=True)  # new arrays, not kept
 
     def __init__(self, output_size: int | tuple[int | None, int | None]) -> None:
         name = "AdaptiveAvgPool2d"
@@ -316,10 +314,8 @@ class AdaptiveAvgPool2d(Module):
             return ah @ x @ aw.T  # (N, C, OH, W) @ (W, OW)
 
     def backward(self, grad_out: Array) -> Array:
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
         xp = xp_of(grad_out)
-        shape, oh, ow = self._cache
+        shape, oh, ow = self._cached(self._cache)
         h, w = shape[2:]
         if (oh, ow) == (1, 1):
             return xp.broadcast_to(grad_out / (h * w), shape).copy()

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from clearconv._validate import check_bool, check_float
-from clearconv.backend import Array, parallel_slices, xp_of
+from clearconv.backend import Array, xp_of
+from clearconv.engine import DEFAULT as ENGINE
 from clearconv.nn.parameter import Parameter
 from clearconv.optim.optimizer import Optimizer
 
@@ -175,7 +176,7 @@ class Adam(Optimizer):
         def part(sl: slice) -> None:
             update(th[sl], g[sl], mf[sl], vf[sl], vmf[sl] if vmf is not None else None)
 
-        parallel_slices(part, theta.size, theta, 8 * theta.size)  # about 8 passes a value
+        ENGINE.slices(part, theta.size, theta, 8 * theta.size)  # about 8 passes a value
 
 
 class AdamW(Adam):

@@ -448,9 +448,7 @@ class OneCycleLR(LRScheduler):
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.anneal_strategy == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-        if self.anneal_strategy == "linear":
-            return (end - start) * pct + start
-        raise ValueError(f"OneCycleLR: unknown anneal_strategy {self.anneal_strategy!r}")
+        return (end - start) * pct + start  # "linear": __init__ allows only the two
 
     def step(self) -> None:
         """Advance one step and set the optimizer's lr (and momentum) for it."""
@@ -468,14 +466,12 @@ class OneCycleLR(LRScheduler):
             lrs = [self.initial_lr, self.max_lr, self.initial_lr, self.min_lr]
             moms = [self.max_momentum, self.base_momentum, self.max_momentum, self.max_momentum]
         t = self.last_epoch
-        start = 0.0
-        for i, end in enumerate(self.phase_ends):
-            if t <= end or i == len(self.phase_ends) - 1:
-                # A phase of zero length (e.g. pct_start * total_steps == 1) is
-                # already complete; PyTorch divides by zero there.
-                pct = (t - start) / (end - start) if end != start else 1.0
-                if self.cycle_momentum:
-                    self._set_momentum(self.optimizer, self._anneal(moms[i], moms[i + 1], pct))
-                return self._anneal(lrs[i], lrs[i + 1], pct)
-            start = end
-        raise ValueError("OneCycleLR: no phase found")  # pragma: no cover - the last always matches
+        last = len(self.phase_ends) - 1
+        i = next(j for j, end in enumerate(self.phase_ends) if t <= end or j == last)
+        start, end = (self.phase_ends[i - 1] if i else 0.0), self.phase_ends[i]
+        # A phase of zero length (e.g. pct_start * total_steps == 1) is
+        # already complete; PyTorch divides by zero there.
+        pct = (t - start) / (end - start) if end != start else 1.0
+        if self.cycle_momentum:
+            self._set_momentum(self.optimizer, self._anneal(moms[i], moms[i + 1], pct))
+        return self._anneal(lrs[i], lrs[i + 1], pct)

@@ -98,6 +98,7 @@ from clearconv._validate import check_float, check_int
 from clearconv.data.augment import Augment
 from clearconv.data.loader import train_val_split
 from clearconv.data.transforms import to_float
+from clearconv.engine.plan import no_input_grad
 from clearconv.model import Model
 from clearconv.nn.dropout import Dropout
 from clearconv.nn.loss import CrossEntropyLoss
@@ -280,7 +281,8 @@ def _step(s: TrainState, call: Callable[[str], None]) -> None:
 def _backward(model: Model, grad: np.ndarray) -> None:
     """Backpropagate the loss gradient; the input's gradient is not needed (the
     data is not learned), so the net may skip it."""
-    model.backward(grad, input_grad=False)
+    with no_input_grad(model):
+        model.backward(grad)
 
 
 def _record(s: TrainState) -> dict[str, Any]:

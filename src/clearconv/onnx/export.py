@@ -183,7 +183,7 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
             strides=list(m.stride),
             dilations=list(m.dilation),
             pads=_onnx_pads(_spatial_pads(m)),
-            group=1,
+            group=m.groups,
         )
         return y, out_shape
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):

@@ -21,6 +21,8 @@ def relu(input):
 def relu_backward(grad_output, input):
     """``dx = dy`` where ``x > 0``, else 0 (the gradient at 0 is 0, as PyTorch).
 
+    The output ``y = relu(x)`` may stand for ``input``: it is positive where ``x`` is.
+
     >>> relu_backward(np.ones(3), np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 1.])
     """

@@ -38,6 +38,8 @@ class Flatten(Module):
     (2, 60)
     """
 
+    textbook = False  # True: plain reshapes, no memory-order copy (clearconv.nn.use_textbook)
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         self.start_dim = check_int("Flatten", "start_dim", start_dim)
         self.end_dim = check_int("Flatten", "end_dim", end_dim)
@@ -75,7 +77,7 @@ class Flatten(Module):
         if self._in_shape is None or self._x is None:
             raise RuntimeError(f"{self!r}.backward called before forward")
         g = grad_out.reshape(self._in_shape)
-        if self._x.ndim != g.ndim or self._x.flags.c_contiguous:
+        if self.textbook or self._x.ndim != g.ndim or self._x.flags.c_contiguous:
             return g
         # Hand the gradient back in the memory order the input came in (a
         # convolution's channels-last or channel-major output), so the layers below it do not

@@ -140,3 +140,10 @@ def test_groups_survive_a_model_file(tmp_path):
     again = load(tmp_path / "m.npz")
     assert again.net[0].groups == 2
     np.testing.assert_array_equal(again(x), net(x))
+
+
+def test_summary_counts_a_grouped_convolution_s_multiply_adds():
+    import clearconv
+
+    text = str(clearconv.summary(nn.Sequential(nn.Conv2d(4, 8, 3, groups=4)), (4, 10, 10)))
+    assert "4,608" in text  # 8 x 8 x 8 outputs, each 1 channel x 3 x 3: not 4 channels' worth

@@ -105,6 +105,9 @@ def _count(size, out, k, s, p, count_include_pad):
     Window ``i`` covers ``[i*s - p, i*s - p + k)`` of the input's axis, cut at
     ``size + p`` (ceil_mode's overhang never counts) and, without
     ``count_include_pad``, to the input itself ``[0, size)``.
+
+    >>> _count(4, 3, 3, 2, 1, True), _count(4, 3, 3, 2, 1, False)  # ceil_mode's 3rd window
+    (array([3, 3, 2]), array([2, 3, 1]))
     """
     start = np.arange(out) * s - p
     end = np.minimum(start + k, size + p)
@@ -165,11 +168,15 @@ def avg_pool2d_backward(
     return _crop(col2im(dcols, padded, s, 1), input_shape, padding)
 
 
+def _one(v) -> int:
+    """An int or a 1-tuple, as an int."""
+    return int(np.ravel(v)[0])
+
+
 def _as_2d(kernel_size, stride, padding, dilation=1):
     """A 1-D pooling's settings as those of a 2-D one over ``(N, C, 1, L)``."""
-    one = lambda v: int(np.ravel(v)[0])  # noqa: E731  (an int or a 1-tuple)
-    s = None if stride is None else (1, one(stride))
-    return (1, one(kernel_size)), s, (0, one(padding)), (1, one(dilation))
+    s = None if stride is None else (1, _one(stride))
+    return (1, _one(kernel_size)), s, (0, _one(padding)), (1, _one(dilation))
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -242,6 +249,7 @@ def _bins(size: int, out: int, dtype) -> np.ndarray:
 
 
 def _adaptive_size(input_shape, output_size):
+    """``(OH, OW)`` from an int or a pair, None keeping the input's size."""
     oh, ow = (output_size, output_size) if np.ndim(output_size) == 0 else output_size
     return (input_shape[2] if oh is None else oh, input_shape[3] if ow is None else ow)
 

@@ -151,7 +151,7 @@ def _walk(m: nn.Module, name: str, shape, rf, jump, rows: list[Row]) -> tuple[An
     params = sum(p.size for p in m.parameters())
     macs = 0
     if isinstance(m, (nn.Conv2d, nn.Conv1d)):
-        macs = int(np.prod(out[1:])) * m.in_channels * int(np.prod(m.kernel_size))
+        macs = int(np.prod(out[1:])) * m.in_channels // m.groups * int(np.prod(m.kernel_size))
     elif isinstance(m, nn.Linear):
         macs = int(np.prod(out[1:-1], dtype=np.int64)) * m.in_features * m.out_features
     k = getattr(m, "kernel_size", None)

@@ -1,6 +1,7 @@
 """Layers with PyTorch's names, arguments and layouts.
 
-Each layer is a thin class over the pure functions in :mod:`clearconv.engine`.
+Each layer is a thin class over the pure functions in :mod:`clearconv.engine`;
+:func:`use_textbook` runs layers on :mod:`clearconv.functional` instead.
 """
 
 from clearconv.nn.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -23,6 +24,7 @@ from clearconv.nn.pool import (
     MaxPool1d,
     MaxPool2d,
 )
+from clearconv.nn.textbook import use_textbook
 
 __all__ = [
     "LAYER_TYPES",
@@ -57,4 +59,5 @@ __all__ = [
     "Tanh",
     "from_config",
     "to_config",
+    "use_textbook",
 ]

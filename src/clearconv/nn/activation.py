@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clearconv import functional as T
 from clearconv._validate import check_bool, check_float, check_float_array, check_int
 from clearconv.backend import Array
 from clearconv.engine import activation as F
@@ -54,6 +55,7 @@ class ReLU(Module):
     """
 
     traits = Traits(in_place=True, commutes_with_max_pool=True)
+    textbook = False  # True: run on clearconv.functional, never in place (use_textbook)
 
     def __init__(self, inplace: bool = False) -> None:
         self.inplace = check_bool("ReLU", "inplace", inplace)
@@ -61,6 +63,9 @@ class ReLU(Module):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
+        if self.textbook:
+            self._y = T.relu(x)
+            return self._y
         if self.inplace:
             check_writable(self, x)
         self._y = F.relu(x, out=x if self.inplace else None)
@@ -68,15 +73,22 @@ class ReLU(Module):
 
     def forward_in_place(self, x: Array, training: bool = False) -> Array:
         """:meth:`forward`, written over ``x`` (the planner's call: ``x`` is nobody else's)."""
+        if self.textbook:  # the textbook never writes in place
+            return self.forward(x, training)
         check_float_array(self, x)
         self._y = F.relu(x, out=x)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        return F.relu_backward(grad_out, self._cached(self._y))
+        y = self._cached(self._y)
+        if self.textbook:  # the output is positive where the input is: either will do
+            return T.relu_backward(grad_out, y)
+        return F.relu_backward(grad_out, y)
 
     def backward_in_place(self, grad_out: Array) -> Array:
         """:meth:`backward`, written over ``grad_out`` (the planner's call, as above)."""
+        if self.textbook:
+            return self.backward(grad_out)
         return F.relu_backward(grad_out, self._cached(self._y), out=grad_out)
 
     def extra_repr(self) -> str:
@@ -110,21 +122,30 @@ class LeakyReLU(Module):
     array([-0.2,  3. ])
     """
 
+    textbook = False  # True: run on clearconv.functional, never in place (use_textbook)
+
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         self.negative_slope = check_float("LeakyReLU", "negative_slope", negative_slope)
         self.inplace = check_bool("LeakyReLU", "inplace", inplace)
-        self._mask: Array | None = None
+        self._mask: Array | None = None  # the engine's x > 0
+        self._x: Array | None = None  # the textbook's input
 
     def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
+        if self.textbook:
+            self._mask, self._x = None, x
+            return T.leaky_relu(x, self.negative_slope)
         if self.inplace:
             check_writable(self, x)
         y, self._mask = F.leaky_relu(x, self.negative_slope, out=x if self.inplace else None)
+        self._x = None
         return y
 
     def backward(self, grad_out: Array) -> Array:
-        self._cached(self._mask)
-        return F.leaky_relu_backward(grad_out, self._mask, self.negative_slope)
+        if self._x is not None:
+            return T.leaky_relu_backward(grad_out, self._x, self.negative_slope)
+        mask = self._cached(self._mask)
+        return F.leaky_relu_backward(grad_out, mask, self.negative_slope)
 
     def extra_repr(self) -> str:
         parts = [] if self.negative_slope == 0.01 else [f"negative_slope={self.negative_slope}"]
@@ -145,17 +166,19 @@ class Sigmoid(Module):
     array([0. , 0.5, 1. ])
     """
 
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
+
     def __init__(self) -> None:
         self._y: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
-        self._y = F.sigmoid(x)
+        self._y = T.sigmoid(x) if self.textbook else F.sigmoid(x)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        self._cached(self._y)
-        return F.sigmoid_backward(grad_out, self._y)
+        y = self._cached(self._y)  # the output, either way
+        return (T if self.textbook else F).sigmoid_backward(grad_out, y)
 
 
 class Tanh(Module):
@@ -170,17 +193,19 @@ class Tanh(Module):
     array([0.])
     """
 
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
+
     def __init__(self) -> None:
         self._y: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
-        self._y = F.tanh(x)
+        self._y = T.tanh(x) if self.textbook else F.tanh(x)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
-        self._cached(self._y)
-        return F.tanh_backward(grad_out, self._y)
+        y = self._cached(self._y)  # the output, either way
+        return (T if self.textbook else F).tanh_backward(grad_out, y)
 
 
 def implicit_softmax_dim(ndim: int) -> int:
@@ -214,6 +239,8 @@ class Softmax(Module):
     array([[0.25, 0.25, 0.25, 0.25]])
     """
 
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
+
     def __init__(self, dim: int | None = None) -> None:
         self.dim = None if dim is None else check_int("Softmax", "dim", dim)
         self._y: Array | None = None
@@ -232,17 +259,18 @@ class Softmax(Module):
     def forward(self, x: Array, training: bool = False) -> Array:
         check_float_array(self, x)
         self._axis = self._axis_for(x.ndim)
+        softmax = T.softmax if self.textbook else F.softmax
         if x.ndim == 0:
-            self._y = F.softmax(x.reshape(1), 0).reshape(())
+            self._y = softmax(x.reshape(1), 0).reshape(())
         else:
-            self._y = F.softmax(x, self._axis)
+            self._y = softmax(x, self._axis)
         return self._y
 
     def backward(self, grad_out: Array) -> Array:
         y = self._cached(self._y)
         if y.ndim == 0:
             return grad_out * 0  # the output is constant 1
-        return F.softmax_backward(grad_out, y, self._axis)
+        return (T if self.textbook else F).softmax_backward(grad_out, y, self._axis)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         self._axis_for(len(input_shape))

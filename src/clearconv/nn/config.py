@@ -37,8 +37,24 @@ from clearconv.nn.module import Module
 
 # Constructor arguments stored for each layer type, in signature order.
 _ARGS: dict[str, tuple[str, ...]] = {
-    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"),
-    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"),
+    "Conv2d": (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+    ),
+    "Conv1d": (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+    ),
     "MaxPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
     "MaxPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
     "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
@@ -60,8 +76,15 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "ChannelShuffle": ("groups",),
 }
 _BRANCHES = ("Concat", "Add")  # containers of branches run on one input
-# Settings added later, written only when set: a file without them reads as before.
-_OMIT_WHEN_FALSE = ("inplace",)
+# Settings added later, written only when not at their default: a file without them
+# reads as before, and a file written without them is the same as before.
+_OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
+    "Conv1d": {"groups": 1},
+    "Conv2d": {"groups": 1},
+    "ReLU": {"inplace": False},
+    "LeakyReLU": {"inplace": False},
+    "Dropout": {"inplace": False},
+}
 _HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
 _RANDOM = ("Conv2d", "Conv1d", "Linear")  # take rng= and dtype=
 _TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
@@ -108,7 +131,8 @@ def to_config(module: Module) -> dict[str, Any]:
         raise TypeError(f"to_config: no config for layer type {kind}; known: {LAYER_TYPES}")
     cfg: dict[str, Any] = {"type": kind}
     for key in _ARGS[kind]:
-        if key in _OMIT_WHEN_FALSE and not getattr(module, key):
+        omit = _OMIT_AT_DEFAULT.get(kind, {})
+        if key in omit and getattr(module, key) == omit[key]:
             continue  # so that files clearconv wrote before the setting existed read the same
         cfg[key] = _jsonable(getattr(module, key))
     if kind in _HAS_BIAS:

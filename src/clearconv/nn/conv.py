@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 
 from clearconv import _validate as v
+from clearconv import functional as T
 from clearconv.backend import Array
 from clearconv.engine import conv as F
+from clearconv.engine import grouped
 from clearconv.engine.plan import Traits
 from clearconv.nn.init import default_weight_bias
 from clearconv.nn.module import Module
@@ -39,6 +41,7 @@ class _ConvNd(Module):
 
     nd = 2
     traits = Traits(fresh=True, params_only=True)  # new arrays, not kept
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
 
     def __init__(
         self,
@@ -48,6 +51,7 @@ class _ConvNd(Module):
         stride: int | tuple[int, ...] = 1,
         padding: int | tuple[int, ...] | str = 0,
         dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
         bias: bool = True,
         *,
         rng: np.random.Generator | None = None,
@@ -60,6 +64,13 @@ class _ConvNd(Module):
         self.kernel_size = v.check_tuple(name, "kernel_size", kernel_size, nd, 1)
         self.stride = v.check_tuple(name, "stride", stride, nd, 1)
         self.dilation = v.check_tuple(name, "dilation", dilation, nd, 1)
+        self.groups = v.check_int(name, "groups", groups, 1)
+        for arg in ("in_channels", "out_channels"):
+            if getattr(self, arg) % self.groups:
+                raise ValueError(
+                    f"{name}: {arg} must be divisible by groups, "
+                    f"got {arg}={getattr(self, arg)} and groups={self.groups}"
+                )
         v.check_bool(name, "bias", bias)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
@@ -76,8 +87,8 @@ class _ConvNd(Module):
             self.padding = v.check_tuple(name, "padding", padding, nd, 0)
         dt = v.check_dtype(name, dtype)
         gen = v.check_rng(name, rng)
-        shape = (self.out_channels, self.in_channels, *self.kernel_size)
-        fan_in = self.in_channels * int(np.prod(self.kernel_size))
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        fan_in = shape[1] * int(np.prod(self.kernel_size))
         w, b = default_weight_bias(gen, shape, fan_in, dt, bool(bias))
         self.weight = Parameter(w)
         self.bias = Parameter(b) if b is not None else None
@@ -129,34 +140,64 @@ class _ConvNd(Module):
     def forward(self, x: Array, training: bool = False) -> Array:
         v.check_input(self, x, self._expected(), self.nd + 2, self.in_channels)
         self.output_shape(x.shape)  # validates the window against the padded input
-        x4 = as_2d(x, self.nd)
-        w4 = as_2d(self.weight.data.astype(x.dtype, copy=False), self.nd)
+        w = self.weight.data.astype(x.dtype, copy=False)
         b = None if self.bias is None else self.bias.data.astype(x.dtype, copy=False)
+        if self.textbook:
+            self._cache = (x, True)
+            conv = T.conv1d if self.nd == 1 else T.conv2d
+            return conv(x, w, b, *self._torch_args())
+        x4, w4 = as_2d(x, self.nd), as_2d(w, self.nd)  # (N, C, L) -> (N, C, 1, L)
         stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
-        y = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
-        self._cache = (x4,)  # backward rebuilds the columns block by block
+        self._cache = (x4, False)  # backward rebuilds the columns block by block
+        if self.groups > 1:
+            y = grouped.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil, self.groups)
+        else:
+            y = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
         return from_2d(y, self.nd)
 
     def backward(self, grad_out: Array) -> Array:
         """Input gradient; adds dW and db."""
-        return from_2d(self._backward(grad_out, True), self.nd)
+        return self._backward(grad_out, True)  # with input_grad, never None
 
     def backward_params(self, grad_out: Array) -> None:
         """dW and db only, no input gradient (the planner's call for a first layer)."""
         self._backward(grad_out, False)
 
     def _backward(self, grad_out: Array, input_grad: bool) -> Array | None:
-        (x4,) = self._cached(self._cache)
-        stride, dil = self._to2d(self.stride, 1), self._to2d(self.dilation, 1)
-        w4 = as_2d(self.weight.data.astype(x4.dtype, copy=False), self.nd)
-        g4 = as_2d(grad_out, self.nd)
-        dx, dw, db = F.conv2d_backward(
-            g4, x4, w4, stride, self._pads2d(), dil, self.bias is not None, input_grad
-        )
+        x4, textbook = self._cached(self._cache)
+        w = self.weight.data.astype(x4.dtype, copy=False)
+        if textbook:  # x4 is the input as it came, (N, C, L) or (N, C, H, W)
+            backward = T.conv1d_backward if self.nd == 1 else T.conv2d_backward
+            dx, dw, db = backward(grad_out, x4, w, *self._torch_args())
+            return self._accumulate(dx if input_grad else None, dw, db)
+        stride, dil, pads = self._to2d(self.stride, 1), self._to2d(self.dilation, 1), self._pads2d()
+        w4, g4 = as_2d(w, self.nd), as_2d(grad_out, self.nd)
+        has_bias, g = self.bias is not None, self.groups
+        if g > 1:
+            dx, dw, db = grouped.conv2d_backward(
+                g4, x4, w4, stride, pads, dil, g, has_bias, input_grad
+            )
+        else:
+            dx, dw, db = F.conv2d_backward(g4, x4, w4, stride, pads, dil, has_bias, input_grad)
+        return self._accumulate(None if dx is None else from_2d(dx, self.nd), dw, db)
+
+    def _accumulate(self, dx: Array | None, dw: Array, db: Array | None) -> Array | None:
+        """Add ``dw`` and ``db`` into the parameters' gradients; hand ``dx`` on."""
         self.weight.accumulate(dw.reshape(self.weight.shape))
         if self.bias is not None and db is not None:
             self.bias.accumulate(db)
         return dx
+
+    def _torch_args(self) -> tuple[Any, ...]:
+        """``(stride, padding, dilation, groups)`` as torch.nn.functional takes them."""
+        one = self.nd == 1  # conv1d takes ints
+        pad = self.padding if isinstance(self.padding, str) or not one else self.padding[0]
+        return (
+            self.stride[0] if one else self.stride,
+            pad,
+            self.dilation[0] if one else self.dilation,
+            self.groups,
+        )
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={_fmt(self.kernel_size)}"
@@ -168,6 +209,8 @@ class _ConvNd(Module):
             s += f", padding={_fmt(self.padding)}"
         if any(x != 1 for x in self.dilation):
             s += f", dilation={_fmt(self.dilation)}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s
@@ -190,6 +233,10 @@ class Conv2d(_ConvNd):
         even kernel puts the extra pixel at the bottom/right, as PyTorch does).
     dilation : int or (int, int), default 1
         Spacing between kernel taps.
+    groups : int, default 1
+        Split the channels into this many groups, each group's outputs seeing
+        only its own inputs (``groups=in_channels``: depthwise); must divide
+        ``in_channels`` and ``out_channels``.
     bias : bool, default True
     rng : numpy.random.Generator, optional
         Source of the initial weights (keyword only).
@@ -204,7 +251,8 @@ class Conv2d(_ConvNd):
     Attributes
     ----------
     weight : Parameter
-        ``(C_out, C_in, kH, kW)``, U(-1/sqrt(C_in*kH*kW), 1/sqrt(C_in*kH*kW)) like PyTorch.
+        ``(C_out, C_in/groups, kH, kW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+        ``fan_in = C_in/groups*kH*kW``, like PyTorch.
     bias : Parameter or None
         ``(C_out,)``, same distribution.
 
@@ -221,6 +269,8 @@ class Conv2d(_ConvNd):
     (2, 4, 5, 5)
     >>> conv
     Conv2d(1, 4, kernel_size=3, padding=1)
+    >>> Conv2d(4, 8, 3, groups=4).weight.shape
+    (8, 1, 3, 3)
     """
 
     nd = 2
@@ -239,7 +289,7 @@ class Conv1d(_ConvNd):
     Attributes
     ----------
     weight : Parameter
-        ``(C_out, C_in, k)``, PyTorch's default init.
+        ``(C_out, C_in/groups, k)``, PyTorch's default init.
     bias : Parameter or None
         ``(C_out,)``.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from clearconv import functional as T
 from clearconv._validate import check_bool, check_float, check_float_array, check_rng
 from clearconv.backend import Array
 from clearconv.nn.activation import check_writable
@@ -51,6 +52,8 @@ class Dropout(Module):
     ([0.0, 2.0], [1.0, 1.0])
     """
 
+    textbook = False  # True: run on clearconv.functional, never in place (use_textbook)
+
     def __init__(
         self, p: float = 0.5, inplace: bool = False, *, rng: np.random.Generator | None = None
     ) -> None:
@@ -66,6 +69,9 @@ class Dropout(Module):
         if not training or self.p == 0.0:
             self._mask = None
             return x
+        if self.textbook:  # the same draws from the same generator as below
+            self._mask = T.dropout_mask(x.shape, self.p, self.rng, x.dtype)
+            return x * self._mask
         keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p  # P(keep) = 1 - p
         # The scaled mask: 0 or 1 / (1 - p) in the input's dtype.
         self._mask = keep * x.dtype.type(1.0 / (1.0 - self.p))

@@ -38,6 +38,8 @@ class Flatten(Module):
     (2, 60)
     """
 
+    textbook = False  # True: plain reshapes, no memory-order copy (clearconv.nn.use_textbook)
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         self.start_dim = check_int("Flatten", "start_dim", start_dim)
         self.end_dim = check_int("Flatten", "end_dim", end_dim)
@@ -74,7 +76,7 @@ class Flatten(Module):
     def backward(self, grad_out: Array) -> Array:
         in_shape, x = self._cached(self._in_shape), self._cached(self._x)
         g = grad_out.reshape(in_shape)
-        if x.ndim != g.ndim or x.flags.c_contiguous:
+        if self.textbook or x.ndim != g.ndim or x.flags.c_contiguous:
             return g
         # Hand the gradient back in the memory order the input came in (a
         # convolution's channels-last or channel-major output), so the layers below it do not

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from clearconv import functional as T
 from clearconv._validate import check_dtype, check_float_array, check_int, check_rng
 from clearconv.backend import Array
 from clearconv.engine import linear as F
@@ -58,6 +59,7 @@ class Linear(Module):
     """
 
     traits = Traits(fresh=True)  # new arrays, not kept
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
 
     def __init__(
         self,
@@ -102,12 +104,14 @@ class Linear(Module):
         w = self.weight.data.astype(x.dtype, copy=False)
         b = self.bias.data.astype(x.dtype, copy=False) if self.bias is not None else None
         self._x, self._w = x, w
-        return F.linear(x, w, b)
+        return T.linear(x, w, b) if self.textbook else F.linear(x, w, b)
 
     def backward(self, grad_out: Array) -> Array:
-        dx, dw, db = F.linear_backward(
-            grad_out, self._cached(self._x), self._w, self.bias is not None
-        )
+        x, w = self._cached(self._x), self._cached(self._w)
+        if self.textbook:  # the same cache either way: the input and the weights used
+            dx, dw, db = T.linear_backward(grad_out, x, w)
+        else:
+            dx, dw, db = F.linear_backward(grad_out, x, w, self.bias is not None)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

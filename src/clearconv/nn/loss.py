@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clearconv import functional as T
 from clearconv._validate import check_float, check_float_array
 from clearconv.backend import Array
 from clearconv.engine import loss as F
@@ -12,6 +13,8 @@ from clearconv.nn.module import cached
 
 class _Loss:
     """Shared plumbing: ``__call__`` is ``forward``; repr shows non-default settings."""
+
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
 
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)
@@ -69,7 +72,8 @@ class CrossEntropyLoss(_Loss):
         self.label_smoothing = check_float(
             "CrossEntropyLoss", "label_smoothing", label_smoothing, 0.0, 1.0
         )
-        self._cache: tuple[Array, Array] | None = None
+        # (probabilities, labels, False) from the engine, (logits, labels, True) from the textbook
+        self._cache: tuple[Array, Array, bool] | None = None
 
     def forward(self, logits: Array, labels: Array) -> Array:
         """Mean loss for ``logits`` ``(N, C)`` and integer ``labels`` ``(N,)``."""
@@ -96,14 +100,19 @@ class CrossEntropyLoss(_Loss):
         if lo < 0 or hi >= c:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{owner}: labels must be in [0, {c - 1}] for {c} classes, got {bad}")
+        if self.textbook:
+            self._cache = (logits, labels, True)
+            return T.cross_entropy(logits, labels, self.label_smoothing)
         loss, probs = F.cross_entropy(logits, labels, self.label_smoothing)
-        self._cache = (probs, labels)
+        self._cache = (probs, labels, False)
         return loss
 
     def backward(self, grad_out: float = 1.0) -> Array:
         """Gradient of the loss (times ``grad_out``) for the logits, ``(N, C)``."""
-        probs, labels = cached(self, self._cache)
-        return F.cross_entropy_backward(probs, labels, self.label_smoothing, grad_out)
+        saved, labels, textbook = cached(self, self._cache)
+        if textbook:
+            return T.cross_entropy_backward(saved, labels, self.label_smoothing, grad_out)
+        return F.cross_entropy_backward(saved, labels, self.label_smoothing, grad_out)
 
     def extra_repr(self) -> str:
         return "" if self.label_smoothing == 0.0 else f"label_smoothing={self.label_smoothing}"
@@ -135,7 +144,8 @@ class MSELoss(_Loss):
     """
 
     def __init__(self) -> None:
-        self._diff: Array | None = None
+        self._diff: Array | None = None  # the engine's pred - target
+        self._pair: tuple[Array, Array] | None = None  # the textbook's (pred, target)
 
     def forward(self, pred: Array, target: Array) -> Array:
         """Mean squared error of ``pred`` against ``target`` (same shape)."""
@@ -149,9 +159,16 @@ class MSELoss(_Loss):
             )
         if pred.size == 0:
             raise ValueError(f"{owner} expected a non-empty pred, got shape {tuple(pred.shape)}")
-        loss, self._diff = F.mse(pred, target.astype(pred.dtype, copy=False))
+        target = target.astype(pred.dtype, copy=False)
+        if self.textbook:
+            self._diff, self._pair = None, (pred, target)
+            return T.mse_loss(pred, target)
+        loss, self._diff = F.mse(pred, target)
+        self._pair = None
         return loss
 
     def backward(self, grad_out: float = 1.0) -> Array:
         """Gradient of the loss (times ``grad_out``) for ``pred``."""
+        if self._pair is not None:
+            return T.mse_loss_backward(*self._pair, grad_out)
         return F.mse_backward(cached(self, self._diff), grad_out)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from clearconv import functional as T
 from clearconv._validate import check_dtype, check_float, check_float_array, check_int
 from clearconv.backend import Array
 from clearconv.engine import norm as F
@@ -18,6 +19,7 @@ class _BatchNorm(Module):
     """Shared code; subclasses set the accepted ranks and their written shapes."""
 
     traits = Traits(fresh=True)  # new arrays, not kept
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
 
     _ranks: tuple[int, ...] = ()
     _expected: str = ""
@@ -54,7 +56,9 @@ class _BatchNorm(Module):
             self.num_batches_tracked: Array | None = np.array(0, dtype=np.int64)
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
-        self._cache: tuple[Array, Array, bool] | None = None
+        # (xc, inv_std, batch statistics?, False) from the engine, (x, None, batch?, True)
+        # from the textbook.
+        self._cache: tuple[Array, Array | None, bool, bool] | None = None
 
     def _check(self, shape: tuple[int, ...]) -> None:
         if len(shape) not in self._ranks or shape[1] != self.num_features:
@@ -72,23 +76,40 @@ class _BatchNorm(Module):
         b = self.bias.data.astype(dt, copy=False) if self.bias is not None else None
         # Like torch: batch statistics in training, or always when no running stats are kept.
         use_batch = training or self.running_mean is None
-        if not use_batch:
-            y, xc, inv_std = F.batch_norm_eval(
-                x, self.running_mean, self.running_var, w, b, self.eps
-            )
-            self._cache = (xc, inv_std, False)
-            return y
         m = x.size // self.num_features
-        if m <= 1:
+        if use_batch and m <= 1:
             raise ValueError(
                 "Expected more than 1 value per channel when training, "
                 f"got input of shape {tuple(x.shape)}"
             )
+        if self.textbook:
+            return self._textbook_forward(x, w, b, training, use_batch)
+        if not use_batch:
+            y, xc, inv_std = F.batch_norm_eval(
+                x, self.running_mean, self.running_var, w, b, self.eps
+            )
+            self._cache = (xc, inv_std, False, False)
+            return y
         y, xc, inv_std, mean, var = F.batch_norm_train(x, w, b, self.eps)
         if training and self.running_mean is not None:
             self._update_running(mean, var, m)
-        self._cache = (xc, inv_std, True)
+        self._cache = (xc, inv_std, True, False)
         return y
+
+    def _textbook_forward(self, x: Array, w, b, training: bool, use_batch: bool) -> Array:
+        """:func:`clearconv.functional.batch_norm`, which updates the running statistics."""
+        self._cache = (x, None, use_batch, True)
+        if not (training and self.running_mean is not None):  # nothing to update
+            return T.batch_norm(
+                x, self.running_mean, self.running_var, w, b, use_batch, 0.0, self.eps
+            )
+        count = self.num_batches_tracked  # kept whenever the running statistics are
+        if count is not None:
+            count += 1  # in place: the state_dict's array
+        # As torch.nn.BatchNorm: momentum=None is a cumulative average, 1 / batches seen.
+        seen = 1 if count is None else int(count)
+        factor = 1.0 / seen if self.momentum is None else self.momentum
+        return T.batch_norm(x, self.running_mean, self.running_var, w, b, True, factor, self.eps)
 
     def _update_running(self, mean: Array, var: Array, m: int) -> None:
         # In place, so arrays handed out by state_dict() stay the live buffers.
@@ -107,9 +128,13 @@ class _BatchNorm(Module):
         r_var += factor * unbiased
 
     def backward(self, grad_out: Array) -> Array:
-        xc, inv_std, batch = self._cached(self._cache)
+        xc, inv_std, batch, textbook = self._cached(self._cache)
         w = self.weight.data.astype(xc.dtype, copy=False) if self.weight is not None else None
-        dx, dw, db = F.batch_norm_backward(grad_out, xc, inv_std, w, batch)
+        if textbook:  # xc is the input; the statistics are computed again from it
+            rm, rv = self.running_mean, self.running_var
+            dx, dw, db = T.batch_norm_backward(grad_out, xc, rm, rv, w, batch, self.eps)
+        else:
+            dx, dw, db = F.batch_norm_backward(grad_out, xc, inv_std, w, batch)
         if self.weight is not None and self.bias is not None:  # both exist iff affine
             self.weight.accumulate(dw)
             self.bias.accumulate(db)

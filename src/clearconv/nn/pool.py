@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clearconv import _validate as v
+from clearconv import functional as T
 from clearconv.backend import Array, quiet_products, xp_of
 from clearconv.engine import pool as F
 from clearconv.engine.plan import Traits
@@ -19,6 +20,7 @@ class _PoolNd(Module):
 
     nd = 2
     traits = Traits(fresh=True)  # new arrays, not kept
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
 
     def __init__(
         self,
@@ -55,6 +57,18 @@ class _PoolNd(Module):
     def _backward2d(self, g4: Array, x_shape: tuple[int, ...], aux: Any) -> Array:
         raise NotImplementedError
 
+    # ... and the textbook's functions, on the input as it came.
+    def _textbook_forward(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def _textbook_backward(self, grad_out: Array, x: Array) -> Array:
+        raise NotImplementedError
+
+    def _torch_args(self) -> tuple[Any, Any, Any, Any]:
+        """``(kernel_size, stride, padding, dilation)`` as torch.nn.functional takes them."""
+        t = (self.kernel_size, self.stride, self.padding, self.dilation)
+        return tuple(a[0] for a in t) if self.nd == 1 else t  # type: ignore[return-value]
+
     def _args(self) -> tuple[Pair, Pair, Pair, Pair]:
         return (
             self._2d(self.kernel_size, 1),
@@ -86,13 +100,18 @@ class _PoolNd(Module):
     def forward(self, x: Array, training: bool = False) -> Array:
         v.check_input(self, x, self._expected(), self.nd + 2)
         self.output_shape(x.shape)
+        if self.textbook:
+            self._cache = (x, None, True)
+            return self._textbook_forward(x)
         x4 = as_2d(x, self.nd)
         y, aux = self._forward2d(x4, training)
-        self._cache = (x4.shape, aux)
+        self._cache = (x4.shape, aux, False)
         return from_2d(y, self.nd)
 
     def backward(self, grad_out: Array) -> Array:
-        x_shape, aux = self._cached(self._cache)
+        x_shape, aux, textbook = self._cached(self._cache)
+        if textbook:  # x_shape is the input itself
+            return self._textbook_backward(grad_out, x_shape)
         dx = self._backward2d(as_2d(grad_out, self.nd), x_shape, aux)
         return from_2d(dx, self.nd)
 
@@ -130,6 +149,14 @@ class _MaxPool(_PoolNd):
             winners = F.max_pool2d_forward(winners.x, k, s, p, d, self.ceil_mode)[1]
         return F.max_pool2d_backward(g4, winners, x_shape, k, s, p, d)
 
+    def _textbook_forward(self, x: Array) -> Array:
+        pool = T.max_pool1d if self.nd == 1 else T.max_pool2d
+        return pool(x, *self._torch_args(), self.ceil_mode)
+
+    def _textbook_backward(self, grad_out: Array, x: Array) -> Array:
+        backward = T.max_pool1d_backward if self.nd == 1 else T.max_pool2d_backward
+        return backward(grad_out, x, *self._torch_args(), self.ceil_mode)
+
 
 class _Input:
     """The input an eval-mode max pooling kept in place of its winners."""
@@ -161,6 +188,16 @@ class _AvgPool(_PoolNd):
     def _backward2d(self, g4: Array, x_shape: tuple[int, ...], aux: Any) -> Array:
         k, s, p, _ = self._args()
         return F.avg_pool2d_backward(g4, x_shape, k, s, p, self.count_include_pad)
+
+    def _textbook_forward(self, x: Array) -> Array:
+        pool = T.avg_pool1d if self.nd == 1 else T.avg_pool2d
+        k, s, p, _ = self._torch_args()
+        return pool(x, k, s, p, self.ceil_mode, self.count_include_pad)
+
+    def _textbook_backward(self, grad_out: Array, x: Array) -> Array:
+        backward = T.avg_pool1d_backward if self.nd == 1 else T.avg_pool2d_backward
+        k, s, p, _ = self._torch_args()
+        return backward(grad_out, x.shape, k, s, p, self.ceil_mode, self.count_include_pad)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -277,6 +314,7 @@ class AdaptiveAvgPool2d(Module):
     """
 
     traits = Traits(fresh=True)  # new arrays, not kept
+    textbook = False  # True: run on clearconv.functional (clearconv.nn.use_textbook)
 
     def __init__(self, output_size: int | tuple[int | None, int | None]) -> None:
         name = "AdaptiveAvgPool2d"
@@ -305,7 +343,9 @@ class AdaptiveAvgPool2d(Module):
         xp = xp_of(x)
         h, w = x.shape[2:]
         oh, ow = self._out_hw(h, w)
-        self._cache = (x.shape, oh, ow)
+        self._cache = (x.shape, oh, ow, self.textbook)
+        if self.textbook:
+            return T.adaptive_avg_pool2d(x, (oh, ow))
         if (oh, ow) == (1, 1):
             return x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)
         ah = xp.asarray(F.adaptive_matrix(h, oh, x.dtype))  # (OH, H)
@@ -315,7 +355,9 @@ class AdaptiveAvgPool2d(Module):
 
     def backward(self, grad_out: Array) -> Array:
         xp = xp_of(grad_out)
-        shape, oh, ow = self._cached(self._cache)
+        shape, oh, ow, textbook = self._cached(self._cache)
+        if textbook:
+            return T.adaptive_avg_pool2d_backward(grad_out, shape, (oh, ow))
         h, w = shape[2:]
         if (oh, ow) == (1, 1):
             return xp.broadcast_to(grad_out / (h * w), shape).copy()

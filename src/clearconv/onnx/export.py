@@ -174,7 +174,7 @@ def _conv(g: _Graph, m: Any, at: _At) -> str:
         strides=list(m.stride),
         dilations=list(m.dilation),
         pads=onnx_pads(spatial_pads(m)),
-        group=1,
+        group=m.groups,
     )
 
 

@@ -23,10 +23,12 @@ from clearconv.nn.pool import (
     MaxPool1d,
     MaxPool2d,
 )
+from clearconv.nn.sequence import AdaptiveMaxPool1d, Embedding, Permute
 
 __all__ = [
     "LAYER_TYPES",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
     "Add",
     "AvgPool1d",
     "AvgPool2d",
@@ -38,6 +40,7 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Embedding",
     "Flatten",
     "Identity",
     "LeakyReLU",
@@ -48,6 +51,7 @@ __all__ = [
     "MaxPool2d",
     "Module",
     "Parameter",
+    "Permute",
     "ReLU",
     "ReLU6",
     "Residual",

@@ -317,9 +317,9 @@ def _check_header(path: Path, h: dict[str, Any]) -> None:
     _expect(
         path,
         isinstance(shape, list)
-        and len(shape) in (2, 3)
+        and len(shape) in (1, 2, 3)
         and all(isinstance(s, int) and s > 0 for s in shape),
-        f"header 'input_shape' must be a list of 2 or 3 positive ints, got {shape!r}",
+        f"header 'input_shape' must be a list of 1 to 3 positive ints, got {shape!r}",
     )
     names = h["class_names"]
     _expect(

@@ -100,11 +100,12 @@ class Model(Module):
         if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
             raise TypeError(f"Model: input_shape must be a tuple of ints, got {input_shape!r}")
         shape = tuple(input_shape)
-        if len(shape) not in (2, 3) or not all(
+        if len(shape) not in (1, 2, 3) or not all(
             isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
         ):
             raise ValueError(
-                f"Model: input_shape must be (C, H, W) or (C, L) of positive ints, got {shape}"
+                f"Model: input_shape must be (C, H, W), (C, L) or (L,) of positive ints, "
+                f"got {shape}"
             )
         self.net = net
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in shape)
@@ -208,6 +209,8 @@ class Model(Module):
             For a shape other than ``(N, *input_shape)``.
         """
         x = np.asarray(images)
+        if len(self.input_shape) == 1:
+            return self._tokens(x)
         if x.dtype != np.uint8 and x.dtype.kind != "f":
             raise TypeError(f"Model.preprocess expected uint8 or float images, got {x.dtype}")
         if self.input_shape[0] == 1 and x.ndim == len(self.input_shape):
@@ -225,6 +228,17 @@ class Model(Module):
         mean = self.mean.astype(np.float32).reshape(bshape)
         std = self.std.astype(np.float32).reshape(bshape)
         return (x - mean) / std
+
+    def _tokens(self, x: np.ndarray) -> np.ndarray:
+        """Token indices ``(N, L)`` (a text model's input) pass as int64, unscaled."""
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"Model.preprocess expected integer token indices, got {x.dtype}")
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"Model.preprocess expected token indices of shape (N, {self.input_shape[0]}), "
+                f"got {x.shape}"
+            )
+        return x.astype(np.int64, copy=False)
 
     def predict_proba(self, images: Array, batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``(N, K)`` (float32) of raw images, in eval mode."""

@@ -57,7 +57,8 @@ __all__ = [
 
 NAMES = (
     "xo", "lenet5", "simple", "mnist", "resnet", "alexnet", "vgg11", "resnet18",
-    "googlenet", "squeezenet1_1", "densenet121", "resnet50", "zfnet",
+    "googlenet", "squeezenet1_1", "densenet121", "resnet50", "zfnet", "audio2d", "audio1d",
+    "textcnn",
 )  # fmt: skip
 
 # (input shape, number of classes) each zoo model is defined for.
@@ -75,10 +76,13 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "densenet121": (3, 224, 224),
     "resnet50": (3, 224, 224),
     "zfnet": (3, 224, 224),
+    "audio2d": (1, 40, 97),  # 40 mel bands x 97 frames of 10 ms: one second at 8 kHz
+    "audio1d": (1, 8000),  # one second of samples at 8 kHz
+    "textcnn": (56,),  # 56 token indices: a sentence of up to 56 words and marks
 }
 _IMAGENET = ("alexnet", "vgg11", "resnet18", "googlenet", "squeezenet1_1", "densenet121",
              "resnet50", "zfnet")  # fmt: skip
-_DEFAULT_CLASSES = {"xo": 2, **dict.fromkeys(_IMAGENET, 1000)}
+_DEFAULT_CLASSES = {"xo": 2, "textcnn": 2, **dict.fromkeys(_IMAGENET, 1000)}
 
 
 class _ShapeOnlyGenerator(np.random.Generator):
@@ -356,6 +360,51 @@ def _zfnet(k: int) -> list[dict]:
     ]  # fmt: skip
 
 
+# -- sound ---------------------------------------------------------------------------
+def _audio2d(k: int) -> list[dict]:
+    # A log-mel spectrogram read as an image: three conv-BN-ReLU-pool blocks, then
+    # global average pooling (so any length of recording gives one vote per class).
+    def block(c: int) -> list[dict]:
+        return [_conv(c, 3, padding=1, bias=False), BN, RELU, _pool(2)]
+
+    return [*block(32), *block(64), *block(128), GLOBAL_POOL, FLATTEN,
+            {"type": "Dropout", "p": 0.3}, _linear(k)]  # fmt: skip
+
+
+def _audio1d(k: int) -> list[dict]:
+    # The raw waveform (Dai et al. 2017's M5): a wide first filter with stride 4
+    # (10 ms at 8 kHz), then small filters, each block pooling time by 4.
+    def block(c: int, kernel: int, stride: int = 1) -> list[dict]:
+        conv = {"type": "Conv1d", "out_channels": c, "kernel_size": kernel, "bias": False}
+        if stride != 1:
+            conv["stride"] = stride
+        return [conv, {"type": "BatchNorm1d"}, RELU, {"type": "MaxPool1d", "kernel_size": 4}]
+
+    return [*block(32, 80, 4), *block(32, 3), *block(64, 3), *block(64, 3), FLATTEN,
+            {"type": "Dropout", "p": 0.3}, _linear(k)]  # fmt: skip
+
+
+# -- text ----------------------------------------------------------------------------
+#: Rows of textcnn's embedding table unless the data's vocabulary says otherwise.
+DEFAULT_VOCAB_SIZE = 20_000
+
+
+def _textcnn(k: int, widths: tuple[int, ...] = (3, 4, 5), filters: int = 100,
+             dim: int = 128) -> list[dict]:  # fmt: skip
+    # Kim (2014): word vectors (N, L, D) as D channels over L positions; filters of
+    # widths 3, 4 and 5 side by side, each kept at its strongest position (max over
+    # time), concatenated, dropout, one linear layer.
+    def branch(w: int) -> dict:
+        conv = {"type": "Conv1d", "out_channels": filters, "kernel_size": w}
+        return _seq(conv, RELU, {"type": "AdaptiveMaxPool1d", "output_size": 1})
+
+    embed = {"type": "Embedding", "num_embeddings": DEFAULT_VOCAB_SIZE, "embedding_dim": dim,
+             "padding_idx": 0}  # fmt: skip
+    return [embed, {"type": "Permute", "dims": [0, 2, 1]},
+            {"type": "Concat", "branches": [branch(w) for w in widths]},
+            FLATTEN, {"type": "Dropout", "p": 0.5}, _linear(k)]  # fmt: skip
+
+
 _ZOO = {
     "xo": _xo,
     "lenet5": _lenet5,
@@ -370,6 +419,9 @@ _ZOO = {
     "densenet121": _densenet121,
     "resnet50": _resnet50,
     "zfnet": _zfnet,
+    "audio2d": _audio2d,
+    "audio1d": _audio1d,
+    "textcnn": _textcnn,
 }
 
 
@@ -382,22 +434,28 @@ def _check_shape(owner: str, input_shape: Any) -> tuple[int, ...]:
         raise TypeError(
             f"{owner}: input_shape must be a tuple of ints, got {input_shape!r}"
         ) from None
-    if len(shape) not in (2, 3) or not all(
+    if len(shape) not in (1, 2, 3) or not all(
         isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
     ):
         raise ValueError(
-            f"{owner}: input_shape must be (C, H, W) or (C, L) of positive ints, got {shape!r}"
+            f"{owner}: input_shape must be (C, H, W), (C, L) or (L,) of positive ints, "
+            f"got {shape!r}"
         )
     return tuple(int(s) for s in shape)
 
 
 def config(
-    name: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+    name: str,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    *,
+    vocab_size: int | None = None,
 ) -> dict[str, Any]:
     """The config of zoo model ``name`` (a ``Sequential``) for ``num_classes`` outputs.
 
     ``input_shape`` is not needed to write the config (sizes are inferred when
-    it is built); it is accepted for symmetry with :func:`build`.
+    it is built); it is accepted for symmetry with :func:`build`. ``vocab_size``
+    sets the rows of a text model's embedding (default :data:`DEFAULT_VOCAB_SIZE`).
 
     Raises
     ------
@@ -409,7 +467,12 @@ def config(
     k = _DEFAULT_CLASSES.get(name, 10) if num_classes is None else num_classes
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return _seq(*_ZOO[name](int(k)))
+    layers = _ZOO[name](int(k))
+    if vocab_size is not None:
+        if layers[0].get("type") != "Embedding":
+            raise ValueError(f"vocab_size is for text models; {name} does not read tokens")
+        layers[0]["num_embeddings"] = int(vocab_size)
+    return _seq(*layers)
 
 
 def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
@@ -483,6 +546,7 @@ def build(
     rng: np.random.Generator | None = None,
     *,
     init: bool = True,
+    vocab_size: int | None = None,
 ) -> tuple[Module, tuple[int, ...]]:
     """Build a zoo model by name, or the model an architecture file describes.
 
@@ -500,6 +564,8 @@ def build(
     init : bool, default True
         ``False`` gives zero, read-only weights at no cost: for summaries of
         large nets and for loading saved weights into.
+    vocab_size : int, optional
+        Rows of a text model's embedding table (the data's vocabulary).
 
     Returns
     -------
@@ -524,7 +590,7 @@ def build(
     if not isinstance(name, str):
         raise TypeError(f"build: expected a model name or a file path, got {name_or_path!r}")
     if name in _ZOO:
-        cfg = config(name, num_classes=num_classes)
+        cfg = config(name, num_classes=num_classes, vocab_size=vocab_size)
         default_shape: tuple[int, ...] | None = DEFAULT_INPUT_SHAPES[name]
         where = name
     elif name.lower().endswith((".toml", ".json")) or os.path.sep in name:

@@ -24,11 +24,13 @@ from clearconv.nn.pool import (
     MaxPool1d,
     MaxPool2d,
 )
+from clearconv.nn.sequence import AdaptiveMaxPool1d, Embedding, Permute
 from clearconv.nn.textbook import use_textbook
 
 __all__ = [
     "LAYER_TYPES",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
     "Add",
     "AvgPool1d",
     "AvgPool2d",
@@ -40,6 +42,7 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Embedding",
     "Flatten",
     "Identity",
     "LeakyReLU",
@@ -50,6 +53,7 @@ __all__ = [
     "MaxPool2d",
     "Module",
     "Parameter",
+    "Permute",
     "ReLU",
     "ReLU6",
     "Residual",

@@ -74,6 +74,9 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "ReLU6": (),
     "LocalResponseNorm": ("size", "alpha", "beta", "k"),
     "ChannelShuffle": ("groups",),
+    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
+    "Permute": ("dims",),
+    "AdaptiveMaxPool1d": ("output_size",),
 }
 _BRANCHES = ("Concat", "Add")  # containers of branches run on one input
 # Settings added later, written only when not at their default: a file without them
@@ -86,7 +89,7 @@ _OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
     "Dropout": {"inplace": False},
 }
 _HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
-_RANDOM = ("Conv2d", "Conv1d", "Linear")  # take rng= and dtype=
+_RANDOM = ("Conv2d", "Conv1d", "Linear", "Embedding")  # take rng= and dtype=
 _TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
 # Sizes that may be inferred from the incoming shape: key -> axis of that shape.
 _INFER = {"in_channels": 1, "num_features": 1, "in_features": -1}

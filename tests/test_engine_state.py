@@ -6,6 +6,8 @@ limits are explicit :class:`Tuning` values or constructor arguments.
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -359,3 +361,22 @@ def test_tuning_is_validated_and_shared_engines_share_threads():
     assert eng.pool is DEFAULT.pool and eng.tuning.workspace_max_bytes == 400
     assert eng.workspace is not DEFAULT.workspace and eng.workspace.max_bytes == 400
     assert eng.results.max_bytes == 1 << 20
+
+
+@needs_threadpoolctl
+def test_the_engine_finds_numpys_blas_when_scipy_brought_its_own():
+    # SciPy's wheels load a second OpenBLAS; the engine must still hold NumPy's
+    # (it once saw two BLAS libraries, gave up, and ran every layer on one thread).
+    pytest.importorskip("scipy")
+    code = (
+        "import scipy.signal, numpy as np\n"
+        "from clearconv.engine import DEFAULT\n"
+        "from threadpoolctl import threadpool_limits\n"
+        "blas = DEFAULT.pool.blas()\n"
+        "with threadpool_limits(2, user_api='blas'):\n"
+        "    print(blas is not None and 'numpy' in str(blas.filepath),"
+        " DEFAULT.threads_for(np.zeros(1)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "2"]

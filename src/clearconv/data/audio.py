@@ -9,7 +9,7 @@ decibels). A 2-D CNN then reads it as it reads a photo; a 1-D CNN can read
 the raw samples instead, sliding along time.
 
 WAV files are read with the standard library's :mod:`wave` (PCM only);
-resampling to another rate uses SciPy (``pip install "clearconv[audio]"``)
+resampling to another rate uses SciPy (the ``audio`` extra)
 when the rate differs. The mel filters follow librosa's defaults (Slaney's mel
 scale and area normalisation), and a test checks them against librosa.
 """
@@ -128,9 +128,11 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     except ImportError as exc:
         from clearconv.data.folder import MissingDependencyError
 
+        from clearconv._extras import install_hint
+
         raise MissingDependencyError(
             f"a {rate} Hz recording must be resampled to {target} Hz, which needs SciPy: "
-            'pip install "clearconv[audio]" (from a checkout: pip install -e ".[audio]")'
+            f"{install_hint('audio')}"
         ) from exc
     g = math.gcd(rate, target)
     return resample_poly(x, target // g, rate // g).astype(np.float32)

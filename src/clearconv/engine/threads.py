@@ -35,13 +35,26 @@ def _helper(tasks: queue.SimpleQueue) -> None:
 
 
 def _find_blas() -> Any:
-    """threadpoolctl's controller of NumPy's BLAS; None without threadpoolctl or one BLAS."""
+    """threadpoolctl's controller of NumPy's BLAS; None without threadpoolctl, or when
+    NumPy's cannot be told apart from others.
+
+    Other packages load BLAS libraries of their own (SciPy's wheels bring a second
+    OpenBLAS): NumPy's is the one shipped in NumPy's folder (``numpy.libs`` on
+    Linux, ``numpy/.dylibs`` on macOS), or else the only one loaded.
+    """
     try:
         from threadpoolctl import ThreadpoolController
 
         found = ThreadpoolController().select(user_api="blas").lib_controllers
     except Exception:  # not installed, or a BLAS it cannot read
         found = []
+    home = os.path.dirname(os.path.dirname(np.__file__))  # site-packages (or the like)
+    numpy_own = [
+        c for c in found if os.path.relpath(str(c.filepath), home).split(os.sep)[0]
+        in ("numpy.libs", "numpy")
+    ]  # fmt: skip
+    if len(numpy_own) == 1:
+        return numpy_own[0]
     return found[0] if len(found) == 1 else None
 
 

@@ -126,9 +126,8 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     try:
         from scipy.signal import resample_poly
     except ImportError as exc:
-        from clearconv.data.folder import MissingDependencyError
-
         from clearconv._extras import install_hint
+        from clearconv.data.folder import MissingDependencyError
 
         raise MissingDependencyError(
             f"a {rate} Hz recording must be resampled to {target} Hz, which needs SciPy: "

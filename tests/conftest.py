@@ -32,7 +32,7 @@ def rng() -> np.random.Generator:
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 PROVIDED_IN_CI = re.compile(
     r"torch|onnx|playwright|chromium|PIL|pillow|starlette|uvicorn|httpx|multipart"
-    r"|matplotlib|threadpoolctl|hypothesis|MNIST|shared/datasets|CLEARCONV_DATA",
+    r"|matplotlib|threadpoolctl|hypothesis|librosa|scipy|MNIST|shared/datasets|CLEARCONV_DATA",
     re.IGNORECASE,
 )
 

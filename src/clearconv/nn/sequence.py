@@ -95,10 +95,8 @@ class Embedding(Module):
         return self.weight.data[x]
 
     def backward(self, grad_out: Array) -> Array | None:
-        if self._idx is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
         g = grad_out.reshape(-1, self.embedding_dim)
-        idx = self._idx.reshape(-1)
+        idx = self._cached(self._idx).reshape(-1)
         # Rows read more than once get the sum of their gradients: sort the tokens,
         # then one reduceat sums each run of equal indices (np.add.at does the same
         # one element at a time).
@@ -208,9 +206,7 @@ class AdaptiveMaxPool1d(Module):
         return np.take_along_axis(win, arg[..., None], 3)[..., 0]
 
     def backward(self, grad_out: Array) -> Array:
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        shape, winners = self._cache
+        shape, winners = self._cached(self._cache)
         n, c, length = shape
         dx = np.zeros((n * c, length), grad_out.dtype)
         rows = np.arange(n * c)[:, None] * length

@@ -35,30 +35,19 @@ import numpy as np
 from clearconv import nn as _nn
 from clearconv.nn.module import Module
 
-# Constructor arguments stored for each layer type, in signature order.
+# Constructor arguments stored for each layer type, in signature order; the
+# 1-D and 2-D forms of a layer take the same ones.
+_CONV = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+_MAX_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "dilation")
+_AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+_BATCH_NORM = ("num_features", "eps", "momentum", "affine", "track_running_stats")
 _ARGS: dict[str, tuple[str, ...]] = {
-    "Conv2d": (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-    ),
-    "Conv1d": (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-    ),
-    "MaxPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
-    "MaxPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
-    "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
-    "AvgPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "Conv2d": _CONV,
+    "Conv1d": _CONV,
+    "MaxPool2d": _MAX_POOL,
+    "MaxPool1d": _MAX_POOL,
+    "AvgPool2d": _AVG_POOL,
+    "AvgPool1d": _AVG_POOL,
     "AdaptiveAvgPool2d": ("output_size",),
     "ReLU": ("inplace",),
     "LeakyReLU": ("negative_slope", "inplace"),
@@ -68,8 +57,8 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "Flatten": ("start_dim", "end_dim"),
     "Linear": ("in_features", "out_features"),
     "Dropout": ("p", "inplace"),
-    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
-    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "BatchNorm1d": _BATCH_NORM,
+    "BatchNorm2d": _BATCH_NORM,
     "Identity": (),
     "ReLU6": (),
     "LocalResponseNorm": ("size", "alpha", "beta", "k"),

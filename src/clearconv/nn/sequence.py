@@ -13,7 +13,6 @@ import numpy as np
 
 from clearconv import _validate as v
 from clearconv.backend import Array, xp_of
-from clearconv.nn.activation import check_float_array
 from clearconv.nn.module import Module
 from clearconv.nn.parameter import Parameter
 
@@ -196,7 +195,7 @@ class AdaptiveMaxPool1d(Module):
         return np.minimum(start[:, None] + np.arange(width)[None, :], end[:, None] - 1)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(self, x)
+        v.check_float_array(self, x)
         self.output_shape(tuple(x.shape))
         idx = self._windows(x.shape[2])
         win = x[:, :, idx]  # (N, C, o, w)

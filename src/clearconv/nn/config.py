@@ -68,8 +68,9 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "AdaptiveMaxPool1d": ("output_size",),
 }
 _BRANCHES = ("Concat", "Add")  # containers of branches run on one input
-# Settings added later, written only when not at their default: a file without them
-# reads as before, and a file written without them is the same as before.
+# Settings older model files lack, written only when not at their default: a file
+# without them loads with the default, and a model that leaves them at the default
+# writes a file that versions without them read too.
 _OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
     "Conv1d": {"groups": 1},
     "Conv2d": {"groups": 1},

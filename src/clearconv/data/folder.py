@@ -95,12 +95,12 @@ def load_image(
     >>> x.shape, x[:, 0, 0].tolist()
     ((3, 2, 3), [255, 0, 0])
     """
-    Image, ImageOps = _pil()
+    _pil()  # a missing Pillow is said before anything about the file
     channels = _check_channels("load_image", channels)
     if size is not None:
         size = check_tuple("load_image", "size", size, 2, 1)
     path = Path(path)
-    arr = _decode(Image, ImageOps, _read_capped(path), path, size, channels)
+    arr = _decode(_read_capped(path), path, size, channels)
     # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -120,12 +120,13 @@ def _read_capped(path: Path) -> bytes:
     return data
 
 
-def _decode(Image, ImageOps, data: bytes, path: Path, size, channels: int) -> np.ndarray:
+def _decode(data: bytes, path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
     """Decode ``data`` (the file ``path``) to uint8 ``(H, W)`` or ``(H, W, 3)``.
 
     Upright by EXIF, composited on white, converted and resized as
     :func:`load_image` says; every failure is a DataError naming ``path``.
     """
+    Image, ImageOps = _pil()
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that:

@@ -154,9 +154,9 @@ def find_lr(
     if len(train_data) == 0:
         raise ValueError("find_lr: no training samples")
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
+    opt = _optimizer(optimizer, model, weight_decay)
+    rng = np.random.default_rng(seed)
     with _restored(model):
-        opt = _optimizer(optimizer, model, weight_decay)
-        rng = np.random.default_rng(seed)
         seen_lrs, smoothed, diverged = _sweep(model, train_data, opt, lrs, batch_size, beta, rng)
     if len(smoothed) < 2:
         raise ValueError(f"find_lr: the loss diverged at once (lr {start_lr:g}); lower start_lr")

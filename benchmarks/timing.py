@@ -1,9 +1,9 @@
 """Timing helpers: seconds per call, and interleaved median-of-runs comparison.
 
 ``per_call`` is what ``benchmarks.worker`` times each request with. ``compare``
-interleaves several functions in one process; ``benchmarks.run`` no longer uses
+interleaves several functions in one process; ``benchmarks.run`` does not use
 it for clearconv against PyTorch, because in one process the two thread pools
-(OpenBLAS's and torch's OpenMP) interfere and slowed PyTorch by ~1.5-2x right
+(OpenBLAS's and torch's OpenMP) interfere and slow PyTorch by ~1.5-2x right
 after clearconv's work. Use it only for functions that share one thread pool.
 """
 

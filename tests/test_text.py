@@ -109,6 +109,11 @@ def test_embedding_errors():
         emb(np.zeros((1, 2), np.float32))
     with pytest.raises(ValueError, match="padding_idx must be within"):
         Embedding(4, 2, padding_idx=4)
+    with pytest.raises(RuntimeError, match=r"Embedding\(4, 2\)\.backward called before forward"):
+        emb.backward(np.ones((1, 2, 2), np.float32))
+    pool = AdaptiveMaxPool1d(2)
+    with pytest.raises(RuntimeError, match=r"AdaptiveMaxPool1d\(output_size=2\)\.backward called"):
+        pool.backward(np.ones((1, 1, 2), np.float32))
 
 
 @pytest.mark.parametrize("length, out", [(7, 1), (7, 3), (12, 4), (5, 5), (9, 2)])

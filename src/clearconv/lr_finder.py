@@ -24,6 +24,8 @@ is ``lr_steep``. :func:`find_lr` leaves the model as it found it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from clearconv.engine.plan import no_input_grad
 from clearconv.model import Model
 from clearconv.nn.dropout import Dropout
 from clearconv.nn.loss import CrossEntropyLoss
+from clearconv.optim.optimizer import Optimizer
 
 __all__ = ["LRFinderResult", "find_lr", "plot_lr_finder"]
 
@@ -138,7 +141,6 @@ def find_lr(
     >>> 1e-7 <= r.suggestion < 10, len(r.lrs) == len(r.losses) <= 60
     (True, True)
     """
-    # Over 80 lines with its docstring: validation, then one loop over the steps.
     if not isinstance(model, Model):
         raise TypeError(f"find_lr expected a clearconv.Model, got {type(model).__name__}")
     if not isinstance(train_data, Dataset):
@@ -149,54 +151,81 @@ def find_lr(
     end_lr = check_float("find_lr", "end_lr", end_lr, minimum=start_lr, open_min=True)
     beta = check_float("find_lr", "beta", beta, 0.0, 1.0, open_max=True)
     weight_decay = check_float("find_lr", "weight_decay", weight_decay, minimum=0.0)
-    n = len(train_data)
-    if n == 0:
+    if len(train_data) == 0:
         raise ValueError("find_lr: no training samples")
-    # the sweep trains: keep the weights, BatchNorm statistics and Dropout streams to restore
+    lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
+    opt = _optimizer(optimizer, model, weight_decay)
+    rng = np.random.default_rng(seed)
+    with _restored(model):
+        seen_lrs, smoothed, diverged = _sweep(model, train_data, opt, lrs, batch_size, beta, rng)
+    if len(smoothed) < 2:
+        raise ValueError(f"find_lr: the loss diverged at once (lr {start_lr:g}); lower start_lr")
+    return _result(np.array(seen_lrs), np.array(smoothed), diverged)
+
+
+@contextmanager
+def _restored(model: Model) -> Iterator[None]:
+    """Put back ``model``'s weights, BatchNorm statistics and Dropout streams afterwards.
+
+    The sweep trains the model; the caller gets it back as it was, with its
+    gradients zeroed.
+    """
     saved = {k: np.array(v) for k, v in model.state_dict().items()}
     dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
     dropout_states = [d.rng.bit_generator.state for d in dropouts]
-    opt = _optimizer(optimizer, model, weight_decay)
-    ce = CrossEntropyLoss()
-    rng = np.random.default_rng(seed)
-    lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
-    order = rng.permutation(n)
-    pos = 0
-    seen_lrs: list[float] = []
-    smoothed: list[float] = []
-    avg, best, diverged = 0.0, math.inf, False
     try:
-        for i, lr in enumerate(lrs):
-            if pos + min(batch_size, n) > n:  # used up: a fresh shuffle
-                order, pos = rng.permutation(n), 0
-            idx = order[pos : pos + batch_size]
-            pos += len(idx)
-            opt.lr = float(lr)
-            opt.zero_grad()
-            logits = model(model.preprocess(train_data.images[idx]), training=True)
-            loss = float(ce(logits, train_data.labels[idx]))
-            if not math.isfinite(loss):
-                diverged = True
-                break
-            with no_input_grad(model):  # the data is not learned
-                model.backward(ce.backward())
-            opt.step()
-            avg = beta * avg + (1 - beta) * loss
-            value = avg / (1 - beta ** (i + 1))  # bias correction of the average
-            seen_lrs.append(float(lr))
-            smoothed.append(value)
-            best = min(best, value)
-            if i > 0 and value > DIVERGE_FACTOR * best:
-                diverged = True
-                break
+        yield
     finally:
         model.load_state_dict(saved)
         model.zero_grad()
         for d, state in zip(dropouts, dropout_states, strict=True):
             d.rng.bit_generator.state = state
-    if len(smoothed) < 2:
-        raise ValueError(f"find_lr: the loss diverged at once (lr {start_lr:g}); lower start_lr")
-    return _result(np.array(seen_lrs), np.array(smoothed), diverged)
+
+
+def _sweep(
+    model: Model,
+    train_data: Dataset,
+    opt: Optimizer,
+    lrs: np.ndarray,
+    batch_size: int,
+    beta: float,
+    rng: np.random.Generator,
+) -> tuple[list[float], list[float], bool]:
+    """One training step per rate of ``lrs``: the rates run, the smoothed losses, diverged.
+
+    Batches come from a shuffled order, reshuffled when used up; the sweep
+    stops at a non-finite loss or once the smoothed loss passes
+    ``DIVERGE_FACTOR`` times its minimum.
+    """
+    ce = CrossEntropyLoss()
+    n = len(train_data)
+    order = rng.permutation(n)
+    pos = 0
+    seen_lrs: list[float] = []
+    smoothed: list[float] = []
+    avg, best = 0.0, math.inf
+    for i, lr in enumerate(lrs):
+        if pos + min(batch_size, n) > n:  # used up: a fresh shuffle
+            order, pos = rng.permutation(n), 0
+        idx = order[pos : pos + batch_size]
+        pos += len(idx)
+        opt.lr = float(lr)
+        opt.zero_grad()
+        logits = model(model.preprocess(train_data.images[idx]), training=True)
+        loss = float(ce(logits, train_data.labels[idx]))
+        if not math.isfinite(loss):
+            return seen_lrs, smoothed, True
+        with no_input_grad(model):  # the data is not learned
+            model.backward(ce.backward())
+        opt.step()
+        avg = beta * avg + (1 - beta) * loss
+        value = avg / (1 - beta ** (i + 1))  # bias correction of the average
+        seen_lrs.append(float(lr))
+        smoothed.append(value)
+        best = min(best, value)
+        if i > 0 and value > DIVERGE_FACTOR * best:
+            return seen_lrs, smoothed, True
+    return seen_lrs, smoothed, False
 
 
 def _result(lrs: np.ndarray, losses: np.ndarray, diverged: bool) -> LRFinderResult:

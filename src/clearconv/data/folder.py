@@ -95,11 +95,18 @@ def load_image(
     >>> x.shape, x[:, 0, 0].tolist()
     ((3, 2, 3), [255, 0, 0])
     """
-    Image, ImageOps = _pil()
+    _pil()  # a missing Pillow is said before anything about the file
     channels = _check_channels("load_image", channels)
     if size is not None:
         size = check_tuple("load_image", "size", size, 2, 1)
     path = Path(path)
+    arr = _decode(_read_capped(path), path, size, channels)
+    # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _read_capped(path: Path) -> bytes:
+    """The bytes of ``path``; a file over :data:`MAX_IMAGE_FILE_BYTES` raises DataError."""
     try:
         with open(path, "rb") as f:
             # read(n) reserves n bytes before reading: ask for what the file
@@ -110,6 +117,16 @@ def load_image(
         raise DataError(f"{path}: cannot read image ({exc})") from exc
     if len(data) > MAX_IMAGE_FILE_BYTES:
         raise DataError(f"{path}: image file larger than {MAX_IMAGE_FILE_BYTES} bytes")
+    return data
+
+
+def _decode(data: bytes, path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """Decode ``data`` (the file ``path``) to uint8 ``(H, W)`` or ``(H, W, 3)``.
+
+    Upright by EXIF, composited on white, converted and resized as
+    :func:`load_image` says; every failure is a DataError naming ``path``.
+    """
+    Image, ImageOps = _pil()
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that:
@@ -127,7 +144,7 @@ def load_image(
                 im = im.convert("L" if channels == 1 else "RGB")
                 if size is not None and im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.Resampling.LANCZOS)
-                arr = np.asarray(im, dtype=np.uint8)
+                return np.asarray(im, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refusing a possible decompression bomb ({exc})") from exc
     except Image.UnidentifiedImageError as exc:  # its text names an internal BytesIO object
@@ -137,8 +154,6 @@ def load_image(
         ) from exc
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)
-    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def image_folder_split(root: str | os.PathLike, split: str | None) -> Path:
@@ -213,11 +228,24 @@ def load_image_folder(
     >>> ds.images.shape, ds.labels.tolist(), ds.class_names
     ((2, 1, 4, 4), [0, 1], ['cat', 'dog'])
     """
-    # Over 80 lines only by its docstring; the work is list, label, decode.
     _pil()
     channels = _check_channels("load_image_folder", channels)
     size = check_tuple("load_image_folder", "size", size, 2, 1)
     folder = image_folder_split(root, split)
+    files, labels, names = _class_files(folder, class_names)
+    images, ok = read_images(files, size, channels, skipped)
+    return Dataset(images, np.asarray(labels, dtype=np.int64)[ok], names)
+
+
+def _class_files(
+    folder: Path, class_names: Sequence[str] | None
+) -> tuple[list[Path], list[int], list[str]]:
+    """The image files of ``folder/CLASS/``, their labels and the class names.
+
+    Files are ordered by class folder, then by name; the labels index
+    ``class_names`` when given (a folder not in it is a DataError), else the
+    sorted folder names.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (expected ROOT/CLASS/image files)")
     dirs = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -242,8 +270,7 @@ def load_image_folder(
         raise DataError(
             f"{folder}: no images found (expected {'|'.join(IMAGE_EXTENSIONS)} in class folders)"
         )
-    images, ok = read_images(files, size, channels, skipped)
-    return Dataset(images, np.asarray(labels, dtype=np.int64)[ok], names)
+    return files, labels, names
 
 
 def read_images(

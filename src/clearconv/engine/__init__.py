@@ -18,6 +18,7 @@ Map:
 - ``memory.py``: :class:`~clearconv.engine.memory.Workspace` (per-thread
   scratch buffers) and :class:`~clearconv.engine.memory.ResultPool` (the
   memory of dropped results, reused).
+- ``fork.py``: the one at-fork hook that resets both pools in a forked child.
 - ``plan.py``: the planner the containers call: which layers run in place,
   ReLU moved after max pooling, the first layer's unused input gradient
   skipped; :class:`~clearconv.engine.plan.Traits` declares what a layer

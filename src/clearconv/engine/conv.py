@@ -680,8 +680,9 @@ def _grid_scatter_cols(
     j)`` steps back by its shift: one NumPy call, in tap order as ``kH*kW``
     shifted adds would make it (0.22 against 0.40 ms for LeNet-5's second
     layer at batch 64, one thread), and one that releases the GIL for its
-    whole length, so the blocks of two threads no longer wait on each other
-    (25 short adds ran 0.72x as fast on two threads as on one).
+    whole length, so the blocks of two threads do not wait on each other
+    (25 short adds, which hold it between calls, ran 0.72x as fast on two
+    threads as on one).
 
     Shape: ``g_grid`` (O, nb, Hp, Wp), ``w2`` (O, C*kH*kW), ``dxpad``
     (C, nb, Hp, Wp) contiguous per channel, all written; ``dcols`` lives in

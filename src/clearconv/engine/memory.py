@@ -12,15 +12,14 @@ and hands it out again once nothing refers to it. An
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
-import weakref
 from typing import Any
 
 import numpy as np
 
 from clearconv.backend import Array, xp_of
+from clearconv.engine.fork import reset_after_fork
 
 
 class Workspace:
@@ -84,19 +83,6 @@ class Workspace:
         self._local.__dict__.pop("buffers", None)
 
 
-# Every ResultPool, so that a forked child can reset them (os.register_at_fork
-# takes no arguments and cannot be undone: one hook for all, held weakly).
-_POOLS: weakref.WeakSet[ResultPool] = weakref.WeakSet()
-
-
-def _reset_pools_in_child() -> None:
-    for pool in list(_POOLS):
-        pool._after_fork()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_reset_pools_in_child)
-
 # CPython counts references; without that (PyPy, free-threaded builds) nothing is kept.
 _COUNTS = hasattr(sys, "getrefcount") and getattr(sys, "_is_gil_enabled", lambda: True)()
 
@@ -144,7 +130,7 @@ class ResultPool:
         self.max_bytes = max_bytes
         self.kept: dict[int, list[Any]] = {}  # nbytes -> 1-D uint8 buffers, in use or free
         self.lock = threading.Lock()
-        _POOLS.add(self)
+        reset_after_fork(self)
 
     def fresh(self, shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
         """An uninitialised C-order array of ``shape``, in reused memory when it is large."""

@@ -24,8 +24,6 @@ import numpy as np
 from clearconv.backend import Array, along, xp_of
 from clearconv.engine.core import DEFAULT, Engine
 
-Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
-
 
 def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
     """PyTorch's pooling output length.

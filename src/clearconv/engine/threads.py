@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from clearconv.backend import Array, xp_of
+from clearconv.engine.fork import reset_after_fork
 
 
 def _helper(tasks: queue.SimpleQueue) -> None:
@@ -56,20 +56,6 @@ def _find_blas() -> Any:
     if len(numpy_own) == 1:
         return numpy_own[0]
     return found[0] if len(found) == 1 else None
-
-
-# Every ThreadPool, so that a forked child can reset them (os.register_at_fork
-# takes no arguments and cannot be undone: one hook for all, held weakly).
-_POOLS: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
-
-
-def _reset_pools_in_child() -> None:
-    for pool in list(_POOLS):
-        pool._after_fork()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_reset_pools_in_child)
 
 
 class ThreadPool:
@@ -118,7 +104,7 @@ class ThreadPool:
         self._blas: list[Any] = []  # [] before the first look; then [controller] or [None]
         self._helpers: list[queue.SimpleQueue] = []  # one task queue per helper thread
         self._lock = threading.Lock()
-        _POOLS.add(self)
+        reset_after_fork(self)
 
     def blas(self) -> Any:
         """threadpoolctl's controller of NumPy's BLAS (looked up once), or None."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from clearconv import _validate as v
 from clearconv.backend import Array, xp_of
-from clearconv.nn.activation import check_float_array
 from clearconv.nn.module import Module
 
 
@@ -66,7 +65,7 @@ class LocalResponseNorm(Module):
         self._cache: tuple[Array, Array, Array] | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(self, x)
+        v.check_float_array(self, x)
         if x.ndim < 2:
             raise ValueError(f"{self!r} expected input of shape (N, C, *), got {tuple(x.shape)}")
         front, back = self.size // 2, (self.size - 1) // 2
@@ -137,7 +136,7 @@ class ChannelShuffle(Module):
         return xp_of(a).ascontiguousarray(b).reshape(a.shape)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(self, x)
+        v.check_float_array(self, x)
         self._check(tuple(x.shape))
         return self._shuffle(x, self.groups)
 
@@ -167,7 +166,7 @@ class ReLU6(Module):
         self._x: Array | None = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(self, x)
+        v.check_float_array(self, x)
         self._x = x
         return xp_of(x).clip(x, 0, 6)
 

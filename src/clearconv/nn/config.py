@@ -35,30 +35,19 @@ import numpy as np
 from clearconv import nn as _nn
 from clearconv.nn.module import Module
 
-# Constructor arguments stored for each layer type, in signature order.
+# Constructor arguments stored for each layer type, in signature order; the
+# 1-D and 2-D forms of a layer take the same ones.
+_CONV = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+_MAX_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "dilation")
+_AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+_BATCH_NORM = ("num_features", "eps", "momentum", "affine", "track_running_stats")
 _ARGS: dict[str, tuple[str, ...]] = {
-    "Conv2d": (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-    ),
-    "Conv1d": (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-    ),
-    "MaxPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
-    "MaxPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "dilation"),
-    "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
-    "AvgPool1d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "Conv2d": _CONV,
+    "Conv1d": _CONV,
+    "MaxPool2d": _MAX_POOL,
+    "MaxPool1d": _MAX_POOL,
+    "AvgPool2d": _AVG_POOL,
+    "AvgPool1d": _AVG_POOL,
     "AdaptiveAvgPool2d": ("output_size",),
     "ReLU": ("inplace",),
     "LeakyReLU": ("negative_slope", "inplace"),
@@ -68,8 +57,8 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "Flatten": ("start_dim", "end_dim"),
     "Linear": ("in_features", "out_features"),
     "Dropout": ("p", "inplace"),
-    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
-    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "BatchNorm1d": _BATCH_NORM,
+    "BatchNorm2d": _BATCH_NORM,
     "Identity": (),
     "ReLU6": (),
     "LocalResponseNorm": ("size", "alpha", "beta", "k"),
@@ -79,8 +68,9 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "AdaptiveMaxPool1d": ("output_size",),
 }
 _BRANCHES = ("Concat", "Add")  # containers of branches run on one input
-# Settings added later, written only when not at their default: a file without them
-# reads as before, and a file written without them is the same as before.
+# Settings older model files lack, written only when not at their default: a file
+# without them loads with the default, and a model that leaves them at the default
+# writes a file that versions without them read too.
 _OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
     "Conv1d": {"groups": 1},
     "Conv2d": {"groups": 1},

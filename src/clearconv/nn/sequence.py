@@ -13,7 +13,6 @@ import numpy as np
 
 from clearconv import _validate as v
 from clearconv.backend import Array, xp_of
-from clearconv.nn.activation import check_float_array
 from clearconv.nn.module import Module
 from clearconv.nn.parameter import Parameter
 
@@ -95,10 +94,8 @@ class Embedding(Module):
         return self.weight.data[x]
 
     def backward(self, grad_out: Array) -> Array | None:
-        if self._idx is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
         g = grad_out.reshape(-1, self.embedding_dim)
-        idx = self._idx.reshape(-1)
+        idx = self._cached(self._idx).reshape(-1)
         # Rows read more than once get the sum of their gradients: sort the tokens,
         # then one reduceat sums each run of equal indices (np.add.at does the same
         # one element at a time).
@@ -198,7 +195,7 @@ class AdaptiveMaxPool1d(Module):
         return np.minimum(start[:, None] + np.arange(width)[None, :], end[:, None] - 1)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        check_float_array(self, x)
+        v.check_float_array(self, x)
         self.output_shape(tuple(x.shape))
         idx = self._windows(x.shape[2])
         win = x[:, :, idx]  # (N, C, o, w)
@@ -208,9 +205,7 @@ class AdaptiveMaxPool1d(Module):
         return np.take_along_axis(win, arg[..., None], 3)[..., 0]
 
     def backward(self, grad_out: Array) -> Array:
-        if self._cache is None:
-            raise RuntimeError(f"{self!r}.backward called before forward")
-        shape, winners = self._cache
+        shape, winners = self._cached(self._cache)
         n, c, length = shape
         dx = np.zeros((n * c, length), grad_out.dtype)
         rows = np.arange(n * c)[:, None] * length

@@ -378,6 +378,8 @@ def xo_report(
     trained net of :func:`clearconv.viz.xo.train_xo` (its 3x3 features are shown
     beside the hand-made ones) and ``history`` its training history.
     """
+    # Over 80 lines: one page written top to bottom in the order the reader
+    # sees its sections (images, features, filtering, ReLU, pooling, votes).
     from clearconv.viz.xo import FEATURE_NAMES
 
     names = walk["class_names"]

@@ -53,13 +53,17 @@ from clearconv.onnx._common import (
     META_PREFIX,
     require_onnx,
 )
+from clearconv.onnx.assemble import assemble
 from clearconv.onnx.graph import Data
-from clearconv.onnx.ops import OPS
+from clearconv.onnx.ops import OPS, constant
 from clearconv.onnx.shapes import Refuse
 
 
 class UnsupportedModelError(ValueError):
     """An ONNX graph that clearconv cannot represent exactly.
+
+    The message groups the problems by operator with counts
+    (``"ConstantOfShape x36 (...), LRN x2 (...)"``), quoting up to three of each.
 
     Attributes
     ----------
@@ -70,10 +74,18 @@ class UnsupportedModelError(ValueError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.problems = list(problems)
         n = len(self.problems)
+        groups: dict[str, list[str]] = {}
+        for p in self.problems:
+            groups.setdefault(p.split(" ", 1)[0], []).append(p)
+        parts = []
+        for op, items in groups.items():
+            shown = "; ".join(items[:3]) + ("; ..." if len(items) > 3 else "")
+            parts.append(f"{op} x{len(items)} ({shown})")
         super().__init__(
             f"{source}: cannot import {n} unsupported node{'s' if n != 1 else ''}: "
-            + "; ".join(self.problems)
-            + f" (supported operators: {', '.join(sorted(OPS))})"
+            + ", ".join(parts)
+            + f" (supported operators: {', '.join(sorted(OPS))}; any operator whose "
+            "inputs do not depend on the graph input is evaluated at load time)"
         )
 
 
@@ -81,7 +93,7 @@ class UnsupportedModelError(ValueError):
 class Imported:
     """What an ONNX file holds, in clearconv's terms (the parts of a Model)."""
 
-    net: nn.Sequential
+    net: nn.Module
     input_shape: tuple[int, ...]
     class_names: list[str]
     mean: list[float] | None = None
@@ -127,6 +139,7 @@ class Importer:
         self.problems: list[str] = []
         self.consumers = G.consumers(self.graph)
         self.batch: int | str = G.N  # the input's batch size, or N when dynamic
+        self.static: set[int] = set()  # ids of the nodes that depend on no graph input
 
     # -- what handlers use ---------------------------------------------------
     # required=True gives an array or raises Refuse; only optional inputs may be None.
@@ -182,7 +195,7 @@ class Importer:
             shape = tuple(layer.output_shape(x.shape))
         except ValueError as exc:
             raise Refuse(str(exc)) from None
-        return Data((*x.shapes, shape), (*x.layers, layer))
+        return Data((*x.shapes, shape), (*x.layers, layer), x.origin)
 
     def to_array(self, tensor: Any) -> np.ndarray:
         return G.to_array(self.onnx, tensor)
@@ -194,16 +207,24 @@ class Importer:
         for init in g.initializer:
             self.values[init.name] = self.to_array(init)
         inputs = [i for i in g.input if i.name not in self.values]
-        problems = static_problems(self.onnx, list(g.node))
+        try:
+            order = G.topological(list(g.node), set(self.values) | {i.name for i in inputs})
+        except ValueError as exc:
+            raise ValueError(f"{self.source}: {exc}") from None
+        # Nodes that depend on no graph input (ConstantOfShape making weights,
+        # shape arithmetic on constants) are evaluated, whatever their operator.
+        dynamic = {i.name for i in inputs}
+        for node in order:
+            if any(t in dynamic for t in node.input):
+                dynamic.update(node.output)
+            else:
+                self.static.add(id(node))
+        problems = static_problems(self.onnx, [n for n in order if id(n) not in self.static])
         input_shape = self._input(inputs, problems)
         if len(g.output) != 1:
             problems.append(f"the graph has {len(g.output)} outputs; a classifier has one")
         if problems:
             raise UnsupportedModelError(self.source, problems)
-        try:
-            order = G.topological(list(g.node), set(self.values))
-        except ValueError as exc:
-            raise ValueError(f"{self.source}: {exc}") from None
         for node in order:
             self._visit(node)
         if self.problems:
@@ -212,19 +233,52 @@ class Importer:
         if not isinstance(out, Data):
             problem = f"the output {g.output[0].name!r} does not depend on the input"
             raise UnsupportedModelError(self.source, [problem])
-        return self._finish(nn.Sequential(*out.layers), input_shape, out.shape)
+        try:
+            net = assemble(out)
+        except Refuse as exc:
+            raise UnsupportedModelError(self.source, [f"graph ({exc})"]) from None
+        return self._finish(net, input_shape, out.shape)
 
     def _visit(self, node: Any) -> None:
         """Set the values of ``node``'s outputs (None where it, or an input, was refused)."""
         outs: list[Any] = [None] * len(node.output)
         if all(not t or self.values.get(t, 0) is not None for t in node.input):
             try:
-                outs = self._convert(node)
+                outs = self._evaluate(node) if id(node) in self.static else self._convert(node)
             except Refuse as exc:
                 self.problems.append(f"{G.label(node)} ({exc})")
         # else: downstream of a refused node, which is already reported
         for t, v in zip(node.output, outs):
             self.values[t] = v
+
+    def _evaluate(self, node: Any) -> list[Any]:
+        """The outputs of a node whose inputs are all constants, by ONNX's reference runtime."""
+        if node.op_type == "Constant":
+            return constant(self, node, G.attrs(self.onnx, node))
+        from onnx.reference import ReferenceEvaluator
+
+        helper = self.onnx.helper
+        feeds = {t: np.asarray(self.values[t]) for t in dict.fromkeys(node.input) if t}
+
+        def info(name: str, arr: np.ndarray | None = None) -> Any:
+            if arr is None:
+                return helper.make_empty_tensor_value_info(name)
+            elem = helper.np_dtype_to_tensor_dtype(arr.dtype)
+            return helper.make_tensor_value_info(name, elem, arr.shape)
+
+        graph = helper.make_graph(
+            [node],
+            "constant",
+            [info(t, a) for t, a in feeds.items()],
+            [info(t) for t in node.output if t],
+        )
+        model = helper.make_model(graph, opset_imports=list(self.proto.opset_import))
+        try:
+            got = ReferenceEvaluator(model).run(None, feeds)
+        except Exception as exc:  # the reference runtime raises many kinds
+            raise Refuse(f"cannot evaluate this constant: {exc!r}"[:300]) from None
+        values = iter(got)
+        return [np.asarray(next(values)) if t else None for t in node.output]
 
     def _convert(self, node: Any) -> list[Any]:
         op = OPS[node.op_type]
@@ -276,7 +330,7 @@ class Importer:
                     return None
         return None
 
-    def _finish(self, net: nn.Sequential, input_shape, out_shape) -> Imported:
+    def _finish(self, net: nn.Module, input_shape, out_shape) -> Imported:
         k = out_shape[1] if len(out_shape) == 2 else 0
         names = self._meta(META_CLASS_NAMES)
         if not (isinstance(names, list) and len(names) == k):

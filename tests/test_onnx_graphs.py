@@ -234,8 +234,8 @@ def test_unsupported_nodes_are_grouped_by_operator_with_counts():
 
 @pytest.mark.parametrize("opset", [9, 11, 13, 17])
 def test_opset_forms_of_clip_unsqueeze_bn_dropout_and_constants(opset):
-    """Clip's bounds and Unsqueeze's axes moved from attributes to inputs (opsets 11
-    and 13), Dropout lost is_test, BatchNorm lost spatial; weights made by
+    """Pad's pads and Clip's bounds, and Unsqueeze's axes, moved from attributes to
+    inputs (opsets 11 and 13); weights made by
     ConstantOfShape and Unsqueeze of constants are evaluated at load time."""
     c = 2
     scale = np.array([0.5, 2.0], np.float32)
@@ -248,11 +248,15 @@ def test_opset_forms_of_clip_unsqueeze_bn_dropout_and_constants(opset):
             value=numpy_helper.from_array(np.array([0.1], np.float32)),
         )
     )
-    nodes.append(helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]))
-    bn = dict(epsilon=1e-3)
-    if opset < 9:  # pragma: no cover - the table starts at 9
-        bn["spatial"] = 1
-    nodes.append(helper.make_node("BatchNormalization", ["h", "s", "b", "m", "v"], ["n"], **bn))
+    if opset < 11:  # a zero Pad, taken into the Conv's padding
+        nodes.append(helper.make_node("Pad", ["x"], ["xp"], pads=[0, 0, 1, 1, 0, 0, 1, 1]))
+    else:
+        inits.append(("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)))
+        nodes.append(helper.make_node("Pad", ["x", "pads"], ["xp"], mode="constant"))
+    nodes.append(helper.make_node("Conv", ["xp", "w"], ["h"]))
+    nodes.append(
+        helper.make_node("BatchNormalization", ["h", "s", "b", "m", "v"], ["n"], epsilon=1e-3)
+    )
     inits += [("s", scale), ("b", scale), ("m", scale * 0), ("v", scale)]
     if opset < 13:
         nodes.append(helper.make_node("Unsqueeze", ["k"], ["k3"], axes=[1, 2]))
@@ -274,6 +278,7 @@ def test_opset_forms_of_clip_unsqueeze_bn_dropout_and_constants(opset):
     _close(got(x), _run_ort(proto, x))
     # Mul and Add folded into BatchNorm's affine weights; Clip(0, 6) is ReLU6
     assert [type(m).__name__ for m in got] == ["Conv2d", "BatchNorm2d", "ReLU6", "Dropout"]
+    assert got[0].padding == (1, 1)
 
 
 def test_softmax_before_opset_13_over_trailing_ones():
@@ -303,8 +308,8 @@ CLASSICS = [
 
 def _with_random_weights(proto, rng: np.random.Generator):
     """The model with each ConstantOfShape weight replaced by a seeded random
-    initializer of its shape (positive for BatchNorm variances, scaled by
-    1/sqrt(fan-in) so activations keep their size), and its final Softmax
+    initializer of its shape (in 0.5..1.5 for BatchNorm variances, else of
+    variance 1/fan-in so activations keep their size), and its final Softmax
     dropped so that logits, not probabilities near 1/1000, are compared."""
     g = proto.graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
@@ -313,11 +318,12 @@ def _with_random_weights(proto, rng: np.random.Generator):
     for n in g.node:
         if n.op_type == "ConstantOfShape" and n.input[0] in inits:
             shape = tuple(int(v) for v in inits[n.input[0]])
+            a = rng.random(shape, dtype=np.float32)  # uniform: the cheapest draw of 144 M
             if n.output[0] in variances:
-                a = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-            else:
-                a = rng.standard_normal(shape, dtype=np.float32)
-                a *= np.float32(1 / np.sqrt(max(int(np.prod(shape[1:])), 1)))
+                a += np.float32(0.5)
+            else:  # uniform on +-sqrt(3 / fan_in): variance 1 / fan_in
+                a -= np.float32(0.5)
+                a *= np.float32(2 * np.sqrt(3 / max(int(np.prod(shape[1:])), 1)))
             weights.append(numpy_helper.from_array(a, n.output[0]))
         else:
             keep.append(n)
@@ -360,3 +366,29 @@ def test_constant_of_shape_weights_are_evaluated():
     assert sum(isinstance(m, nn.LocalResponseNorm) for m in net.modules()) == 2
     w = convs[0].weight.data
     assert np.all(w == w.flat[0])  # the one constant, as the file says
+
+
+def test_channelwise_mul_and_add_fold_into_a_conv_or_become_an_affine_layer():
+    k = np.array([2.0, -0.5, 3.0], np.float32).reshape(3, 1, 1)
+    w = _r(3).standard_normal((3, 3, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),  # no bias: the Add makes one
+        helper.make_node("Mul", ["c", "k"], ["m"]),
+        helper.make_node("Add", ["k", "m"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Mul", ["r", "k"], ["r2"]),  # after a ReLU: an affine layer
+        helper.make_node("Add", ["r2", "k"], ["y"]),
+    ]
+    proto = _model(nodes, [("w", w), ("k", k)], in_shape=(1, 3, 4, 4))
+    x = _r(4).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    got = from_onnx(proto).net
+    assert [type(m).__name__ for m in got] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    assert got[0].bias is not None
+    _close(got(x[:1]), _run_ort(proto, x[:1]))
+    # a constant that varies over the pixels is no per-channel scale
+    nodes[1] = helper.make_node("Mul", ["c", "px"], ["m"], name="mul")
+    proto = _model(
+        nodes, [("w", w), ("k", k), ("px", np.ones((1, 4, 4), np.float32))], (1, 3, 4, 4)
+    )
+    with pytest.raises(UnsupportedModelError, match=r"Mul 'mul' \(a Mul of a constant that is not"):
+        from_onnx(proto)

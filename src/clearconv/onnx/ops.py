@@ -59,8 +59,51 @@ _AUTO_PAD = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 
 
 # -- layers with weights --------------------------------------------------------
-def conv(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
+@dataclass(frozen=True)
+class Padded:
+    """An activation zero-padded by a Pad node, waiting for the Conv (or the
+    average pool counting padding) that takes the padding as its own."""
+
+    x: Data
+    pairs: list[tuple[int, int]]  # (begin, end) per spatial axis
+
+
+def pad(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
     x = imp.data(node)
+    # pads and value: attributes before opset 11, inputs after
+    pads = a.get("pads", imp.const(node, 1, "pads", required=False))
+    value = a.get("value", imp.const(node, 2, "constant_value", required=False))
+    if a.get("mode", "constant") != "constant" or (value is not None and float(np.ravel(value)[0])):
+        raise Refuse("only zero padding (mode constant, value 0) is supported")
+    rank = len(x.shape)
+    p = [int(v) for v in np.ravel(pads)] if pads is not None else [0] * 2 * rank
+    if len(p) != 2 * rank or any(v < 0 for v in p) or any(p[i] or p[rank + i] for i in (0, 1)):
+        raise Refuse(f"pads={p}: only non-negative padding of the spatial axes")
+    return [Padded(x, list(zip(p[2:rank], p[rank + 2 :])))]
+
+
+def _input_and_pads(
+    imp: Importer, node: Any, a: dict[str, Any]
+) -> tuple[Data, list[tuple[int, int]] | None]:
+    """The activation a Conv or pool reads and the padding a Pad before it added."""
+    v = imp.values.get(node.input[0])
+    if isinstance(v, Padded):
+        if imp.consumers.get(node.input[0], 0) != 1:
+            raise Refuse("a padded activation read by several nodes")
+        if a.get("auto_pad", "NOTSET") != "NOTSET":
+            raise Refuse("a Pad before a node with auto_pad")
+        return v.x, v.pairs
+    return imp.data(node), None
+
+
+def _add_pads(pairs, extra):
+    if extra is None:
+        return pairs
+    return [(b + eb, e + ee) for (b, e), (eb, ee) in zip(pairs, extra)]
+
+
+def conv(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
+    x, extra = _input_and_pads(imp, node, a)
     w = imp.const(node, 1, "the weight W")
     b = imp.const(node, 2, "the bias B", required=False)
     nd = w.ndim - 2
@@ -80,7 +123,9 @@ def conv(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
         "out_channels": int(w.shape[0]),
         "kernel_size": k,
         "stride": s,
-        "padding": conv_padding(pads_from_attrs(a, x.shape[2:], k, s, d), k, s, d),
+        "padding": conv_padding(
+            _add_pads(pads_from_attrs(a, x.shape[2:], k, s, d), extra), k, s, d
+        ),
         "dilation": d,
         "groups": groups,
         "bias": b is not None,
@@ -150,14 +195,16 @@ def batch_norm(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
 
 # -- pooling ------------------------------------------------------------------------
 def _pool(imp: Importer, node: Any, a: dict[str, Any], is_max: bool) -> Data:
-    x = imp.data(node)
+    x, extra = _input_and_pads(imp, node, a)
+    if extra is not None and (is_max or not a.get("count_include_pad", 0)):
+        raise Refuse("a zero Pad before a pool that does not count padding as zeros")
     k = [int(v) for v in a.get("kernel_shape", [])]
     nd = len(k)
     if nd not in (1, 2) or len(x.shape) != nd + 2:
         raise Refuse(f"a {nd}-D pool of input {x.shape}; only 1-D and 2-D")
     s = [int(v) for v in a.get("strides", [1] * nd)]
     d = [int(v) for v in a.get("dilations", [1] * nd)]
-    pairs = pads_from_attrs(a, x.shape[2:], k, s, d)
+    pairs = _add_pads(pads_from_attrs(a, x.shape[2:], k, s, d), extra)
     ceil = bool(a.get("ceil_mode", 0))
     if _one_window(x.shape[2:], k, d, pairs) and (is_max or not a.get("count_include_pad", 0)):
         # a window as large as the input plus its end padding (Caffe's global pool)
@@ -591,6 +638,7 @@ OPS: dict[str, Op] = {
     "LRN": Op(lrn, {"size": None, "alpha": None, "beta": None, "bias": None}),
     "Clip": Op(clip, {"min": None, "max": None}),
     "Transpose": Op(transpose, {"perm": None}),
+    "Pad": Op(pad, {"mode": None, "pads": None, "value": None}),
     "BatchNormalization": Op(
         batch_norm,
         {

@@ -392,3 +392,18 @@ def test_channelwise_mul_and_add_fold_into_a_conv_or_become_an_affine_layer():
     )
     with pytest.raises(UnsupportedModelError, match=r"Mul 'mul' \(a Mul of a constant that is not"):
         from_onnx(proto)
+
+
+@pytest.mark.skipif(not os.path.isdir(LIGHT), reason="this onnx build ships no backend test data")
+def test_cli_imports_a_classic_whose_scores_are_n_k_1_1(tmp_path, capsys):
+    """SqueezeNet ends in (N, 1000, 1, 1): as a model file it classifies, (N, 1000)."""
+    from clearconv import io
+    from clearconv.cli import main
+
+    out = tmp_path / "squeezenet.npz"
+    main(["import", os.path.join(LIGHT, "light_squeezenet.onnx"), str(out)])
+    assert "1,235,496 parameters" in capsys.readouterr().out
+    model = io.load(out)
+    assert isinstance(model.net[-1], nn.Flatten) and len(model.class_names) == 1000
+    x = np.zeros((2, 3, 224, 224), np.float32)
+    assert model.net(x).shape == (2, 1000)

@@ -1,31 +1,50 @@
 """ONNX -> clearconv: a graph of supported operators back into layers and weights.
 
-The graph must be what a CNN is: a chain from one input to one output, with
-skip connections (``Add(x, block(x))``, the ResNet basic block, and
-``Add(shortcut(x), block(x))`` with a projection shortcut, become
-:class:`nn.Residual`). Each node maps to one layer,
-built with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
+The graph has one input and one output; in between, any series-parallel
+graph: where a tensor forks, the paths until they meet again in a Concat,
+Add or Sum become :class:`nn.Concat`, :class:`nn.Residual` (two paths) or
+:class:`nn.Add`, nested as deep as the graph goes (see
+:mod:`clearconv.onnx.assemble`). Each other node maps to one layer, built
+with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
 
-- Conv (+ bias; explicit, 'VALID' or 'SAME_*' pads) -> Conv1d / Conv2d;
-- MaxPool, AveragePool -> MaxPool1d/2d, AvgPool1d/2d; GlobalAveragePool ->
+- Conv (+ bias, ``group``; explicit, 'VALID' or 'SAME_*' pads; a zero Pad
+  before it joins its padding) -> Conv1d / Conv2d;
+- MaxPool, AveragePool -> MaxPool1d/2d, AvgPool1d/2d (Caffe's ceil mode
+  written as extra end pads reads as ``ceil_mode=True``); GlobalAveragePool ->
   AdaptiveAvgPool2d(1) (AvgPool1d over the length for 1-D input);
 - Relu, LeakyRelu, Sigmoid, Tanh, Softmax -> the activation of the same name;
-- BatchNormalization (inference) -> BatchNorm1d / BatchNorm2d;
+  Clip(0, 6) -> ReLU6; LRN (odd sizes) -> LocalResponseNorm;
+- Reshape (N, g, C/g, H, W) -> Transpose(0, 2, 1, 3, 4) -> Reshape (N, C, H, W)
+  -> ChannelShuffle(g);
+- BatchNormalization (inference) -> BatchNorm1d / BatchNorm2d; a per-channel
+  Mul or Add of a constant folds into the Conv, Linear or BatchNorm before it
+  (else becomes a BatchNorm-like affine layer);
 - Flatten(axis=1), and Reshape to ``(N, -1)``-style shapes (constant, or
   computed from ``Shape``/``Gather``/``Unsqueeze``/``Concat`` as
   ``torch.onnx.export`` writes ``x.view(x.size(0), -1)``) -> Flatten;
 - Gemm (transB 0 or 1, alpha = beta = 1), MatMul with constant weights
   (+ an Add of a constant, folded into the bias) -> Linear;
 - Dropout -> Dropout(p) (the identity at inference, kept for fine-tuning);
-  Identity is dropped; Constant nodes and initializers feed shapes and weights.
+  Identity is dropped, and so is a Slice that keeps its activations whole
+  (what export writes after a ceil-mode pool).
+
+A node whose inputs depend on no graph input (ConstantOfShape making
+weights, shape arithmetic on constants) is evaluated at load time by ONNX's
+reference runtime, whatever its operator. Opsets 9 to 17 are read (Pad,
+Clip, Squeeze, Unsqueeze, Slice and Dropout take settings as attributes or
+inputs as their opset says).
+
+:func:`load` (a :class:`Model`, which classifies) flattens an output of shape
+``(N, K, 1, 1)`` (SqueezeNet's and DenseNet's last 1x1 conv or global pool
+before the softmax) to ``(N, K)``; :func:`from_onnx` keeps the graph's shape.
 
 Pooling with ``ceil_mode=1`` follows PyTorch's rule (a last window that would
 start in the end padding is dropped), as onnxruntime does and as
 ``torch.onnx.export`` means it; the ONNX spec's formula can count one more.
 
-Anything else (another operator, a grouped convolution, asymmetric padding,
-branches that do not meet in an Add, ...) is refused, never approximated: the error lists
-every unsupported node with its type, name and offending attribute.
+Anything else (another operator, asymmetric padding, branches that cross,
+...) is refused, never approximated: the error lists every unsupported node,
+grouped by operator, with its name and the offending attribute.
 
 This module walks the graph (:class:`Importer`) and holds the public API;
 each operator's handler and accepted attributes are in
@@ -382,8 +401,9 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Imported:
     Returns
     -------
     Imported
-        ``net`` (a Sequential), ``input_shape`` (one sample's), ``class_names``
-        (from metadata, else ``"0" .. "K-1"``), ``mean``/``std`` and ``meta``.
+        ``net`` (a Sequential of layers and containers), ``input_shape``
+        (one sample's), ``class_names`` (from metadata, else ``"0" .. "K-1"``),
+        ``mean``/``std`` and ``meta``.
 
     Raises
     ------
@@ -405,7 +425,7 @@ def load(path: str | os.PathLike) -> Any:
         See :func:`read_proto`.
     UnsupportedModelError
         When the graph holds operators or attributes outside the supported set
-        (every such node is listed), or is not a chain with identity skips.
+        (every such node is listed), or is not series-parallel.
 
     Examples
     --------
@@ -420,4 +440,9 @@ def load(path: str | os.PathLike) -> Any:
     from clearconv.model import Model
 
     got = from_onnx(read_proto(path), source=os.fspath(path))
+    out = got.net.output_shape((1, *got.input_shape))
+    if len(out) > 2 and all(d == 1 for d in out[2:]):
+        layers = list(got.net) if isinstance(got.net, nn.Sequential) else [got.net]
+        got.net = nn.Sequential(*layers, nn.Flatten())  # (N, K, 1, 1) -> (N, K) scores
+        got.class_names = [str(i) for i in range(out[1])]
     return Model(got.net, got.input_shape, got.class_names, got.mean, got.std, got.meta)

@@ -124,6 +124,10 @@ def test_exported_graphs_run_in_onnxruntime_and_read_back(key):
     _close(_run_ort(proto, x), want)
     got = from_onnx(proto)
     _close(got.net(x), want)
+    # the same function, so the same input gradient: the imported graph trains
+    g = _r(9).standard_normal(want.shape).astype(np.float32)
+    _close(got.net.backward(g), net.backward(g))
+    assert all(p.data.flags.writeable and p.grad is not None for p in got.net.parameters())
     # the same parameters, no more: every weight came back once
     assert sum(p.data.size for p in got.net.parameters()) == sum(
         p.data.size for p in net.parameters()

@@ -183,6 +183,11 @@ class Importer:
     def data(self, node: Any, i: int = 0) -> Data:
         """Input ``i`` of ``node``, which must be an activation."""
         v = self.values.get(node.input[i]) if i < len(node.input) else None
+        if not isinstance(v, Data) and v is not None and not isinstance(v, np.ndarray):
+            raise Refuse(
+                f"input {i} is the middle of a channel shuffle or a Pad, which only "
+                "a Transpose/Reshape of the shuffle or a Conv reads"
+            )
         if not isinstance(v, Data):
             raise Refuse(f"input {i} must be an activation, not a constant")
         return v
@@ -192,7 +197,7 @@ class Importer:
         batch ``"N"``, or None for an omitted input; each op indexes them as
         its ONNX schema says (hence Any, not ``np.ndarray | None``)."""
         vals = [self.values.get(t) if t else None for t in node.input]
-        if any(isinstance(v, Data) for v in vals):
+        if any(v is not None and not isinstance(v, np.ndarray) for v in vals):
             raise Refuse("shape arithmetic on activations")
         return vals
 

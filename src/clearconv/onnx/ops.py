@@ -466,7 +466,9 @@ def _affine(
 # -- classic layers: LRN, Clip, channel shuffles, crops ----------------------------
 def lrn(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
     x = imp.data(node)
-    size = int(a["size"])
+    size = int(a.get("size", 0))
+    if size < 1:
+        raise Refuse(f"size={size}; need a positive window")
     if size % 2 == 0:
         # ONNX's window is c - (size-1)//2 .. c + size//2, PyTorch's the mirror image.
         raise Refuse(f"size={size}: for even sizes ONNX's window differs from PyTorch's")
@@ -550,6 +552,8 @@ def constant(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
 
 def shape(imp: Importer, node: Any, a: dict[str, Any]) -> list[Any]:
     v: Any = imp.values.get(node.input[0])  # Data or an array
+    if not isinstance(v, (Data, np.ndarray)):
+        raise Refuse("the shape of the middle of a channel shuffle or a Pad")
     dims: list[Any] = [imp.batch, *v.shape[1:]] if isinstance(v, Data) else list(v.shape)
     start, end = a.get("start", 0), a.get("end", len(dims))
     return [sym(dims[start:end])]

@@ -411,3 +411,67 @@ def test_cli_imports_a_classic_whose_scores_are_n_k_1_1(tmp_path, capsys):
     assert isinstance(model.net[-1], nn.Flatten) and len(model.class_names) == 1000
     x = np.zeros((2, 3, 224, 224), np.float32)
     assert model.net(x).shape == (2, 1000)
+
+
+def _torch_branched(torch):
+    """A torch net with an Inception-style cat, a residual add, grouped conv, a
+    view/transpose channel shuffle, ReLU6 and a ceil-mode pool. (torch writes
+    LocalResponseNorm as Pow/Div/If arithmetic, not LRN: refused.)"""
+    tnn = torch.nn
+
+    class Net(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = tnn.Sequential(tnn.Conv2d(3, 8, 3, padding=1), tnn.BatchNorm2d(8))
+            self.b1 = tnn.Conv2d(8, 4, 1)
+            self.b2 = tnn.Sequential(
+                tnn.Conv2d(8, 4, 1), tnn.ReLU(), tnn.Conv2d(4, 4, 3, padding=1)
+            )
+            self.b3 = tnn.Sequential(tnn.MaxPool2d(3, 1, padding=1, ceil_mode=True))
+            self.gconv = tnn.Conv2d(16, 16, 3, padding=1, groups=4)
+            self.head = tnn.Linear(16, 5)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = torch.cat([self.b1(x), self.b2(x), self.b3(x)], 1)  # 16 channels
+            x = torch.relu(x)
+            n, c, h, w = x.shape
+            s = x.view(n, 4, c // 4, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+            x = x + tnn.functional.relu6(self.gconv(s))
+            x = tnn.functional.max_pool2d(x, 2, ceil_mode=True)
+            return self.head(torch.flatten(tnn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    return Net
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-batch", "static-batch"])
+def test_torch_export_of_a_branched_net_imports_with_torch_outputs(dynamic):
+    torch = pytest.importorskip("torch")
+    import io as _io
+    import warnings
+
+    torch.manual_seed(0)
+    module = _torch_branched(torch)().eval()
+    with torch.no_grad():
+        module.stem[1].running_var.uniform_(0.5, 2)
+        module.stem[1].running_mean.uniform_(-1, 1)
+    buf = _io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.randn(1, 3, 7, 7),),
+            buf,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["out"],
+            dynamic_axes={"input": {0: "N"}, "out": {0: "N"}} if dynamic else None,
+            opset_version=17,
+        )
+    got = from_onnx(onnx.load_from_string(buf.getvalue())).net
+    x = torch.randn(1 if not dynamic else 3, 3, 7, 7, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = module(x).numpy()
+    _close(got(x.numpy()), want)
+    kinds = {type(m).__name__ for m in got.modules()}
+    assert {"Concat", "Residual", "ChannelShuffle", "ReLU6"} <= kinds

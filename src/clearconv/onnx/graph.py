@@ -132,12 +132,15 @@ def f32(value: Any) -> float:
 
 
 def sym(values: Any) -> np.ndarray:
-    """An int64 array, or an object array when it holds the symbolic batch "N".
+    """An int64 array, or an object array when it holds the symbolic batch "N"
+    (floats stay floats: weights pass through Unsqueeze and friends too).
 
-    >>> sym([2, 3]).dtype, sym([N, 3]).dtype
-    (dtype('int64'), dtype('O'))
+    >>> sym([2, 3]).dtype, sym([N, 3]).dtype, sym(np.ones(2, np.float32)).dtype
+    (dtype('int64'), dtype('O'), dtype('float32'))
     """
     arr = np.asarray(values, dtype=object)
     if any(isinstance(v, str) for v in arr.ravel()):
         return arr
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fc":
+        return values
     return arr.astype(np.int64)

@@ -74,7 +74,7 @@ from clearconv.onnx._common import (
 )
 from clearconv.onnx.assemble import assemble
 from clearconv.onnx.graph import Data
-from clearconv.onnx.ops import OPS, constant
+from clearconv.onnx.ops import OPS, SHAPE_OPS
 from clearconv.onnx.shapes import Refuse
 from clearconv.zoo import shape_only_rng
 
@@ -238,11 +238,11 @@ class Importer:
             order = G.topological(list(g.node), set(self.values) | {i.name for i in inputs})
         except ValueError as exc:
             raise ValueError(f"{self.source}: {exc}") from None
-        # Nodes that depend on no graph input (ConstantOfShape making weights,
-        # shape arithmetic on constants) are evaluated, whatever their operator.
+        # Nodes that depend on no activation (ConstantOfShape making weights,
+        # arithmetic on shapes) are evaluated, whatever their operator.
         dynamic = {i.name for i in inputs}
         for node in order:
-            if any(t in dynamic for t in node.input):
+            if node.op_type != "Shape" and any(t in dynamic for t in node.input):
                 dynamic.update(node.output)
             else:
                 self.static.add(id(node))
@@ -279,9 +279,12 @@ class Importer:
             self.values[t] = v
 
     def _evaluate(self, node: Any) -> list[Any]:
-        """The outputs of a node whose inputs are all constants, by ONNX's reference runtime."""
-        if node.op_type == "Constant":
-            return constant(self, node, G.attrs(self.onnx, node))
+        """The outputs of a node that reads no activation: by its handler for the
+        shape operators (which carry the symbolic batch), else by ONNX's reference runtime."""
+        if node.op_type in SHAPE_OPS:
+            return self._convert(node)
+        if any(np.asarray(self.values[t]).dtype == object for t in node.input if t):
+            raise Refuse(f"{node.op_type} of the symbolic batch size")
         from onnx.reference import ReferenceEvaluator
 
         helper = self.onnx.helper

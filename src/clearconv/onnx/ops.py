@@ -668,3 +668,9 @@ OPS: dict[str, Op] = {
     "Cast": Op(cast, {"to": None, "saturate": None}),
     "Slice": Op(slice_, {"starts": None, "ends": None, "axes": None}),
 }
+
+# Operators on constants and shapes that keep the symbolic batch "N" (the rest
+# of the nodes that read no activation go to ONNX's reference runtime).
+SHAPE_OPS = frozenset(
+    ("Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity")
+)

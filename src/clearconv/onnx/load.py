@@ -96,7 +96,9 @@ class UnsupportedModelError(ValueError):
         n = len(self.problems)
         groups: dict[str, list[str]] = {}
         for p in self.problems:
-            groups.setdefault(p.split(" ", 1)[0], []).append(p)
+            # "Conv 'c1' (...)" is a node's problem; others are the graph's
+            head = p.split(" (", 1)[0]
+            groups.setdefault(head.split(" ", 1)[0] if " '" in head else "graph", []).append(p)
         parts = []
         for op, items in groups.items():
             shown = "; ".join(items[:3]) + ("; ..." if len(items) > 3 else "")
@@ -263,7 +265,7 @@ class Importer:
         try:
             net = assemble(out)
         except Refuse as exc:
-            raise UnsupportedModelError(self.source, [f"graph ({exc})"]) from None
+            raise UnsupportedModelError(self.source, [str(exc)]) from None
         return self._finish(net, input_shape, out.shape)
 
     def _visit(self, node: Any) -> None:

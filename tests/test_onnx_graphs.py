@@ -164,7 +164,12 @@ def test_even_lrn_is_refused_on_export():
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("googlenet", (3, 64, 64)), ("squeezenet1_1", (3, 64, 64)), ("densenet121", (3, 32, 32))],
+    [
+        ("googlenet", (3, 64, 64)),
+        ("squeezenet1_1", (3, 64, 64)),
+        ("densenet121", (3, 32, 32)),
+        ("resnet50", (3, 32, 32)),
+    ],
 )
 def test_zoo_graphs_export_and_read_back(name, shape):
     net, shape = zoo.build(name, shape, num_classes=10, rng=_r(0))
@@ -172,6 +177,8 @@ def test_zoo_graphs_export_and_read_back(name, shape):
     x = _r(2).standard_normal((1, *shape)).astype(np.float32)
     want = net(x)
     proto = to_onnx(net, shape)
+    merges = {"googlenet": 9, "squeezenet1_1": 8, "densenet121": 58, "resnet50": 16}[name]
+    assert sum(n.op_type in ("Concat", "Add") for n in proto.graph.node) == merges
     _close(_run_ort(proto, x), want)
     _close(from_onnx(proto).net(x), want)
 

@@ -484,3 +484,21 @@ def test_torch_export_of_a_branched_net_imports_with_torch_outputs(dynamic):
     _close(got(x.numpy()), want)
     kinds = {type(m).__name__ for m in got.modules()}
     assert {"Concat", "Residual", "ChannelShuffle", "ReLU6"} <= kinds
+
+
+@pytest.mark.skipif(not os.path.isdir(LIGHT), reason="this onnx build ships no backend test data")
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize(
+    "name", ["inception_v1", "inception_v2", "squeezenet", "densenet121", "shufflenet"]
+)
+def test_onnx_zoo_classics_at_newer_opsets(name, opset):
+    """The same files converted by onnx's version converter (opset 9 -> 11/13/17:
+    Dropout's ratio, Unsqueeze's axes, Clip and Pad's settings become inputs)."""
+    from onnx import version_converter
+
+    proto = _with_random_weights(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")), _r(0))
+    proto.ir_version = 7  # initializers need not be listed as inputs (the converter asks)
+    proto = version_converter.convert_version(proto, opset)
+    got = from_onnx(proto, source=name)
+    x = _r(1).standard_normal((1, *got.input_shape)).astype(np.float32)
+    _close(got.net(x), _run_ort(proto, x))

@@ -294,19 +294,9 @@ REWRITTEN = {
     "flatten-middle": "Flatten(1, 2) of a 3-D sample is Flatten(1, -2)",
     "softmax-implicit-dim": "the implicit dim is written as the dim it picks",
 }
-# The exporter writes these as a ceil-mode pooling cropped by a Slice of the
-# activations, and the importer takes Slice only in shape arithmetic: clearconv
-# cannot read back what it wrote. Strict xfail: the test fails once it can.
-NOT_READ_BACK = pytest.mark.xfail(
-    reason="importer refuses the activation Slice the exporter writes for mixed-axes ceil_mode",
-    raises=UnsupportedModelError,
-)
 
 
-@pytest.mark.parametrize(
-    "key",
-    [pytest.param(k, marks=NOT_READ_BACK) if "ceil-mixed" in k else k for k in sorted(STACKS)],
-)
+@pytest.mark.parametrize("key", sorted(STACKS))
 def test_every_stack_round_trips(key):
     net, shape = STACKS[key]
     _randomize_bn(net, np.random.default_rng(2))
@@ -581,26 +571,31 @@ def _graph_model(nodes, inits, in_shape=("N", 1, 4, 4), out_shape=("N", 2), opse
 
 def test_unsupported_nodes_are_all_listed():
     nodes = [
-        helper.make_node("Conv", ["x", "w"], ["a"], name="grouped", group=2),
+        helper.make_node("Conv", ["x", "w"], ["a"], name="conv", foo=2),
         helper.make_node("Relu", ["a"], ["b"], name="ok"),
         helper.make_node("Erf", ["b"], ["c"], name="erf1"),
         helper.make_node("MaxPool", ["c"], ["d"], name="pool", kernel_shape=[2], storage_order=1),
-        helper.make_node("Flatten", ["d"], ["y"], name="flat"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf2"),
+        helper.make_node("Flatten", ["e"], ["y"], name="flat"),
     ]
-    proto = _graph_model(nodes, [("w", np.ones((2, 1, 1, 1)))], in_shape=("N", 2, 4, 4))
+    proto = _graph_model(nodes, [("w", np.ones((2, 2, 1, 1)))], in_shape=("N", 2, 4, 4))
     with pytest.raises(UnsupportedModelError) as err:
         from_onnx(proto, source="m.onnx")
     msg = str(err.value)
     assert err.value.problems == [
-        "Conv 'grouped' (group=2 is not supported)",
+        "Conv 'conv' (attribute foo=2 is not supported)",
         "Erf 'erf1' (operator Erf is not supported)",
         "MaxPool 'pool' (storage_order=1 is not supported)",
+        "Erf 'erf2' (operator Erf is not supported)",
     ]
-    assert msg.startswith("m.onnx: cannot import 3 unsupported nodes: Conv 'grouped'")
+    # grouped by operator with counts, in order of first appearance
+    assert msg.startswith("m.onnx: cannot import 4 unsupported nodes: Conv x1 (Conv 'conv'")
+    assert "Erf x2 (Erf 'erf1' (operator Erf is not supported); Erf 'erf2'" in msg
+    assert "MaxPool x1 (" in msg
     assert "\n" not in msg
 
 
-def test_torch_lstm_and_grouped_conv_are_refused():
+def test_torch_lstm_is_refused():
     torch = pytest.importorskip("torch")
     tnn = torch.nn
 
@@ -618,9 +613,8 @@ def test_torch_lstm_and_grouped_conv_are_refused():
     with pytest.raises(UnsupportedModelError) as err:
         from_onnx(onnx.load_from_string(data))
     problems = " | ".join(err.value.problems)
-    assert "(group=2 is not supported)" in problems
     assert "operator LSTM is not supported" in problems
-    assert "operator Transpose is not supported" in problems
+    assert "group=2" not in problems  # grouped convolution imports
 
 
 @pytest.mark.parametrize(

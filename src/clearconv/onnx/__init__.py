@@ -2,9 +2,10 @@
 
 Both directions use the ``onnx`` package (the ``onnx`` extra), imported only
 when called. Export writes opset :data:`OPSET` (17) by default;
-import reads the operator set export writes plus what ``torch.onnx.export``
-emits for common CNNs, and refuses anything else with one message that lists
-every unsupported node.
+import reads any series-parallel graph of the operators export writes, what
+``torch.onnx.export`` emits for common CNNs and what the ONNX model zoo's
+classic CNNs use (opsets 9 to 17), and refuses anything else with one message
+that lists every unsupported node, grouped by operator.
 """
 
 from clearconv.onnx._common import MIN_OPSET, OPSET

@@ -20,6 +20,13 @@ BatchNorm1d / 2d          BatchNormalization (running statistics)
 Dropout                   Dropout (the identity at inference)
 Residual                  the block (and shortcut), then Add(x or
                           shortcut(x), block(x))
+Concat(*branches, dim)    the branches, then Concat(axis=dim)
+Add(*branches)            the branches, then Add (two) or Sum (more)
+Identity                  nothing (the input tensor itself)
+LocalResponseNorm         LRN (odd sizes; even ones are refused: ONNX
+                          centres the window differently)
+ChannelShuffle(g)         Reshape (N, g, C/g, *) -> Transpose -> Reshape
+ReLU6                     Clip(0, 6)
 ========================  ==============================================
 
 BatchNorm's training-only settings ``momentum=None`` and ``affine=False`` have
@@ -162,6 +169,56 @@ def _residual(g: _Graph, m: nn.Residual, at: _At) -> str:
     return g.node("Add", [skip, y], f"{at.name}.add" if at.name else "add")
 
 
+def _branches(g: _Graph, m: Any, at: _At) -> list[str]:
+    """The output of each branch of a Concat or Add, all read from ``at.x``."""
+    return [_emit(g, b, at.x, at.shape, f"{at.path}{i}.")[0] for i, b in enumerate(m)]
+
+
+def _concat(g: _Graph, m: nn.Concat, at: _At) -> str:
+    axis = m.dim % len(at.out_shape)
+    return g.node("Concat", _branches(g, m, at), at.name or "concat", axis=axis)
+
+
+def _add(g: _Graph, m: nn.Add, at: _At) -> str:
+    ys = _branches(g, m, at)
+    if len(ys) == 1:
+        return ys[0]
+    return g.node("Add" if len(ys) == 2 else "Sum", ys, at.name or "add")
+
+
+def _lrn(g: _Graph, m: nn.LocalResponseNorm, at: _At) -> str:
+    if m.size % 2 == 0:
+        raise ValueError(
+            f"cannot export {m!r} at {at.name!r}: ONNX's LRN centres an even window "
+            f"one channel later than PyTorch's (c - {m.size // 2 - 1} .. c + {m.size // 2}, "
+            f"not c - {m.size // 2} .. c + {m.size // 2 - 1}); use an odd size"
+        )
+    return g.node(
+        "LRN",
+        [at.x],
+        at.name,
+        size=m.size,
+        alpha=float(m.alpha),
+        beta=float(m.beta),
+        bias=float(m.k),
+    )
+
+
+def _channel_shuffle(g: _Graph, m: nn.ChannelShuffle, at: _At) -> str:
+    n_g, (c, *rest) = m.groups, at.shape[1:]
+    # (N, C, *) -> (N, g, C/g, *) -> (N, C/g, g, *) -> (N, C, *); 0 copies the batch
+    split = g.const(at.path + "split", [0, n_g, c // n_g, *rest], np.int64)
+    y = g.node("Reshape", [at.x, split], at.name)
+    y = g.node("Transpose", [y], at.name, perm=[0, 2, 1, *range(3, len(at.shape) + 1)])
+    merged = g.const(at.path + "merge", [0, c, *rest], np.int64)
+    return g.node("Reshape", [y, merged], at.name)
+
+
+def _relu6(g: _Graph, m: nn.ReLU6, at: _At) -> str:
+    lo, hi = g.const(at.path + "min", np.float32(0)), g.const(at.path + "max", np.float32(6))
+    return g.node("Clip", [at.x, lo, hi], at.name)
+
+
 def _conv(g: _Graph, m: Any, at: _At) -> str:
     inputs = [at.x, g.const(at.path + "weight", _param(m, "weight"))]
     if m.bias is not None:
@@ -298,6 +355,12 @@ def _dropout(g: _Graph, m: nn.Dropout, at: _At) -> str:
 EMITTERS: dict[type, Emitter] = {
     nn.Sequential: _sequential,
     nn.Residual: _residual,
+    nn.Concat: _concat,
+    nn.Add: _add,
+    nn.Identity: lambda g, m, at: at.x,
+    nn.LocalResponseNorm: _lrn,
+    nn.ChannelShuffle: _channel_shuffle,
+    nn.ReLU6: _relu6,
     nn.Conv1d: _conv,
     nn.Conv2d: _conv,
     nn.MaxPool1d: _max_pool,

@@ -3,8 +3,8 @@
 The importer walks the graph once in topological order and keeps one value
 per tensor name: a constant (a NumPy array, or an object array holding the
 symbolic batch ``"N"`` inside shape arithmetic), a :class:`Data` (an
-activation: the layers that compute it from the graph input), or ``None``
-(downstream of a refused node).
+activation: the layers that compute it from the graph input, or from a
+:class:`Merge` of other activations), or ``None`` (downstream of a refused node).
 """
 
 from __future__ import annotations
@@ -19,14 +19,28 @@ from clearconv import nn
 N = "N"  # the symbolic batch size inside computed shapes
 
 
+@dataclass(frozen=True, eq=False)
+class Merge:
+    """Where activations meet: ``"concat"`` along ``dim``, or ``"add"``."""
+
+    kind: str
+    inputs: tuple[Data, ...]
+    dim: int = 1
+
+
 @dataclass(frozen=True)
 class Data:
-    """An activation: the layers that compute it from the graph input, in order,
-    and the shape after each (``shapes[0]`` the input's; batch as in the graph,
-    1 when dynamic)."""
+    """An activation: the layers that compute it from its ``origin`` (the graph
+    input when None, else a :class:`Merge`), in order, and the shape after
+    each (``shapes[0]`` the origin's; batch as in the graph, 1 when dynamic).
+
+    Two activations that share a prefix of layers (the same objects) share
+    those tensors: that is how a fork looks.
+    """
 
     shapes: tuple[tuple[int, ...], ...]
     layers: tuple[nn.Module, ...]
+    origin: Merge | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -118,12 +132,15 @@ def f32(value: Any) -> float:
 
 
 def sym(values: Any) -> np.ndarray:
-    """An int64 array, or an object array when it holds the symbolic batch "N".
+    """An int64 array, or an object array when it holds the symbolic batch "N"
+    (floats stay floats: weights pass through Unsqueeze and friends too).
 
-    >>> sym([2, 3]).dtype, sym([N, 3]).dtype
-    (dtype('int64'), dtype('O'))
+    >>> sym([2, 3]).dtype, sym([N, 3]).dtype, sym(np.ones(2, np.float32)).dtype
+    (dtype('int64'), dtype('O'), dtype('float32'))
     """
     arr = np.asarray(values, dtype=object)
     if any(isinstance(v, str) for v in arr.ravel()):
         return arr
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fc":
+        return values
     return arr.astype(np.int64)

@@ -1,31 +1,50 @@
 """ONNX -> clearconv: a graph of supported operators back into layers and weights.
 
-The graph must be what a CNN is: a chain from one input to one output, with
-skip connections (``Add(x, block(x))``, the ResNet basic block, and
-``Add(shortcut(x), block(x))`` with a projection shortcut, become
-:class:`nn.Residual`). Each node maps to one layer,
-built with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
+The graph has one input and one output; in between, any series-parallel
+graph: where a tensor forks, the paths until they meet again in a Concat,
+Add or Sum become :class:`nn.Concat`, :class:`nn.Residual` (two paths) or
+:class:`nn.Add`, nested as deep as the graph goes (see
+:mod:`clearconv.onnx.assemble`). Each other node maps to one layer, built
+with :func:`nn.from_config` and filled with :meth:`load_state_dict`:
 
-- Conv (+ bias; explicit, 'VALID' or 'SAME_*' pads) -> Conv1d / Conv2d;
-- MaxPool, AveragePool -> MaxPool1d/2d, AvgPool1d/2d; GlobalAveragePool ->
+- Conv (+ bias, ``group``; explicit, 'VALID' or 'SAME_*' pads; a zero Pad
+  before it joins its padding) -> Conv1d / Conv2d;
+- MaxPool, AveragePool -> MaxPool1d/2d, AvgPool1d/2d (Caffe's ceil mode
+  written as extra end pads reads as ``ceil_mode=True``); GlobalAveragePool ->
   AdaptiveAvgPool2d(1) (AvgPool1d over the length for 1-D input);
 - Relu, LeakyRelu, Sigmoid, Tanh, Softmax -> the activation of the same name;
-- BatchNormalization (inference) -> BatchNorm1d / BatchNorm2d;
+  Clip(0, 6) -> ReLU6; LRN (odd sizes) -> LocalResponseNorm;
+- Reshape (N, g, C/g, H, W) -> Transpose(0, 2, 1, 3, 4) -> Reshape (N, C, H, W)
+  -> ChannelShuffle(g);
+- BatchNormalization (inference) -> BatchNorm1d / BatchNorm2d; a per-channel
+  Mul or Add of a constant folds into the Conv, Linear or BatchNorm before it
+  (else becomes a BatchNorm-like affine layer);
 - Flatten(axis=1), and Reshape to ``(N, -1)``-style shapes (constant, or
   computed from ``Shape``/``Gather``/``Unsqueeze``/``Concat`` as
   ``torch.onnx.export`` writes ``x.view(x.size(0), -1)``) -> Flatten;
 - Gemm (transB 0 or 1, alpha = beta = 1), MatMul with constant weights
   (+ an Add of a constant, folded into the bias) -> Linear;
 - Dropout -> Dropout(p) (the identity at inference, kept for fine-tuning);
-  Identity is dropped; Constant nodes and initializers feed shapes and weights.
+  Identity is dropped, and so is a Slice that keeps its activations whole
+  (what export writes after a ceil-mode pool).
+
+A node whose inputs depend on no graph input (ConstantOfShape making
+weights, shape arithmetic on constants) is evaluated at load time by ONNX's
+reference runtime, whatever its operator. Opsets 9 to 17 are read (Pad,
+Clip, Squeeze, Unsqueeze, Slice and Dropout take settings as attributes or
+inputs as their opset says).
+
+:func:`load` (a :class:`Model`, which classifies) flattens an output of shape
+``(N, K, 1, 1)`` (SqueezeNet's and DenseNet's last 1x1 conv or global pool
+before the softmax) to ``(N, K)``; :func:`from_onnx` keeps the graph's shape.
 
 Pooling with ``ceil_mode=1`` follows PyTorch's rule (a last window that would
 start in the end padding is dropped), as onnxruntime does and as
 ``torch.onnx.export`` means it; the ONNX spec's formula can count one more.
 
-Anything else (another operator, a grouped convolution, asymmetric padding,
-branches that do not meet in an Add, ...) is refused, never approximated: the error lists
-every unsupported node with its type, name and offending attribute.
+Anything else (another operator, asymmetric padding, branches that cross,
+...) is refused, never approximated: the error lists every unsupported node,
+grouped by operator, with its name and the offending attribute.
 
 This module walks the graph (:class:`Importer`) and holds the public API;
 each operator's handler and accepted attributes are in
@@ -53,13 +72,18 @@ from clearconv.onnx._common import (
     META_PREFIX,
     require_onnx,
 )
+from clearconv.onnx.assemble import assemble
 from clearconv.onnx.graph import Data
-from clearconv.onnx.ops import OPS
+from clearconv.onnx.ops import OPS, SHAPE_OPS
 from clearconv.onnx.shapes import Refuse
+from clearconv.zoo import shape_only_rng
 
 
 class UnsupportedModelError(ValueError):
     """An ONNX graph that clearconv cannot represent exactly.
+
+    The message groups the problems by operator with counts
+    (``"ConstantOfShape x36 (...), LRN x2 (...)"``), quoting up to three of each.
 
     Attributes
     ----------
@@ -70,10 +94,20 @@ class UnsupportedModelError(ValueError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.problems = list(problems)
         n = len(self.problems)
+        groups: dict[str, list[str]] = {}
+        for p in self.problems:
+            # "Conv 'c1' (...)" is a node's problem; others are the graph's
+            head = p.split(" (", 1)[0]
+            groups.setdefault(head.split(" ", 1)[0] if " '" in head else "graph", []).append(p)
+        parts = []
+        for op, items in groups.items():
+            shown = "; ".join(items[:3]) + ("; ..." if len(items) > 3 else "")
+            parts.append(f"{op} x{len(items)} ({shown})")
         super().__init__(
             f"{source}: cannot import {n} unsupported node{'s' if n != 1 else ''}: "
-            + "; ".join(self.problems)
-            + f" (supported operators: {', '.join(sorted(OPS))})"
+            + ", ".join(parts)
+            + f" (supported operators: {', '.join(sorted(OPS))}; any operator whose "
+            "inputs do not depend on the graph input is evaluated at load time)"
         )
 
 
@@ -81,7 +115,7 @@ class UnsupportedModelError(ValueError):
 class Imported:
     """What an ONNX file holds, in clearconv's terms (the parts of a Model)."""
 
-    net: nn.Sequential
+    net: nn.Module
     input_shape: tuple[int, ...]
     class_names: list[str]
     mean: list[float] | None = None
@@ -122,11 +156,14 @@ class Importer:
         self.onnx, self.proto, self.source = onnx, proto, source
         self.graph = proto.graph
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-        self.rng = np.random.default_rng(0)  # initial weights, all overwritten
+        # Every weight is loaded from the file: the layers start with zero
+        # views that cost no memory or time (VGG-19's 144 M weights drawn at random took seconds).
+        self.rng = shape_only_rng()
         self.values: dict[str, Any] = {}
         self.problems: list[str] = []
         self.consumers = G.consumers(self.graph)
         self.batch: int | str = G.N  # the input's batch size, or N when dynamic
+        self.static: set[int] = set()  # ids of the nodes that depend on no graph input
 
     # -- what handlers use ---------------------------------------------------
     # required=True gives an array or raises Refuse; only optional inputs may be None.
@@ -148,6 +185,11 @@ class Importer:
     def data(self, node: Any, i: int = 0) -> Data:
         """Input ``i`` of ``node``, which must be an activation."""
         v = self.values.get(node.input[i]) if i < len(node.input) else None
+        if not isinstance(v, Data) and v is not None and not isinstance(v, np.ndarray):
+            raise Refuse(
+                f"input {i} is the middle of a channel shuffle or a Pad, which only "
+                "a Transpose/Reshape of the shuffle or a Conv reads"
+            )
         if not isinstance(v, Data):
             raise Refuse(f"input {i} must be an activation, not a constant")
         return v
@@ -157,7 +199,7 @@ class Importer:
         batch ``"N"``, or None for an omitted input; each op indexes them as
         its ONNX schema says (hence Any, not ``np.ndarray | None``)."""
         vals = [self.values.get(t) if t else None for t in node.input]
-        if any(isinstance(v, Data) for v in vals):
+        if any(v is not None and not isinstance(v, np.ndarray) for v in vals):
             raise Refuse("shape arithmetic on activations")
         return vals
 
@@ -182,7 +224,7 @@ class Importer:
             shape = tuple(layer.output_shape(x.shape))
         except ValueError as exc:
             raise Refuse(str(exc)) from None
-        return Data((*x.shapes, shape), (*x.layers, layer))
+        return Data((*x.shapes, shape), (*x.layers, layer), x.origin)
 
     def to_array(self, tensor: Any) -> np.ndarray:
         return G.to_array(self.onnx, tensor)
@@ -194,16 +236,24 @@ class Importer:
         for init in g.initializer:
             self.values[init.name] = self.to_array(init)
         inputs = [i for i in g.input if i.name not in self.values]
-        problems = static_problems(self.onnx, list(g.node))
+        try:
+            order = G.topological(list(g.node), set(self.values) | {i.name for i in inputs})
+        except ValueError as exc:
+            raise ValueError(f"{self.source}: {exc}") from None
+        # Nodes that depend on no activation (ConstantOfShape making weights,
+        # arithmetic on shapes) are evaluated, whatever their operator.
+        dynamic = {i.name for i in inputs}
+        for node in order:
+            if node.op_type != "Shape" and any(t in dynamic for t in node.input):
+                dynamic.update(node.output)
+            else:
+                self.static.add(id(node))
+        problems = static_problems(self.onnx, [n for n in order if id(n) not in self.static])
         input_shape = self._input(inputs, problems)
         if len(g.output) != 1:
             problems.append(f"the graph has {len(g.output)} outputs; a classifier has one")
         if problems:
             raise UnsupportedModelError(self.source, problems)
-        try:
-            order = G.topological(list(g.node), set(self.values))
-        except ValueError as exc:
-            raise ValueError(f"{self.source}: {exc}") from None
         for node in order:
             self._visit(node)
         if self.problems:
@@ -212,19 +262,55 @@ class Importer:
         if not isinstance(out, Data):
             problem = f"the output {g.output[0].name!r} does not depend on the input"
             raise UnsupportedModelError(self.source, [problem])
-        return self._finish(nn.Sequential(*out.layers), input_shape, out.shape)
+        try:
+            net = assemble(out)
+        except Refuse as exc:
+            raise UnsupportedModelError(self.source, [str(exc)]) from None
+        return self._finish(net, input_shape, out.shape)
 
     def _visit(self, node: Any) -> None:
         """Set the values of ``node``'s outputs (None where it, or an input, was refused)."""
         outs: list[Any] = [None] * len(node.output)
         if all(not t or self.values.get(t, 0) is not None for t in node.input):
             try:
-                outs = self._convert(node)
+                outs = self._evaluate(node) if id(node) in self.static else self._convert(node)
             except Refuse as exc:
                 self.problems.append(f"{G.label(node)} ({exc})")
         # else: downstream of a refused node, which is already reported
         for t, v in zip(node.output, outs):
             self.values[t] = v
+
+    def _evaluate(self, node: Any) -> list[Any]:
+        """The outputs of a node that reads no activation: by its handler for the
+        shape operators (which carry the symbolic batch), else by ONNX's reference runtime."""
+        if node.op_type in SHAPE_OPS:
+            return self._convert(node)
+        if any(np.asarray(self.values[t]).dtype == object for t in node.input if t):
+            raise Refuse(f"{node.op_type} of the symbolic batch size")
+        from onnx.reference import ReferenceEvaluator
+
+        helper = self.onnx.helper
+        feeds = {t: np.asarray(self.values[t]) for t in dict.fromkeys(node.input) if t}
+
+        def info(name: str, arr: np.ndarray | None = None) -> Any:
+            if arr is None:
+                return helper.make_empty_tensor_value_info(name)
+            elem = helper.np_dtype_to_tensor_dtype(arr.dtype)
+            return helper.make_tensor_value_info(name, elem, arr.shape)
+
+        graph = helper.make_graph(
+            [node],
+            "constant",
+            [info(t, a) for t, a in feeds.items()],
+            [info(t) for t in node.output if t],
+        )
+        model = helper.make_model(graph, opset_imports=list(self.proto.opset_import))
+        try:
+            got = ReferenceEvaluator(model).run(None, feeds)
+        except Exception as exc:  # the reference runtime raises many kinds
+            raise Refuse(f"cannot evaluate this constant: {exc!r}"[:300]) from None
+        values = iter(got)
+        return [np.asarray(next(values)) if t else None for t in node.output]
 
     def _convert(self, node: Any) -> list[Any]:
         op = OPS[node.op_type]
@@ -276,7 +362,7 @@ class Importer:
                     return None
         return None
 
-    def _finish(self, net: nn.Sequential, input_shape, out_shape) -> Imported:
+    def _finish(self, net: nn.Module, input_shape, out_shape) -> Imported:
         k = out_shape[1] if len(out_shape) == 2 else 0
         names = self._meta(META_CLASS_NAMES)
         if not (isinstance(names, list) and len(names) == k):
@@ -325,8 +411,9 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Imported:
     Returns
     -------
     Imported
-        ``net`` (a Sequential), ``input_shape`` (one sample's), ``class_names``
-        (from metadata, else ``"0" .. "K-1"``), ``mean``/``std`` and ``meta``.
+        ``net`` (a Sequential of layers and containers), ``input_shape``
+        (one sample's), ``class_names`` (from metadata, else ``"0" .. "K-1"``),
+        ``mean``/``std`` and ``meta``.
 
     Raises
     ------
@@ -348,7 +435,7 @@ def load(path: str | os.PathLike) -> Any:
         See :func:`read_proto`.
     UnsupportedModelError
         When the graph holds operators or attributes outside the supported set
-        (every such node is listed), or is not a chain with identity skips.
+        (every such node is listed), or is not series-parallel.
 
     Examples
     --------
@@ -363,4 +450,9 @@ def load(path: str | os.PathLike) -> Any:
     from clearconv.model import Model
 
     got = from_onnx(read_proto(path), source=os.fspath(path))
+    out = got.net.output_shape((1, *got.input_shape))
+    if len(out) > 2 and all(d == 1 for d in out[2:]):
+        layers = list(got.net) if isinstance(got.net, nn.Sequential) else [got.net]
+        got.net = nn.Sequential(*layers, nn.Flatten())  # (N, K, 1, 1) -> (N, K) scores
+        got.class_names = [str(i) for i in range(out[1])]
     return Model(got.net, got.input_shape, got.class_names, got.mean, got.std, got.meta)

@@ -178,8 +178,11 @@ def flatten_span(s: tuple[int, ...], out: tuple[int, ...]) -> tuple[int, int]:
     (1, 3)
     >>> flatten_span((1, 4, 2, 2), (1, 4, 4))
     (2, 3)
+    >>> flatten_span((1, 8, 1, 1), (1, 8))
+    (1, 3)
     """
     start = next(i for i in range(1, len(s)) if i >= len(out) or s[i] != out[i])
+    start = min(start, len(out) - 1)  # dropping trailing 1s merges them into the last dim
     end = len(s) - (len(out) - start)
     ok = (
         start <= end

@@ -526,17 +526,50 @@ def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+# Layers that pass the class scores through unchanged in number (after a classifier).
+_AFTER_CLASSIFIER = frozenset((
+    "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "Identity",
+    "Flatten", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AvgPool2d", "MaxPool2d",
+))  # fmt: skip
+
+
+def classifier(layers: list[Any]) -> tuple[dict[str, Any], str] | None:
+    """The layer that sets the number of classes, and its size key: the last Linear
+    (``out_features``), or a last convolution (``out_channels``) followed only by
+    pooling, flattening or activations (SqueezeNet's fully convolutional head).
+
+    Example
+    -------
+    >>> classifier([_conv(8, 3), _conv(10, 1), RELU, GLOBAL_POOL, FLATTEN])[1]
+    'out_channels'
+    """
+    for layer in reversed(layers):
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        if kind == "Linear":
+            return layer, "out_features"
+        if kind in ("Conv2d", "Conv1d"):
+            return layer, "out_channels"
+        if kind not in _AFTER_CLASSIFIER:
+            return None
+    return None
+
+
 def _set_num_classes(cfg: dict[str, Any], num_classes: int | None, where: str) -> None:
-    """Give the last Linear layer ``num_classes`` outputs (or check it has some)."""
-    last = cfg["layers"][-1] if cfg.get("layers") else None
-    if not isinstance(last, dict) or last.get("type") != "Linear":
+    """Give the classifier layer (:func:`classifier`) ``num_classes`` outputs (or check
+    it has some)."""
+    found = classifier(cfg.get("layers") or [])
+    if found is None:
         if num_classes is None:
             return
-        raise ValueError(f"{where}: the last layer must be a Linear to set {num_classes} classes")
+        raise ValueError(
+            f"{where}: the net must end in a Linear layer (or a convolution followed only by "
+            f"pooling and Flatten) to set {num_classes} classes"
+        )
+    last, key = found
     if num_classes is not None:
-        last["out_features"] = int(num_classes)
-    elif "out_features" not in last:
-        raise ValueError(f"{where}: the last Linear needs out_features (or give num_classes)")
+        last[key] = int(num_classes)
+    elif key not in last:
+        raise ValueError(f"{where}: the last {last['type']} needs {key} (or give num_classes)")
 
 
 def build(

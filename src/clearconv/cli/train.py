@@ -305,12 +305,13 @@ def _arch_notes(path: str, data_shape: tuple | None, shape: tuple, classes: int,
             f"{'x'.join(map(str, data_shape))}: the net is built for {tuple(shape)} "
             "(layer sizes follow the input)"
         )
-    last = arch["layers"][-1] if arch["layers"] else None
-    if isinstance(last, dict) and last.get("type") == "Linear":
-        out = last.get("out_features")
+    found = zoo.classifier(arch["layers"])
+    if found is not None:
+        last, key = found
+        out = last.get(key)
         if out is not None and out != classes:
             notes.append(
-                f"{path} says out_features = {out} for the last Linear layer, but {what} has "
+                f"{path} says {key} = {out} for the last {last['type']} layer, but {what} has "
                 f"{classes} classes: it gets {classes} outputs"
             )
     return notes

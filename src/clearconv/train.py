@@ -19,6 +19,7 @@ pickle), written atomically after each epoch and on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from clearconv.nn.dropout import Dropout
 from clearconv.nn.loss import CrossEntropyLoss
 from clearconv.optim import SGD, Adam, AdamW
 from clearconv.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
+
+if TYPE_CHECKING:
+    from clearconv.distributed import Distributed
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "History", "TrainingDiverged", "evaluate", "fit"]
 
@@ -439,6 +443,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     history_path: str | os.PathLike | None = None,
+    distributed: Distributed | None = None,
 ) -> History:
     """Train ``model`` on ``train_data`` with mini-batches; returns the :class:`History`.
 
@@ -479,6 +484,15 @@ def fit(
         Called with each epoch's record (a dict) after the checkpoint is written.
     history_path : path, optional
         ``.csv`` or ``.json``, rewritten after every epoch.
+    distributed : Distributed, optional
+        Data-parallel training over MPI ranks (:class:`clearconv.Distributed`):
+        every rank calls ``fit`` with the same arguments; each global batch of
+        ``batch_size`` is cut into one shard per rank and the gradients are
+        averaged, so N ranks follow one process's run (exactly so with
+        ``sync_batchnorm`` and no Dropout, to float32 rounding). Rank 0 alone
+        shows progress and writes the checkpoint and history; every rank reads
+        the checkpoint to resume (any number of ranks resumes any run);
+        ``on_epoch_end`` is called on every rank with the same record.
 
     Raises
     ------
@@ -561,7 +575,8 @@ def fit(
     running = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
     best_state: dict[str, np.ndarray] | None = None
     ckpt = None if checkpoint is None else Path(checkpoint)
-    if ckpt is not None:
+    root = distributed is None or distributed.is_root  # [distributed] rank 0 writes files
+    if ckpt is not None and root:
         _check_writable(ckpt)  # an unwritable folder fails now, not after the first epoch
 
     if resume and ckpt is not None:
@@ -600,7 +615,7 @@ def fit(
             return history
 
     def save_ckpt(epoch: int, batch: int, cur_order: np.ndarray | None) -> None:
-        if ckpt is None:
+        if ckpt is None or not root:
             return
         extra: dict[str, np.ndarray] = {}
         if cur_order is not None:
@@ -623,7 +638,9 @@ def fit(
         _write_checkpoint(ckpt, model, opt, sched, run, extra)
 
     stop = False
-    with _Interrupt() as interrupt:
+    # [distributed] rank 0's weights everywhere; BatchNorm over the ranks when asked
+    attached = contextlib.nullcontext() if distributed is None else distributed.attached(model)
+    with _Interrupt() as interrupt, attached:
         for epoch in range(start_epoch, epochs):
             if order is None or start_batch == 0:
                 order = shuffle_rng.permutation(n)
@@ -632,7 +649,7 @@ def fit(
             else:
                 first = start_batch
             start_batch = 0
-            bar = _progress_bar(progress, n, f"epoch {epoch + 1}/{epochs}")
+            bar = _progress_bar(progress and root, n, f"epoch {epoch + 1}/{epochs}")
             t0 = time.perf_counter()
             for b in range(first, steps):
                 idx = order[b * batch_size : (b + 1) * batch_size]
@@ -641,6 +658,10 @@ def fit(
                     x = x[:, None]
                 if aug is not None:
                     x = aug(x, aug_rng)
+                if distributed is not None:  # [distributed] this rank's shard of the batch
+                    # cut after augmenting the whole batch: the same draws as one process
+                    part = distributed.shard(len(idx))
+                    x, idx = x[part], idx[part]
                 x = model.preprocess(x)
                 y = labels[idx]
                 opt.zero_grad()
@@ -654,21 +675,28 @@ def fit(
                         f"learning rate{kept}"
                     )
                 model.backward(ce.backward(), input_grad=False)  # the data is not learned
+                step = [loss * len(idx), int((logits.argmax(axis=1) == y).sum()), len(idx)]
+                stopping = interrupt.requested
+                if distributed is not None:  # [distributed] full-batch gradient, global sums
+                    *step, flags = distributed.average_gradients(
+                        model.parameters(), *step, stopping
+                    )
+                    stopping = flags > 0  # every rank stops at the same batch on Ctrl-C
                 opt.step()
                 if sched is not None and per_batch:
                     sched.step()
-                running["loss"] += loss * len(idx)
-                running["correct"] += int((logits.argmax(axis=1) == y).sum())
-                running["count"] += len(idx)
+                running["loss"] += step[0]
+                running["correct"] += round(step[1])
+                running["count"] += round(step[2])
                 if bar is not None:
                     elapsed = running["seconds"] + time.perf_counter() - t0
-                    bar.update(len(idx))
+                    bar.update(round(step[2]))
                     bar.set_postfix(
                         loss=f"{running['loss'] / running['count']:.4f}",
                         acc=f"{running['correct'] / running['count']:.3f}",
                         img_s=f"{running['count'] / max(elapsed, 1e-9):.0f}",
                     )
-                if interrupt.requested and b + 1 < steps:
+                if stopping and b + 1 < steps:
                     # Ctrl-C: keep the position inside the epoch, then stop.
                     running["seconds"] += time.perf_counter() - t0
                     if bar is not None:
@@ -690,7 +718,8 @@ def fit(
                 "seconds": running["seconds"],
             }
             if val_images is not None and val_labels is not None and len(val_labels):
-                r = evaluate(model, val_images, val_labels, batch_size=max(batch_size, 256))
+                ev = evaluate if distributed is None else distributed.evaluate  # [distributed]
+                r = ev(model, val_images, val_labels, batch_size=max(batch_size, 256))
                 record["val_loss"], record["val_acc"] = r["loss"], r["accuracy"]
             history.records.append(record)
             if early is not None:
@@ -703,7 +732,7 @@ def fit(
                     model.load_state_dict(best_state)
             order = None
             save_ckpt(epoch + 1, 0, None)
-            if history_path is not None:
+            if history_path is not None and root:
                 history.save(history_path)
             if interrupt.requested:  # Ctrl-C during the last batch: the epoch is saved
                 raise KeyboardInterrupt

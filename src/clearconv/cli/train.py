@@ -79,11 +79,24 @@ def add_parser(subparsers) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images")
     p.add_argument("--no-download", action="store_true", help="never download a missing data set")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    # [distributed] data-parallel ranks (clearconv.distributed)
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (mpiexec; one thread each unless --threads)",
+    )
+    p.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="with several ranks: BatchNorm statistics of the whole batch (default: per rank)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--limit": args.limit}
     positive["--early-stopping"] = args.early_stopping
+    positive["--workers"] = args.workers
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise CLIError(f"{flag} must be >= 1, got {value}")
@@ -211,6 +224,22 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # [distributed] --workers N starts N ranks; under mpiexec every rank trains, and an
+    # error on one stops them all (Distributed.run) instead of leaving them waiting.
+    from clearconv.distributed import Distributed, launched_size
+
+    if args.workers is not None and args.workers > 1:
+        _check_args(args)
+        from clearconv.cli._workers import spawn
+
+        return spawn(args)
+    if launched_size() == 1:
+        return _run(args, None)
+    dist = Distributed(sync_batchnorm=args.sync_batchnorm)
+    return dist.run(_run, args, dist)
+
+
+def _run(args: argparse.Namespace, dist) -> int:
     from clearconv import io, train
     from clearconv.data import channel_stats, train_val_split
     from clearconv.model import Model
@@ -229,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("no training images left (check --limit and --val-split)")
     mean, std = channel_stats(train_ds.images)
     model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
-    say = (lambda *a: None) if args.quiet else print
+    root = dist is None or dist.is_root  # [distributed] rank 0 prints and writes
+    say = (lambda *a: None) if args.quiet or not root else print
     say(
         f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} images"
         + (f", {len(val_ds):,} for validation" if val_ds is not None else "")
@@ -255,13 +285,15 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             early_stopping=args.early_stopping,
             progress=not args.quiet,
-            on_epoch_end=None if args.quiet else _epoch_line,
+            on_epoch_end=None if args.quiet or not root else _epoch_line,
             history_path=args.history,
+            distributed=dist,
         )
     except train.TrainingDiverged as exc:
         raise CLIError(str(exc)) from exc
     wall = time.perf_counter() - start
-    result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
+    evaluate = train.evaluate if dist is None else dist.evaluate  # [distributed]
+    result = evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
     accuracy = float(result["accuracy"])
     epochs_run = len(history)
     model.meta = {
@@ -280,6 +312,16 @@ def run(args: argparse.Namespace) -> int:
         "settings": {**cfg, "augment": _augment(cfg["augment"], digits)},
         "command": command_line(args),
     }
+    if dist is not None:  # [distributed] the per-step split, then rank 0 alone writes
+        split = dist.timings()
+        if not root:
+            return 0
+        say(
+            f"{dist.size} ranks, per step: compute {split['compute'] * 1e3:.2f} ms "
+            f"(BatchNorm sync {split['bn_sync'] * 1e3:.2f}), allreduce "
+            f"{split['allreduce'] * 1e3:.2f} ms (idle {split['idle'] * 1e3:.2f}, "
+            f"transfer {split['transfer'] * 1e3:.2f})"
+        )
     io.save(model, args.out)
     print(
         f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "

@@ -54,7 +54,10 @@ class _BatchNorm(Module):
             self.num_batches_tracked: Array | None = np.array(0, dtype=np.int64)
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
-        self._cache: tuple[Array, Array, bool] | None = None
+        self._cache: tuple[Array, Array, bool, Any] | None = None
+        # Data-parallel training sets this to a clearconv.Distributed while it runs:
+        # training statistics then come from the global batch (sync_batchnorm).
+        self.sync: Any = None
 
     def _check(self, shape: tuple[int, ...]) -> None:
         if len(shape) not in self._ranks or shape[1] != self.num_features:
@@ -76,7 +79,7 @@ class _BatchNorm(Module):
             y, xc, inv_std = F.batch_norm_eval(
                 x, self.running_mean, self.running_var, w, b, self.eps
             )
-            self._cache = (xc, inv_std, False)
+            self._cache = (xc, inv_std, False, None)
             return y
         m = x.size // self.num_features
         if m <= 1:
@@ -84,10 +87,14 @@ class _BatchNorm(Module):
                 "Expected more than 1 value per channel when training, "
                 f"got input of shape {tuple(x.shape)}"
             )
-        y, xc, inv_std, mean, var = F.batch_norm_train(x, w, b, self.eps)
+        sync = self.sync if training else None
+        if sync is not None:  # statistics of the global batch, m values per channel in it
+            y, xc, inv_std, mean, var, m = sync.batch_norm_train(x, w, b, self.eps)
+        else:
+            y, xc, inv_std, mean, var = F.batch_norm_train(x, w, b, self.eps)
         if training and self.running_mean is not None:
             self._update_running(mean, var, m)
-        self._cache = (xc, inv_std, True)
+        self._cache = (xc, inv_std, True, sync)
         return y
 
     def _update_running(self, mean: Array, var: Array, m: int) -> None:
@@ -109,9 +116,12 @@ class _BatchNorm(Module):
     def backward(self, grad_out: Array) -> Array:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called before forward")
-        xc, inv_std, batch = self._cache
+        xc, inv_std, batch, sync = self._cache
         w = self.weight.data.astype(xc.dtype, copy=False) if self.weight is not None else None
-        dx, dw, db = F.batch_norm_backward(grad_out, xc, inv_std, w, batch)
+        if sync is not None:
+            dx, dw, db = sync.batch_norm_backward(grad_out, xc, inv_std, w)
+        else:
+            dx, dw, db = F.batch_norm_backward(grad_out, xc, inv_std, w, batch)
         if self.weight is not None and self.bias is not None:  # both exist iff affine
             self.weight.accumulate(dw)
             self.bias.accumulate(db)

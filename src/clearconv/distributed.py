@@ -315,7 +315,7 @@ class Distributed:
             return
         state = model.state_dict()
         for key in sorted(state):
-            arr = np.ascontiguousarray(state[key])
+            arr = np.array(state[key], order="C")  # a copy; 0-d buffers stay 0-d
             self.comm.Bcast(arr, root=0)
             state[key] = arr
         model.load_state_dict(state)

@@ -116,9 +116,11 @@ class Distributed:
     replicated : bool
         Whether every rank computes the whole current batch.
     seconds : dict of str to float
-        Time spent so far in ``compute`` (forward and backward of the shards),
-        ``allreduce`` (packing and reducing the gradients, waiting included)
-        and ``bn_sync`` (BatchNorm's reductions, inside ``compute``).
+        Time spent so far in ``compute`` (everything between two gradient
+        reductions: loading, forward, backward, the optimizer step),
+        ``allreduce`` (packing and reducing the gradients, waiting for the
+        other ranks included) and ``bn_sync`` (BatchNorm's reductions, inside
+        ``compute``).
 
     Raises
     ------
@@ -146,7 +148,7 @@ class Distributed:
         self.replicated = False
         self._batch = 0  # samples in the current global batch
         self._buffer: np.ndarray | None = None  # the flat gradient buffer, reused
-        self._step_start = 0.0
+        self._step_start = time.perf_counter()
         self.step_compute: list[float] = []  # per step, for the idle time (timings)
         self.seconds = {"compute": 0.0, "allreduce": 0.0, "bn_sync": 0.0}
 
@@ -160,8 +162,7 @@ class Distributed:
 
         Rank ``r`` of ``N`` gets samples ``r*B//N`` to ``(r+1)*B//N`` (sizes
         differ by at most one); when ``B < 2N`` every rank gets all of them.
-        Sets :attr:`share` and :attr:`replicated` for the step, and starts its
-        compute timer.
+        Sets :attr:`share` and :attr:`replicated` for the step.
 
         >>> d = Distributed(_OneRank())
         >>> d.shard(10), d.share
@@ -177,7 +178,6 @@ class Distributed:
         else:
             part = slice(self.rank * batch // self.size, (self.rank + 1) * batch // self.size)
             self.share = (part.stop - part.start) / batch
-        self._step_start = time.perf_counter()
         return part
 
     def average_gradients(self, params: Sequence[Any], *totals: float) -> list[float]:
@@ -216,7 +216,8 @@ class Distributed:
             if p.grad is not None:
                 p.grad = buf[at : at + p.grad.size].reshape(p.grad.shape).copy()
                 at += p.grad.size
-        self.seconds["allreduce"] += time.perf_counter() - now
+        self._step_start = time.perf_counter()
+        self.seconds["allreduce"] += self._step_start - now
         return [float(v) for v in buf[at:]]
 
     def _allreduce(self, buf: np.ndarray) -> None:
@@ -299,6 +300,7 @@ class Distributed:
         from clearconv.nn.norm import _BatchNorm
 
         self.broadcast_state(model)
+        self._step_start = time.perf_counter()
         norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
         if self.sync_batchnorm:
             for m in norms:
@@ -378,8 +380,8 @@ class Distributed:
     def timings(self) -> dict[str, float]:
         """Seconds per step, averaged over the ranks (a collective: every rank calls it).
 
-        ``compute`` (forward and backward of a shard, BatchNorm's reductions
-        included), ``bn_sync`` (those reductions), ``allreduce`` (the gradient
+        ``compute`` (the work between two gradient reductions, BatchNorm's
+        reductions included), ``bn_sync`` (those reductions), ``allreduce`` (the gradient
         reduction: ``idle`` + ``transfer``), ``idle`` (waiting for the slowest
         rank's compute: per step, the slowest rank's compute minus this
         rank's), ``transfer`` and ``steps``.

@@ -69,6 +69,12 @@ def main(scenario: str, out: Path, checkpoint: str | None = None) -> None:
         images, labels = data(101, (1, 8, 8), seed=2)
         r = dist.evaluate(model, images, labels, batch_size=16)
         result["eval.confusion"], result["eval.loss"] = r["confusion"], np.array(r["loss"])
+        # Dropout: rank 1 draws its own masks, not a copy of rank 0's.
+        drop = Model(nn.Sequential(nn.Flatten(), nn.Dropout(0.5, rng=np.random.default_rng(3))),
+                     (1, 8, 8), [str(i) for i in range(64)])  # fmt: skip
+        with dist.attached(drop):
+            mask = drop(np.ones((4, 1, 8, 8), np.float32), training=True)
+        result["dropout.masks"] = np.stack(dist.comm.gather(mask, root=0) or [mask])
     elif scenario == "resume":
         model = dist.run(
             train, lenet, RESUME, (1, 28, 28), dist, checkpoint=checkpoint, resume=True

@@ -137,6 +137,8 @@ def test_two_ranks_reach_one_process_weights(tmp_path):
     want = evaluate(bn, images, labels, batch_size=16)
     np.testing.assert_array_equal(got["eval.confusion"], want["confusion"])
     assert float(got["eval.loss"]) == pytest.approx(want["loss"], rel=1e-5)
+    masks = got["dropout.masks"]
+    assert masks.shape == (2, 4, 64) and not np.array_equal(masks[0], masks[1])
 
 
 @needs_mpi
@@ -202,3 +204,47 @@ def test_train_workers_matches_one_process(tmp_path):
         "two.csv",
         "two.npz",
     ]
+
+
+def _ranks_of(marker: str) -> dict[int, int]:
+    """{rank: pid} of the rank processes whose command line holds ``marker`` (Linux /proc)."""
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+            environ = (cmdline.parent / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours
+            continue
+        if marker.encode() in argv and b"mpiexec" not in argv[0]:
+            rank = [e for e in environ if e.startswith(b"PMI_RANK=")]
+            if rank:
+                found[int(rank[0].split(b"=")[1])] = int(cmdline.parent.name)
+    return found
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc")
+def test_train_workers_names_a_rank_killed_by_a_signal(tmp_path):
+    import signal
+    import time
+
+    out = str(tmp_path / "killed.npz")
+    cmd = [sys.executable, "-m", "clearconv", "train", "--model", "xo", "--dataset", "xo",
+           "--epochs", "500", "--out", out, "-q", "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(ranks := _ranks_of(out)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(ranks) == 2, "the two ranks did not start"
+        time.sleep(2)  # into training
+        os.kill(ranks[1], signal.SIGKILL)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        job.kill()
+        for pid in _ranks_of(out).values():  # what is left of a failed test
+            os.kill(pid, signal.SIGKILL)
+    assert job.returncode == 2
+    assert f"rank 1 of 2 (pid {ranks[1]}) ended with exit status 9" in stderr
+    assert not Path(out).exists()  # no model file from a job that did not finish

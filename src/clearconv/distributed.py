@@ -49,11 +49,14 @@ import numpy as np
 
 from clearconv.engine.norm import channel_dot, reduce_axes
 
-__all__ = ["Distributed", "launched_size", "mpiexec_command"]
+__all__ = ["PID_FOLDER", "Distributed", "launched_size", "mpiexec_command"]
 
 #: Environment variables by which MPI launchers tell a process the number of ranks
 #: (MPICH/Hydra, Open MPI, PMIx, MVAPICH, Slurm's srun).
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+#: Set by ``clearconv train --workers``: a folder where each rank writes its process
+#: id (file ``rank-R``), so that a rank killed by a signal can be named by its number.
+PID_FOLDER = "CLEARCONV_RANK_PIDS"
 
 
 def launched_size(environ: dict[str, str] | None = None) -> int:
@@ -143,6 +146,10 @@ class Distributed:
         self.rank = int(comm.Get_rank())
         self.size = int(comm.Get_size())
         self.is_root = self.rank == 0
+        folder = os.environ.get(PID_FOLDER)
+        if folder and os.path.isdir(folder):
+            with open(os.path.join(folder, f"rank-{self.rank}"), "w") as f:
+                f.write(str(os.getpid()))
         self.sync_batchnorm = sync_batchnorm
         self.share = 1.0
         self.replicated = False
@@ -291,12 +298,14 @@ class Distributed:
     # -- around a training run ---------------------------------------------------------
     @contextmanager
     def attached(self, model: Any) -> Iterator[None]:
-        """Within the block: rank 0's weights and buffers on every rank, and
-        BatchNorm layers reducing over the ranks when ``sync_batchnorm``.
+        """Within the block: rank 0's weights and buffers on every rank,
+        BatchNorm layers reducing over the ranks when ``sync_batchnorm``, and
+        Dropout layers drawing a different stream on each rank.
 
         Every rank builds its model from the same seed; the broadcast makes the
         start identical even when they did not.
         """
+        from clearconv.nn.dropout import Dropout
         from clearconv.nn.norm import _BatchNorm
 
         self.broadcast_state(model)
@@ -305,11 +314,20 @@ class Distributed:
         if self.sync_batchnorm:
             for m in norms:
                 m.sync = self
+        dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+        saved = [d.rng for d in dropouts]
+        if self.rank > 0:
+            # Each rank masks its own shard: a stream from rank 0's state and the rank
+            # (the same generators on every rank would repeat rank 0's masks).
+            for d in dropouts:
+                d.rng = np.random.default_rng([int(d.rng.integers(2**63)), self.rank])
         try:
             yield
         finally:
             for m in norms:
                 m.sync = None
+            for d, rng in zip(dropouts, saved, strict=True):
+                d.rng = rng
 
     def broadcast_state(self, model: Any) -> None:
         """Copy rank 0's parameters and buffers to every rank (in place)."""

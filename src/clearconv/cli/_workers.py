@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from clearconv.cli import CLIError
+from clearconv.distributed import PID_FOLDER
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -61,4 +65,32 @@ def spawn(args: argparse.Namespace) -> int:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = threads
     cmd = [*launcher, sys.executable, "-m", "clearconv", "train", *rank_argv(train_parser(), args)]
-    return subprocess.run([*cmd, "--threads", threads], env=env, check=False).returncode
+    with tempfile.TemporaryDirectory(prefix="clearconv-ranks-") as pids:
+        env[PID_FOLDER] = pids  # each rank writes its process id here (Distributed)
+        proc = subprocess.Popen(
+            [*cmd, "--threads", threads], env=env, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        stdout = proc.stdout
+        if stdout is None:  # pragma: no cover (stdout=PIPE always gives one)
+            raise RuntimeError("no pipe from mpiexec")
+        dead = None
+        try:
+            for line in stdout:  # pass the ranks' output on, noting the pid of a dead one
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                found = re.search(r"PID (\d+) RUNNING AT", line)
+                dead = found.group(1) if found else dead
+        except KeyboardInterrupt:
+            # mpiexec passed the same Ctrl-C to the ranks: let them checkpoint and stop
+            for line in stdout:
+                sys.stdout.write(line)
+            proc.wait()
+            raise
+        code = proc.wait()
+        if code and dead is not None:
+            ranks = {f.read_text(): f.name.split("-")[1] for f in Path(pids).glob("rank-*")}
+            raise CLIError(
+                f"rank {ranks.get(dead, '?')} of {args.workers} (pid {dead}) ended with exit "
+                f"status {code}; mpiexec stopped the others"
+            )
+    return code

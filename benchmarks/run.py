@@ -383,6 +383,9 @@ def markdown(
             f"{ratio(r)} |"
         )
     lines += _training_runs()
+    from benchmarks.distributed import section  # MPI runs, recorded separately
+
+    lines += section()
     lines += [
         "",
         "## Scaling",

@@ -221,7 +221,8 @@ class Distributed:
         at = 0
         for p in params:
             if p.grad is not None:
-                p.grad = buf[at : at + p.grad.size].reshape(p.grad.shape).copy()
+                # a copy in the gradient's dtype: the buffer is reused next step
+                p.grad = buf[at : at + p.grad.size].reshape(p.grad.shape).astype(p.grad.dtype)
                 at += p.grad.size
         self._step_start = time.perf_counter()
         self.seconds["allreduce"] += self._step_start - now

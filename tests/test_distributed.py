@@ -248,3 +248,37 @@ def test_train_workers_names_a_rank_killed_by_a_signal(tmp_path):
     assert job.returncode == 2
     assert f"rank 1 of 2 (pid {ranks[1]}) ended with exit status 9" in stderr
     assert not Path(out).exists()  # no model file from a job that did not finish
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc")
+def test_ctrl_c_under_workers_stops_every_rank_after_a_checkpoint(tmp_path):
+    """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it):
+    every rank stops at the same batch, rank 0 writes a whole checkpoint, exit 130."""
+    import signal
+    import time
+
+    from clearconv.io import load_arrays
+
+    out, ckpt = str(tmp_path / "m.npz"), tmp_path / "run.npz"
+    cmd = [sys.executable, "-m", "clearconv", "train", "--model", "xo", "--dataset", "xo",
+           "--epochs", "500", "--out", out, "--checkpoint", str(ckpt), "-q",
+           "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and time.monotonic() < deadline:  # the first epoch is done
+            time.sleep(0.2)
+        os.killpg(job.pid, signal.SIGINT)
+        stdout, stderr = job.communicate(timeout=90)
+    finally:
+        job.kill()
+        for pid in _ranks_of(out).values():
+            os.kill(pid, signal.SIGKILL)
+    assert job.returncode == 130, stderr
+    assert "Abort" not in stderr  # the ranks agreed; none was aborted
+    header, _ = load_arrays(ckpt)
+    assert 1 <= header["epoch"] < 500
+    assert not Path(out).exists()

@@ -57,6 +57,9 @@ SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WOR
 #: Set by ``clearconv train --workers``: a folder where each rank writes its process
 #: id (file ``rank-R``), so that a rank killed by a signal can be named by its number.
 PID_FOLDER = "CLEARCONV_RANK_PIDS"
+#: After Ctrl-C, how long a rank waits for the others (rank 0 writing its checkpoint)
+#: before it aborts the job.
+INTERRUPT_GRACE_S = 60.0
 
 
 def launched_size(environ: dict[str, str] | None = None) -> int:
@@ -378,7 +381,11 @@ class Distributed:
 
         A rank that raises would leave the others waiting in a reduction for
         ever: print ``rank R of N: <error>`` on stderr and abort the job
-        (``MPI_Abort``; exit status 130 for Ctrl-C, else 1). Files are written
+        (``MPI_Abort``, exit status 1). Ctrl-C reaches every rank, which stop
+        at the same batch (``fit`` reduces the flag with the gradients): the
+        ranks wait for each other, rank 0 having written its checkpoint, and
+        KeyboardInterrupt goes on; a rank not there within
+        ``INTERRUPT_GRACE_S`` is aborted (status 130). Files are written
         atomically, so an abort leaves every file whole.
         """
         try:
@@ -386,6 +393,8 @@ class Distributed:
         except BaseException as exc:
             if self.size == 1 or (isinstance(exc, SystemExit) and not exc.code):
                 raise
+            if isinstance(exc, KeyboardInterrupt) and self._all_arrive(INTERRUPT_GRACE_S):
+                raise  # Ctrl-C stopped every rank at the same batch, after rank 0's checkpoint
             code = 130 if isinstance(exc, KeyboardInterrupt) else 1
             # a CLI user error says what is wrong in its message; others name their type
             user = type(exc).__name__ == "CLIError"
@@ -395,6 +404,16 @@ class Distributed:
             sys.stderr.flush()
             self.comm.Abort(code)
             raise  # not reached: Abort ends the process
+
+    def _all_arrive(self, seconds: float) -> bool:
+        """Whether every rank reaches this point within ``seconds`` (a barrier that gives up)."""
+        request = self.comm.Ibarrier()
+        deadline = time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def timings(self) -> dict[str, float]:
         """Seconds per step, averaged over the ranks (a collective: every rank calls it).

@@ -485,7 +485,7 @@ def fit(
     history_path : path, optional
         ``.csv`` or ``.json``, rewritten after every epoch.
     distributed : Distributed, optional
-        Data-parallel training over MPI ranks (:class:`clearconv.Distributed`):
+        Data-parallel training over MPI ranks (:class:`clearconv.distributed.Distributed`):
         every rank calls ``fit`` with the same arguments; each global batch of
         ``batch_size`` is cut into one shard per rank and the gradients are
         averaged, so N ranks follow one process's run (exactly so with
@@ -637,7 +637,7 @@ def fit(
         }
         _write_checkpoint(ckpt, model, opt, sched, run, extra)
 
-    stop = False
+    stop = stopping = False
     # [distributed] rank 0's weights everywhere; BatchNorm over the ranks when asked
     attached = contextlib.nullcontext() if distributed is None else distributed.attached(model)
     with _Interrupt() as interrupt, attached:
@@ -734,8 +734,8 @@ def fit(
             save_ckpt(epoch + 1, 0, None)
             if history_path is not None and root:
                 history.save(history_path)
-            if interrupt.requested:  # Ctrl-C during the last batch: the epoch is saved
-                raise KeyboardInterrupt
+            if interrupt.requested if distributed is None else stopping:  # [distributed] agreed
+                raise KeyboardInterrupt  # Ctrl-C during the last batch: the epoch is saved
             if on_epoch_end is not None:
                 on_epoch_end(dict(record))
             if stop:

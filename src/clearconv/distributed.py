@@ -231,6 +231,12 @@ class Distributed:
         self.seconds["allreduce"] += self._step_start - now
         return [float(v) for v in buf[at:]]
 
+    def sum(self, values: Sequence[float]) -> np.ndarray:
+        """``values`` added up over the ranks (float64; a collective)."""
+        buf = np.array(values, dtype=np.float64)
+        self._allreduce(buf)
+        return buf
+
     def _allreduce(self, buf: np.ndarray) -> None:
         """Sum ``buf`` over the ranks, in place (``MPI_IN_PLACE``)."""
         if self.size > 1:

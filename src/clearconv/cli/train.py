@@ -211,6 +211,23 @@ def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator):
     return net, tuple(shape), train, test, source
 
 
+def _load_on_ranks(spec: str, args: argparse.Namespace, rng: np.random.Generator, dist):
+    """:func:`load_data` on every rank, where only rank 0 downloads missing files
+    (two ranks writing one download would garble it); the others then read them."""
+    if dist is None or args.no_download:
+        return load_data(spec, args, rng)
+    try:  # the usual case: every rank finds the data
+        found = load_data(spec, argparse.Namespace(**{**vars(args), "no_download": True}), rng)
+    except CLIError:
+        found = None
+    if dist.sum([found is None])[0] == 0:
+        return found
+    if dist.is_root:
+        found = found or load_data(spec, args, rng)
+    dist.comm.Barrier()  # rank 0 has the files (or has failed and aborted the job)
+    return found or load_data(spec, args, rng)
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The effective command, rebuilt from the parsed options (recorded in the model file)."""
     skip = {"func", "command", "debug", "threads"}
@@ -247,7 +264,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     _check_args(args)
     spec = resolve_model_spec(args.model)
     rng = np.random.default_rng(args.seed)
-    net, shape, train_ds, test_ds, source = load_data(spec, args, rng)
+    net, shape, train_ds, test_ds, source = _load_on_ranks(spec, args, rng, dist)
     cfg = settings(spec, args)
     digits = args.dataset in ("mnist", "xo")
     val_ds = None

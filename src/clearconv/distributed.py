@@ -32,8 +32,7 @@ A training script, started with ``mpiexec -n 4 python train.py``::
 
     dist = Distributed(sync_batchnorm=True)  # mpi4py's COMM_WORLD
     history = dist.run(fit, model, train_data, epochs=2, batch_size=128,
-                       checkpoint="run.npz" if dist.is_root else None,
-                       distributed=dist)
+                       checkpoint="run.npz", distributed=dist)  # rank 0 writes it
 """
 
 from __future__ import annotations
@@ -125,8 +124,8 @@ class Distributed:
         Time spent so far in ``compute`` (everything between two gradient
         reductions: loading, forward, backward, the optimizer step),
         ``allreduce`` (packing and reducing the gradients, waiting for the
-        other ranks included) and ``bn_sync`` (BatchNorm's reductions, inside
-        ``compute``).
+        other ranks included) and ``bn_sync`` (synchronised BatchNorm's forward
+        and backward passes with their reductions, inside ``compute``).
 
     Raises
     ------
@@ -424,8 +423,8 @@ class Distributed:
     def timings(self) -> dict[str, float]:
         """Seconds per step, averaged over the ranks (a collective: every rank calls it).
 
-        ``compute`` (the work between two gradient reductions, BatchNorm's
-        reductions included), ``bn_sync`` (those reductions), ``allreduce`` (the gradient
+        ``compute`` (the work between two gradient reductions), ``bn_sync``
+        (synchronised BatchNorm's passes, part of ``compute``), ``allreduce`` (the gradient
         reduction: ``idle`` + ``transfer``), ``idle`` (waiting for the slowest
         rank's compute: per step, the slowest rank's compute minus this
         rank's), ``transfer`` and ``steps``.

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from clearconv._extras import install_hint
 from clearconv.engine.norm import channel_dot, reduce_axes
 from clearconv.train.callbacks import Callback, TrainState
 
@@ -94,7 +95,7 @@ def mpiexec_command(n: int) -> list[str]:
     exe = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
     if exe is None:
         raise FileNotFoundError(
-            "no MPI launcher (mpiexec) found: install one with pip install 'clearconv[mpi]'"
+            f"no MPI launcher (mpiexec) found: install one with {install_hint('mpi')}"
         )
     return [exe, "-n", str(n)]
 
@@ -140,7 +141,7 @@ class Distributed:
                 from mpi4py import MPI
             except ImportError as exc:
                 raise ImportError(
-                    "Distributed needs mpi4py and an MPI library: pip install 'clearconv[mpi]'"
+                    f"Distributed needs mpi4py and an MPI library: {install_hint('mpi')}"
                 ) from exc
             comm = MPI.COMM_WORLD
         if not isinstance(sync_batchnorm, bool):

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from clearconv._extras import install_hint
 from clearconv.cli import CLIError
 from clearconv.distributed import PID_FOLDER
 
@@ -55,7 +56,7 @@ def spawn(args: argparse.Namespace) -> int:
     if launched_size() > 1:
         raise CLIError("--workers starts the ranks itself: leave it out under mpiexec")
     if importlib.util.find_spec("mpi4py") is None:
-        raise CLIError("--workers needs mpi4py and MPI: pip install 'clearconv[mpi]'")
+        raise CLIError(f"--workers needs mpi4py and MPI: {install_hint('mpi')}")
     try:
         launcher = mpiexec_command(args.workers)
     except FileNotFoundError as exc:

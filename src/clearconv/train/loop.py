@@ -86,7 +86,8 @@ distributed : Distributed, optional
     resumes any run); ``on_epoch_end`` is called on every rank with the
     same record. These are the hooks of
     :class:`clearconv.distributed.DistributedPart`, which runs first of the
-    parts; with ``None`` the loop does no extra work.
+    parts; with ``None`` none of it is imported or run (the loop's one trace
+    is a test of ``state.shard is None`` per batch).
 
 What fit raises
 ---------------

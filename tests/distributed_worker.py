@@ -53,6 +53,13 @@ def bn_net() -> Model:
     return Model(net, (1, 8, 8), [str(i) for i in range(10)])
 
 
+def bn_textbook_net() -> Model:
+    """:func:`bn_net` on the textbook (clearconv.functional) layers."""
+    model = bn_net()
+    nn.use_textbook(model.net)
+    return model
+
+
 def train(make, setup: dict, shape, dist: Distributed | None = None, **kw) -> Model:
     model = make()
     settings = {k: v for k, v in setup.items() if k != "n"}
@@ -85,6 +92,9 @@ def main(scenario: str, out: Path, checkpoint: str | None = None) -> None:
         result.update(model.state_dict())
     elif scenario == "augment":
         model = dist.run(train, bn_net, AUGMENT, (1, 8, 8), dist)
+        result.update(model.state_dict())
+    elif scenario == "textbook":
+        model = dist.run(train, bn_textbook_net, BN, (1, 8, 8), dist)
         result.update(model.state_dict())
     elif scenario == "fail":
 

@@ -97,6 +97,12 @@ def test_workers_option_is_checked(capsys, tmp_path):
     assert "--workers must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_find_lr_refuses_several_ranks(capsys):
+    argv = ["train", "--model", "xo", "--dataset", "xo", "--find-lr", "--workers", "2"]
+    assert main(argv) == 2
+    assert "--find-lr runs in one process" in capsys.readouterr().err
+
+
 def test_workers_refused_under_mpiexec(capsys, tmp_path, monkeypatch):
     pytest.importorskip("mpi4py")
     monkeypatch.setenv("PMI_SIZE", "2")

@@ -452,6 +452,9 @@ def markdown(info, threads, res: dict, cmd: str, *, repeats: int, rev=None) -> s
         lines += _table(["layer and input", *_heads(label)], len(_heads(label)), rows)
     if res["scaling"] is not None:  # a full run: the records and the plot
         lines += _training_runs()
+        from benchmarks.distributed import section  # MPI runs, recorded separately
+
+        lines += section()
         lines += [
             "",
             "## Scaling",

@@ -26,13 +26,15 @@ def rng() -> np.random.Generator:
 # -- in CI, a skipped oracle is a failure -----------------------------------------
 # The parity tests skip when torch or onnxruntime cannot be imported, the browser
 # test when Chromium or Playwright is missing, the real-data tests when
-# ../shared/datasets is absent: right on a laptop, but in CI (which installs all
-# of them, see .ci/run) a skip would hide a broken install behind a green run.
+# ../shared/datasets is absent, the MPI tests without mpi4py or mpiexec: right on
+# a laptop, but in CI (which installs all of them, see .ci/run) a skip would hide a
+# broken install behind a green run.
 # So when $CI is set, a skip whose reason names one of them fails.
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 PROVIDED_IN_CI = re.compile(
     r"torch|onnx|playwright|chromium|PIL|pillow|starlette|uvicorn|httpx|multipart"
-    r"|matplotlib|threadpoolctl|hypothesis|librosa|scipy|MNIST|shared/datasets|CLEARCONV_DATA",
+    r"|matplotlib|threadpoolctl|hypothesis|librosa|scipy|MNIST|shared/datasets|CLEARCONV_DATA"
+    r"|mpi4py|mpiexec",  # the `mpi` extra (.ci/run installs it, CLEARCONV_REQUIRE_MPI=1)
     re.IGNORECASE,
 )
 

@@ -145,12 +145,25 @@ def add_parser(subparsers) -> None:
         "test set (with --find-lr: the loss against the learning rate)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    # data-parallel ranks (clearconv.distributed)
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (mpiexec; one thread each unless --threads)",
+    )
+    p.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="with several ranks: BatchNorm statistics of the whole batch (default: per rank)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--limit": args.limit}
     positive["--early-stopping"] = args.early_stopping
     positive["--num-classes"] = args.num_classes
+    positive["--workers"] = args.workers
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise CLIError(f"{flag} must be >= 1, got {value}")
@@ -453,6 +466,24 @@ def _load_folder_data(
     return net, built, train, test, source, notes
 
 
+def _load_on_ranks(spec: str, args: argparse.Namespace, rng: np.random.Generator, base, dist):
+    """:func:`load_data` on every rank, where only rank 0 downloads missing files
+    (two ranks writing one download would garble it); the others then read them."""
+    if dist is None or args.no_download:
+        return load_data(spec, args, rng, base)
+    try:  # the usual case: every rank finds the data
+        offline = argparse.Namespace(**{**vars(args), "no_download": True})
+        found = load_data(spec, offline, rng, base)
+    except CLIError:
+        found = None
+    if dist.sum([found is None])[0] == 0:
+        return found
+    if dist.is_root:
+        found = found or load_data(spec, args, rng, base)
+    dist.comm.Barrier()  # rank 0 has the files (or has failed and aborted the job)
+    return found or load_data(spec, args, rng, base)
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The effective command, rebuilt from the parsed options (recorded in the model file)."""
     skip = {"func", "command", "debug", "threads"}
@@ -466,8 +497,28 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # --workers N starts N ranks; under mpiexec every rank trains, and an error on
+    # one stops them all (Distributed.run) instead of leaving them waiting.
+    from clearconv.distributed import Distributed, launched_size
+
+    several = (args.workers or 1) > 1 or launched_size() > 1
+    if args.find_lr and several:
+        raise CLIError("--find-lr runs in one process: leave out --workers (and mpiexec)")
+    if (args.workers or 1) > 1:
+        _check_args(args)
+        from clearconv.cli._workers import spawn
+
+        return spawn(args)
+    if launched_size() == 1:
+        return _run(args, None)
+    dist = Distributed(sync_batchnorm=args.sync_batchnorm)
+    return dist.run(_run, args, dist)
+
+
+def _run(args: argparse.Namespace, dist) -> int:
     # Over 80 lines: one straight sequence (check, load, build, train, test, save)
     # read top to bottom; the steps with choices in them are the helpers above.
+    # ``dist`` (clearconv.distributed): every rank trains; rank 0 alone prints and writes.
     from clearconv.data import channel_stats, stratified_split
     from clearconv.model import Model
 
@@ -475,8 +526,9 @@ def run(args: argparse.Namespace) -> int:
     base = load_model_file(args.model) if is_model_file(args.model) else None
     spec = args.model if base is not None else resolve_model_spec(args.model)
     rng = np.random.default_rng(args.seed)
-    net, shape, train_ds, test_ds, source, notes = load_data(spec, args, rng, base)
-    for note in notes:
+    net, shape, train_ds, test_ds, source, notes = _load_on_ranks(spec, args, rng, base, dist)
+    root = dist is None or dist.is_root
+    for note in notes if root else ():
         _notice("note", note)
     # a model file trains further with the recipe of the model it was made from
     name = str(base.meta.get("model", "")) if base is not None else spec
@@ -494,7 +546,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         mean, std = channel_stats(train_ds.images)
         model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a: None) if args.quiet or not root else print
     if small:
         say(small)
     if args.find_lr:
@@ -525,14 +577,27 @@ def run(args: argparse.Namespace) -> int:
     if notes:
         meta["adapted"] = notes
     start = time.perf_counter()
-    history = _train(args, model, train_ds, val_ds, cfg, meta)
+    history = _train(args, model, train_ds, val_ds, cfg, meta, dist)
     wall = time.perf_counter() - start
+    evaluate = train.evaluate if dist is None else dist.evaluate  # sharded over the ranks
     try:
-        result = train.evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
+        result = evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
     except KeyboardInterrupt:  # the training is done: keep it
-        model.meta = {**meta, "epochs": len(history), "interrupted": True}
-        print(f"interrupted while testing: wrote {save_model(model, args.out)}", file=sys.stderr)
+        if root:
+            model.meta = {**meta, "epochs": len(history), "interrupted": True}
+            saved = save_model(model, args.out)
+            print(f"interrupted while testing: wrote {saved}", file=sys.stderr)
         raise
+    if dist is not None:  # the per-step split (a collective), then rank 0 alone writes
+        split = dist.timings()
+        if not root:
+            return 0
+        say(
+            f"{dist.size} ranks, per step: compute {split['compute'] * 1e3:.2f} ms "
+            f"(BatchNorm sync {split['bn_sync'] * 1e3:.2f}), allreduce "
+            f"{split['allreduce'] * 1e3:.2f} ms (idle {split['idle'] * 1e3:.2f}, "
+            f"transfer {split['transfer'] * 1e3:.2f})"
+        )
     accuracy = float(result["accuracy"])
     epochs_run = len(history)
     model.meta = {
@@ -561,14 +626,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: dict):
-    """``train.fit`` with the command's settings; on Ctrl-C, save and say how to go on."""
+def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: dict, dist=None):
+    """``train.fit`` with the command's settings (over the ranks of ``dist`` when
+    given); on Ctrl-C, save and say how to go on (rank 0)."""
     # Ctrl-C always leaves something to go on from: the checkpoint, or (without
     # --checkpoint) the last finished epoch's weights at --out plus a checkpoint
     # written only then, so that the printed command resumes exactly.
     ckpt = args.checkpoint or str(interrupt_checkpoint(args.out))
     ckpt_before = _mtime(ckpt)
     last = LastEpoch(keep=not args.checkpoint)
+    root = dist is None or dist.is_root
     try:
         history = train.fit(
             model,
@@ -588,15 +655,17 @@ def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: d
             checkpoint_every_epoch=bool(args.checkpoint),
             early_stopping=args.early_stopping,
             progress=False if args.quiet else train.ProgressBar(lines=False),
-            on_epoch_end=None if args.quiet else _epoch_line,
+            on_epoch_end=None if args.quiet or not root else _epoch_line,
             history_path=args.history,
             callbacks=[last],
+            distributed=dist,
         )
     except train.TrainingDiverged as exc:
         raise CLIError(str(exc)) from exc
     except KeyboardInterrupt:
-        model.meta = {**meta, "interrupted": True, "epochs": last.epoch}
-        _interrupted(args, model, last, ckpt, written=_mtime(ckpt) != ckpt_before)
+        if root:
+            model.meta = {**meta, "interrupted": True, "epochs": last.epoch}
+            _interrupted(args, model, last, ckpt, written=_mtime(ckpt) != ckpt_before)
         raise
     return history
 

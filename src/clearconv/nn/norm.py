@@ -56,9 +56,12 @@ class _BatchNorm(Module):
             self.num_batches_tracked: Array | None = np.array(0, dtype=np.int64)
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
-        # (xc, inv_std, batch statistics?, False) from the engine, (x, None, batch?, True)
-        # from the textbook.
-        self._cache: tuple[Array, Array | None, bool, bool] | None = None
+        # (xc, inv_std, batch statistics?, False, sync) from the engine, (x, None, batch?,
+        # True, None) from the textbook.
+        self._cache: tuple[Array, Array | None, bool, bool, Any] | None = None
+        # Data-parallel training sets this to a clearconv.distributed.Distributed while it
+        # runs (sync_batchnorm): training statistics then come from the global batch.
+        self.sync: Any = None
 
     def _check(self, shape: tuple[int, ...]) -> None:
         if len(shape) not in self._ranks or shape[1] != self.num_features:
@@ -82,23 +85,30 @@ class _BatchNorm(Module):
                 "Expected more than 1 value per channel when training, "
                 f"got input of shape {tuple(x.shape)}"
             )
+        sync = self.sync if training else None
+        if sync is not None:  # statistics of the global batch, m values per channel in it
+            y, xc, inv_std, mean, var, m = sync.batch_norm_train(x, w, b, self.eps)
+            if self.running_mean is not None:
+                self._update_running(mean, var, m)
+            self._cache = (xc, inv_std, True, False, sync)
+            return y
         if self.textbook:
             return self._textbook_forward(x, w, b, training, use_batch)
         if not use_batch:
             y, xc, inv_std = F.batch_norm_eval(
                 x, self.running_mean, self.running_var, w, b, self.eps
             )
-            self._cache = (xc, inv_std, False, False)
+            self._cache = (xc, inv_std, False, False, None)
             return y
         y, xc, inv_std, mean, var = F.batch_norm_train(x, w, b, self.eps)
         if training and self.running_mean is not None:
             self._update_running(mean, var, m)
-        self._cache = (xc, inv_std, True, False)
+        self._cache = (xc, inv_std, True, False, None)
         return y
 
     def _textbook_forward(self, x: Array, w, b, training: bool, use_batch: bool) -> Array:
         """:func:`clearconv.functional.batch_norm`, which updates the running statistics."""
-        self._cache = (x, None, use_batch, True)
+        self._cache = (x, None, use_batch, True, None)
         if not (training and self.running_mean is not None):  # nothing to update
             return T.batch_norm(
                 x, self.running_mean, self.running_var, w, b, use_batch, 0.0, self.eps
@@ -128,9 +138,11 @@ class _BatchNorm(Module):
         r_var += factor * unbiased
 
     def backward(self, grad_out: Array) -> Array:
-        xc, inv_std, batch, textbook = self._cached(self._cache)
+        xc, inv_std, batch, textbook, sync = self._cached(self._cache)
         w = self.weight.data.astype(xc.dtype, copy=False) if self.weight is not None else None
-        if textbook:  # xc is the input; the statistics are computed again from it
+        if sync is not None:  # the sums over the global batch (see Distributed)
+            dx, dw, db = sync.batch_norm_backward(grad_out, xc, inv_std, w)
+        elif textbook:  # xc is the input; the statistics are computed again from it
             rm, rv = self.running_mean, self.running_var
             dx, dw, db = T.batch_norm_backward(grad_out, xc, rm, rv, w, batch, self.eps)
         else:

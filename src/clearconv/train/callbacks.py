@@ -5,9 +5,11 @@ part's hooks in order, as Keras calls its callbacks::
 
     on_train_begin                  once (a checkpoint restores the run here)
       on_epoch_begin                each epoch
-        on_batch_begin              each batch: may narrow state.idx (a shard)
+        on_batch_begin              each batch: may narrow state.idx, or set
+                                    state.shard (cut after augmenting the batch)
         on_loss                     after the forward pass, before backward
-        on_after_backward           gradients are in p.grad (average them here)
+        on_after_backward           gradients are in p.grad (average them here),
+                                    the batch's sums in state.totals
         on_batch_end                after the optimizer's (and schedule's) step
       on_epoch_end                  state.record is this epoch's record
     on_train_end                    once, when the run ends normally
@@ -72,8 +74,15 @@ class TrainState:
     ``order`` is the epoch's sample order, ``None`` once the epoch is over.
     ``running`` holds the sums of the epoch so far; ``record`` the finished
     epoch's record (see :class:`History`). ``idx``, ``logits`` and ``loss``
-    are the batch in progress. A part sets ``stop`` to end the run after the
-    epoch, and ``interrupted`` to end it after the batch.
+    are the batch in progress; ``totals`` its loss sum, correct count and
+    sample count, added to ``running`` after the step (a distributed part
+    replaces them by the sums over every process). ``shard``, when a part sets
+    it, is the slice of the batch this process computes: the loop cuts the
+    batch (and ``idx``) to it after augmenting the whole batch, so the
+    augmentation draws are those of one process. A part sets ``stop`` to end
+    the run after the epoch, and ``interrupted`` to end it after the batch;
+    Ctrl-C sets ``interrupt_requested`` (and ``interrupted``, unless several
+    processes must first agree on the batch to stop at).
     """
 
     model: Model
@@ -101,8 +110,11 @@ class TrainState:
     idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     logits: Any = None
     loss: float = math.nan
+    totals: list[float] = field(default_factory=list)
+    shard: slice | None = None
     stop: bool = False
     interrupted: bool = False
+    interrupt_requested: bool = False
     t0: float = 0.0  # when the current stretch of the epoch began (perf_counter)
 
     @property
@@ -151,14 +163,18 @@ class NanGuard(Callback):
 
 
 class Validation(Callback):
-    """Fills the epoch record's ``val_loss`` and ``val_acc``."""
+    """Fills the epoch record's ``val_loss`` and ``val_acc``, by ``evaluate``
+    (:func:`clearconv.train.evaluate`, or ``Distributed.evaluate``: sharded)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, batch_size: int, evaluate: Any = evaluate
+    ) -> None:
         self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.evaluate = evaluate
 
     def on_epoch_end(self, s: TrainState) -> None:
         if len(self.labels):
-            r = evaluate(s.model, self.images, self.labels, batch_size=self.batch_size)
+            r = self.evaluate(s.model, self.images, self.labels, batch_size=self.batch_size)
             s.record["val_loss"], s.record["val_acc"] = r["loss"], r["accuracy"]
 
 
@@ -238,9 +254,15 @@ class EpochEndHook(Callback):
 
 class Interrupt(Callback):
     """Turns Ctrl-C into ``state.interrupted``, which the loop checks after each
-    batch; a second Ctrl-C stops at once. Main thread only (signals go there)."""
+    batch; a second Ctrl-C stops at once. Main thread only (signals go there).
 
-    def __init__(self) -> None:
+    ``deferred=True`` (several processes): Ctrl-C sets only
+    ``state.interrupt_requested``; the distributed part sets ``interrupted``
+    once every process has agreed on the batch to stop at.
+    """
+
+    def __init__(self, deferred: bool = False) -> None:
+        self.deferred = deferred
         self._old: Any = None
         self._state: TrainState | None = None
 
@@ -250,9 +272,11 @@ class Interrupt(Callback):
             self._old = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._state is None or self._state.interrupted:
+        s = self._state
+        if s is None or s.interrupted or s.interrupt_requested:
             raise KeyboardInterrupt
-        self._state.interrupted = True
+        s.interrupt_requested = True
+        s.interrupted = not self.deferred
 
     def close(self, s: TrainState) -> None:
         if self._old is not None:

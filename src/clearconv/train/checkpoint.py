@@ -138,6 +138,9 @@ class Checkpoint(Callback):
         checkpoint was asked for, so that an interrupted run can resume).
     early : EarlyStopping, optional
         Its state and best weights go into the checkpoint.
+    write : bool, default True
+        False: only restore (the processes other than rank 0 in data-parallel
+        training, which all resume from the file rank 0 writes).
 
     Raises
     ------
@@ -153,12 +156,15 @@ class Checkpoint(Callback):
         resume: bool = False,
         every_epoch: bool = True,
         early: EarlyStopping | None = None,
+        write: bool = True,
     ) -> None:
         self.path = Path(path)
-        check_writable(self.path)  # an unwritable folder fails now, not after the first epoch
+        if write:
+            check_writable(self.path)  # an unwritable folder fails now, not after the first epoch
         if resume and not self.path.is_file():
             raise FileNotFoundError(f"fit: no checkpoint to resume from at {self.path}")
         self.resume, self.every_epoch, self.early = resume, every_epoch, early
+        self.write = write
         self._saved_at: tuple[int, int] | None = None
 
     def on_train_begin(self, s: TrainState) -> None:
@@ -166,12 +172,12 @@ class Checkpoint(Callback):
             restore(self.path, s, self.early)
 
     def on_epoch_end(self, s: TrainState) -> None:
-        if self.every_epoch:
+        if self.every_epoch and self.write:
             self.save(s)
 
     def on_interrupt(self, s: TrainState) -> None:
         epoch, batch, _ = s.position()
-        if self._saved_at != (epoch, batch):
+        if self.write and self._saved_at != (epoch, batch):
             self.save(s)
 
     def save(self, s: TrainState) -> None:

@@ -72,6 +72,22 @@ history_path : path, optional
 callbacks : sequence of Callback
     More parts (see :mod:`clearconv.train.callbacks`); their hooks run
     before the built-in ones (validation, early stopping, checkpoint).
+distributed : Distributed, optional
+    Data-parallel training over MPI ranks
+    (:class:`clearconv.distributed.Distributed`, ``pip install
+    "clearconv[mpi]"``): every rank calls ``fit`` with the same arguments
+    (e.g. under ``mpiexec -n N``); each global batch of ``batch_size`` is
+    cut into one shard per rank after augmentation, and one allreduce
+    averages the gradients (with the batch's loss, accuracy and count and
+    the Ctrl-C flag), so N ranks follow one process's run (exactly, to
+    float32 rounding, with ``sync_batchnorm`` and no Dropout). Validation is
+    sharded too. Rank 0 alone shows progress and writes the checkpoint and
+    history; every rank reads the checkpoint to resume (any number of ranks
+    resumes any run); ``on_epoch_end`` is called on every rank with the
+    same record. These are the hooks of
+    :class:`clearconv.distributed.DistributedPart`, which runs first of the
+    parts; with ``None`` none of it is imported or run (the loop's one trace
+    is a test of ``state.shard is None`` per batch).
 
 What fit raises
 ---------------
@@ -90,7 +106,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -116,7 +132,7 @@ from clearconv.train.callbacks import (
     new_running,
 )
 from clearconv.train.checkpoint import Checkpoint
-from clearconv.train.evaluate import as_data, check_labels
+from clearconv.train.evaluate import as_data, check_labels, evaluate
 from clearconv.train.history import History
 from clearconv.train.optimizers import (
     OPTIMIZER_NAMES,
@@ -125,6 +141,9 @@ from clearconv.train.optimizers import (
     make_optimizer,
     make_schedule,
 )
+
+if TYPE_CHECKING:
+    from clearconv.distributed import Distributed
 
 __all__ = ["fit", "run"]
 
@@ -154,6 +173,7 @@ def fit(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     history_path: str | os.PathLike | None = None,
     callbacks: Sequence[Callback] = (),
+    distributed: Distributed | None = None,
 ) -> History:
     """Train ``model`` on ``train_data`` with mini-batches; returns the :class:`History`.
 
@@ -183,12 +203,21 @@ def fit(
     # The order is the order of the hooks: the caller's parts first, so that
     # (say) averaging metrics across processes happens before they are used.
     kept = _path(checkpoint) if checkpoint_every_epoch else None  # what a NaN leaves behind
-    parts: list[Callback | None] = [Interrupt(), *callbacks, NanGuard(kept)]
-    parts += [None if val is None else Validation(*val, batch_size=max(batch_size, 256))]
+    parts: list[Callback | None] = [Interrupt(deferred=distributed is not None)]
+    root = True
+    ev: Callable[..., dict[str, Any]] = evaluate
+    if distributed is not None:  # several processes: rank 0 alone shows and writes
+        from clearconv.distributed import DistributedPart
+
+        parts.append(DistributedPart(distributed))
+        root, ev = distributed.is_root, distributed.evaluate
+        bar = bar if root else None
+    parts += [*callbacks, NanGuard(kept)]
+    parts += [None if val is None else Validation(*val, max(batch_size, 256), ev)]
     parts += [bar, early]
     if checkpoint is not None:
-        parts += [Checkpoint(checkpoint, resume, checkpoint_every_epoch, early)]
-    parts += [None if history_path is None else HistoryWriter(history_path)]
+        parts += [Checkpoint(checkpoint, resume, checkpoint_every_epoch, early, write=root)]
+    parts += [None if history_path is None or not root else HistoryWriter(history_path)]
     parts += [None if on_epoch_end is None else EpochEndHook(on_epoch_end)]
     return run(s, [p for p in parts if p is not None])
 
@@ -218,7 +247,7 @@ def run(s: TrainState, parts: Sequence[Callback]) -> History:
             for batch in range(s.first_batch, s.steps):
                 s.batch = batch
                 s.idx = s.order[s.batch * s.batch_size : (s.batch + 1) * s.batch_size]
-                call("on_batch_begin")  # may narrow s.idx (a distributed part's shard)
+                call("on_batch_begin")  # may narrow s.idx or set s.shard
                 _step(s, call)
                 call("on_batch_end")
                 if s.interrupted and s.batch + 1 < s.steps:  # Ctrl-C: keep the position
@@ -257,6 +286,8 @@ def _step(s: TrainState, call: Callable[[str], None]) -> None:
         x = x[:, None]
     if s.augment is not None:
         x = s.augment(x, s.aug_rng)
+    if s.shard is not None:  # this process's part of the batch, augmented whole above
+        x, s.idx = x[s.shard], s.idx[s.shard]
     x = s.model.preprocess(x)
     y = s.labels[s.idx]
     s.optimizer.zero_grad()
@@ -264,15 +295,16 @@ def _step(s: TrainState, call: Callable[[str], None]) -> None:
     s.loss = float(s.loss_fn(s.logits, y))
     call("on_loss")  # the NaN guard stops here, before the weights change
     _backward(s.model, s.loss_fn.backward())
-    call("on_after_backward")
+    s.totals = [s.loss * len(s.idx), int((s.logits.argmax(axis=1) == y).sum()), len(s.idx)]
+    call("on_after_backward")  # a distributed part sums the gradients and totals here
     lr = float(s.optimizer.lr)
     s.optimizer.step()
     if s.scheduler is not None and s.per_batch:
         s.scheduler.step()
     r = s.running
-    r["loss"] += s.loss * len(s.idx)
-    r["correct"] += int((s.logits.argmax(axis=1) == y).sum())
-    r["count"] += len(s.idx)
+    r["loss"] += s.totals[0]
+    r["correct"] += s.totals[1]
+    r["count"] += s.totals[2]
     if "lr_first" not in r:  # the epoch's first batch: the rates it used start here
         r["lr_first"] = r["lr_min"] = r["lr_max"] = lr
     r["lr_min"], r["lr_max"] = min(r["lr_min"], lr), max(r["lr_max"], lr)

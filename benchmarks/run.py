@@ -51,7 +51,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import clearconv
-from benchmarks.models import ARCHS, build_clearconv
+from benchmarks.models import ARCHS, ZOO, build_clearconv, input_shape
 from benchmarks.revision import Revision, RevisionError, checkout, python_path
 from benchmarks.worker import LAYERS
 
@@ -280,7 +280,7 @@ def inference_time(workers: Workers, model: str, batch: int, repeats: int) -> di
 def conv_flops(model: str) -> float:
     """Multiply-adds x 2 per image of the model (convolutions and linear layers)."""
     net = build_clearconv(model)
-    return 2.0 * clearconv.summary(net, (1, 28, 28)).total_macs
+    return 2.0 * clearconv.summary(net, input_shape(model)).total_macs
 
 
 def memory(
@@ -437,6 +437,8 @@ def markdown(info, threads, res: dict, cmd: str, *, repeats: int, rev=None) -> s
                          *_cells(one, lambda v: f"{v * 1e3:.3f}", label),
                          f"{gf:.0f} ({100 * gf / res['ceiling']:.0f}%)"])  # fmt: skip
         lines += _table(heads, len(heads) - 1, rows)
+    if res.get("zoo"):
+        lines += zoo_table(res, label)
     if res["memory"]:
         lines += ["", "## Peak memory of training (conv4, batch 128, 5 steps; one process each)",
                   ""]  # fmt: skip
@@ -464,6 +466,27 @@ def markdown(info, threads, res: dict, cmd: str, *, repeats: int, rev=None) -> s
             "Raw figures: `benchmarks/results/latest.json`.",
         ]
     return "\n".join([*lines, ""])
+
+
+def zoo_table(res: dict, label: str | None) -> list[str]:
+    """The zoo's 224x224 classics: images/s at batch 32, latency of one image."""
+    heads = _heads(label)
+    heads = ["model", f"batch 32 images/s {heads[0]}", *heads[1:],
+             f"batch 1 latency ms {heads[0]}", *heads[1:],
+             "clearconv GFLOP/s at 32 (% of ceiling)"]  # fmt: skip
+    rows = []
+    for model in dict.fromkeys(m for m, _ in res["zoo"]):
+        big, one = res["zoo"][(model, 32)], res["zoo"][(model, 1)]
+        gf = res["flops"][model] * 32 / big["clearconv"] / 1e9
+        rows.append([model, *_cells(big, lambda v: f"{32 / v:,.1f}", label),
+                     *_cells(one, lambda v: f"{v * 1e3:.1f}", label),
+                     f"{gf:.0f} ({100 * gf / res['ceiling']:.0f}%)"])  # fmt: skip
+    return [
+        "",
+        "## Inference of the zoo's branched classics (3x224x224, eval mode)",
+        "",
+        *_table(heads, len(heads) - 1, rows),
+    ]
 
 
 def _training_runs() -> list[str]:
@@ -515,6 +538,11 @@ def collect(threads: int, repeats: int, quick: bool, rev=None, only=()) -> dict:
             for batch in (256, 1):
                 infer[(model, batch)] = inference_time(workers, model, batch, repeats)
                 print("infer", model, batch, infer[(model, batch)], flush=True)
+        zoo = {}  # the zoo's 224x224 classics: batch 32 and single images
+        for model in (m for m in ZOO if keep(f"infer {m}")):
+            for batch in (32, 1):
+                zoo[(model, batch)] = inference_time(workers, model, batch, repeats)
+                print("infer", model, batch, zoo[(model, batch)], flush=True)
         layers = layer_rows(workers, repeats, keep)
         print("layers done", flush=True)
         full = rev is None and not only
@@ -526,7 +554,8 @@ def collect(threads: int, repeats: int, quick: bool, rev=None, only=()) -> dict:
         "ceiling": ceiling,
         "train": train,
         "infer": infer,
-        "flops": {m: conv_flops(m) for m in ARCHS},
+        "zoo": zoo,
+        "flops": {m: conv_flops(m) for m in (*ARCHS, *(m for m, _ in zoo))},
         "layers": layers,
         "memory": mem,
         "scaling": scale,
@@ -553,7 +582,9 @@ def raw_json(info: dict, threads: int, repeats: int, res: dict, rev=None) -> dic
         },
         "gemm_gflops": {"1": res["ceiling1"], str(threads): res["ceiling"]},
         "training_images_per_s": {f"{m}@{b}": v for (m, b), v in res["train"].items()},
-        "inference_seconds": {f"{m}@{b}": v for (m, b), v in res["infer"].items()},
+        "inference_seconds": {
+            f"{m}@{b}": v for (m, b), v in {**res["infer"], **res.get("zoo", {})}.items()
+        },
         "layers_ms": res["layers"],
         "memory": res["memory"],
         "scaling_seconds": res["scaling"],
@@ -577,7 +608,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="TEXT",
         help="only the rows whose label contains TEXT (repeatable): 'train lenet5',"
-        " 'infer conv4', 'layer ReLU', 'memory'",
+        " 'infer conv4', 'infer googlenet', 'layer ReLU', 'memory'",
     )
     parser.add_argument(
         "--out",

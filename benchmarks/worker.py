@@ -17,7 +17,7 @@ threadpoolctl; ``torch.set_num_threads`` as well for PyTorch), says
 stdin, one per line, and answers each with one JSON line on stdout until EOF::
 
     {"task": "train", "model": "lenet5", "batch": 64}   -> {"seconds": s, "steal": f}
-    {"task": "infer", "model": "lenet5", "batch": 1}
+    {"task": "infer", "model": "lenet5", "batch": 1}   (also the zoo's googlenet, ...)
     {"task": "layer", "index": 0}                       (a row of ``LAYERS``)
     {"task": "conv_step", "batch": 8, "size": 28}
     {"task": "gemm", "n": 2048}                         (clearconv worker only)
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.models import build_clearconv, build_torch
+from benchmarks.models import build_clearconv, build_torch, input_shape
 from benchmarks.timing import per_call
 
 Task = Callable[[], object]
@@ -86,10 +86,10 @@ class RequestError(ValueError):
 # -- shared inputs --------------------------------------------------------------
 
 
-def _data(batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST-shaped batch every network task uses: images and labels, seeded."""
+def _data(batch: int, shape: tuple[int, ...] = (1, 28, 28)) -> tuple[np.ndarray, np.ndarray]:
+    """The batch a network task uses (MNIST-shaped unless ``shape``): images and labels, seeded."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 1, 28, 28), dtype=np.float32)
+    x = rng.standard_normal((batch, *shape), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     return x, y
 
@@ -150,7 +150,7 @@ def clearconv_train(lib: ModuleType, model: str, batch: int) -> Task:
 
 def clearconv_infer(lib: ModuleType, model: str, batch: int) -> Task:
     """One forward pass in eval mode."""
-    x, _ = _data(batch)
+    x, _ = _data(batch, input_shape(model))
     net = build_clearconv(model, nn=lib.nn)
     return lambda: net(x)
 
@@ -223,7 +223,7 @@ def torch_infer(model: str, batch: int) -> Task:
     """One forward pass in eval mode with no gradient bookkeeping."""
     import torch
 
-    x, _ = _data(batch)
+    x, _ = _data(batch, input_shape(model))
     net = build_torch(model, like=build_clearconv(model)).eval()
     xt = torch.from_numpy(x)
 

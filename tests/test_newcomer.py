@@ -239,7 +239,10 @@ def test_inspect_filters_scales_and_residual_headers(tmp_path, colour_model, pho
     assert "<th>in 0</th>" in html and "<th>filter 0</th>" in html
     # colour scales: one per stage drawn as maps, labelled with the layer's min and max
     outs = trace(model, model.preprocess(raw))
-    assert html.count('class="cscale"') == len(outs) - 1
+    # (and one per branch row: a residual block's own output, and its shortcut's)
+    rows = sum(len(o.branches) for o in outs)
+    assert rows == 6 + 2  # six residual blocks, two with a downsampling shortcut
+    assert html.count('class="cscale"') == len(outs) - 1 + rows
     lo, hi = float(outs[0].output.min()), float(outs[0].output.max())
     assert f"<span>{lo:.3g}</span>" in html and f"<span>{hi:.3g}</span>" in html
     # residual stages: full headings and every layer inside, not "Residual("

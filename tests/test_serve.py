@@ -157,6 +157,25 @@ def test_featuremaps(client):
                 assert im.format == "PNG"
 
 
+def test_featuremaps_of_a_branched_net_list_every_branch():
+    r = np.random.default_rng(0)
+    cfg = zoo._seq(zoo._conv(6, 3), zoo.RELU, *zoo._fire(2, 3, 5),
+                   {"type": "Add", "branches": [{"type": "Identity"}, zoo._conv(8, 1)]},
+                   zoo.GLOBAL_POOL, zoo.FLATTEN, zoo._linear(10))  # fmt: skip
+    model = Model(nn.from_config(cfg, (1, 28, 28), rng=r), (1, 28, 28), DIGITS)
+    with TestClient(create_app(model)) as c:
+        body = c.post("/api/featuremaps", content=png(one()),
+                      headers={"content-type": "image/png"}).json()  # fmt: skip
+    fire, add = body["layers"][4], body["layers"][5]
+    assert fire["type"] == "Concat" and fire["shape"] == [8, 26, 26]
+    assert [(b["name"], b["label"], b["shape"], len(b["maps"])) for b in fire["branches"]] == [
+        ("4.0", "Conv2d 1x1 → ReLU", [3, 26, 26], 3),
+        ("4.1", "Conv2d 3x3 → ReLU", [5, 26, 26], 5),
+    ]
+    assert [b["label"] for b in add["branches"]] == ["Identity (the input itself)", "Conv2d 1x1"]
+    assert all("branches" not in ly for ly in body["layers"][:4])
+
+
 def test_model_info(client):
     r = client.get("/api/model")
     assert r.status_code == 200

@@ -165,6 +165,65 @@ def test_trace_matches_forward_and_shapes(digit_model, rng):
     np.testing.assert_array_equal(outs[-1].output, digit_model(x))
 
 
+def branched_model(rng):
+    """A small GoogLeNet-like net: a stem, an Inception block, a residual Add, a head."""
+    from clearconv import zoo
+
+    cfg = zoo._seq(
+        *zoo._bconv(8, 3, padding=1), zoo._pool(2, 2), zoo._inception(4, 4, 8, 2, 4, 4),
+        {"type": "Add", "branches": [{"type": "Identity"},
+                                     zoo._seq(zoo._conv(20, 3, padding=1), zoo.BN)]},
+        zoo.GLOBAL_POOL, zoo.FLATTEN, zoo._linear(3),
+    )  # fmt: skip
+    net = nn.from_config(cfg, (3, 16, 16), rng=rng)
+    return Model(net, (3, 16, 16), ["a", "b", "c"])
+
+
+def test_trace_keeps_every_branchs_output(rng):
+    model = branched_model(rng)
+    x = rng.normal(size=(2, 3, 16, 16)).astype(np.float32)
+    outs = trace(model, x)
+    np.testing.assert_array_equal(outs[-1].output, model.net(x))
+    concat, add = outs[4], outs[5]
+    assert [b.name for b in concat.branches] == ["4.0", "4.1", "4.2", "4.3"]
+    assert [b.output.shape[1] for b in concat.branches] == [4, 8, 4, 4]
+    # the Concat's output is its branches' outputs side by side
+    stacked = np.concatenate([b.output for b in concat.branches], axis=1)
+    np.testing.assert_array_equal(stacked, concat.output)
+    # the Add's output is the sum of its branches: the input itself and the conv path
+    assert [b.kind for b in add.branches] == ["Identity", "Sequential"]
+    np.testing.assert_array_equal(add.branches[0].output, concat.output)
+    np.testing.assert_allclose(add.branches[0].output + add.branches[1].output, add.output)
+    assert all(o.branches == () for o in outs if o.kind not in ("Concat", "Add"))
+    # training mode keeps no branches (a second pass would move BatchNorm's statistics)
+    assert trace(model, x, training=True)[4].branches == ()
+
+
+def test_inspect_report_shows_each_branch_as_a_labelled_row(rng):
+    model = branched_model(rng)
+    raw = rng.uniform(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    html = inspect_report(model, raw)
+    page = parse(html)
+    assert page.external == []
+    for i, label in enumerate(
+        ["Conv2d 1x1 → BatchNorm2d → ReLU; output 4x8x8",
+         "Conv2d 1x1 → BatchNorm2d → ReLU → Conv2d 3x3 → BatchNorm2d → ReLU; output 8x8x8",
+         "Conv2d 1x1 → BatchNorm2d → ReLU → Conv2d 3x3 → BatchNorm2d → ReLU; output 4x8x8",
+         "MaxPool2d 3x3 → Conv2d 1x1 → BatchNorm2d → ReLU; output 4x8x8"]
+    ):  # fmt: skip
+        assert f'id="branch-4-{i}"' in html
+        assert f"Branch {i + 1} of 4 <small>(4.{i})</small>: {label}</h3>" in html
+    assert "4 + 8 + 4 + 4 = 20 maps" in html
+    assert "Identity (the input itself); output 20x8x8" in html
+    assert "Conv2d 3x3 → BatchNorm2d; output 20x8x8" in html
+    # each branch row draws its own maps: one picture per channel
+    ids = ["branch-4-0", "branch-4-1", "branch-4-2", "branch-4-3", "branch-5-0", "branch-5-1"]
+    starts = [html.index(f'id="{a}"') for a in ids]
+    ends = [min([html.index("<h2", a), *(b for b in starts if b > a)]) for a in starts]
+    counts = [html[a:b].count("<img") for a, b in zip(starts, ends)]
+    assert counts == [4, 8, 4, 4, 20, 20]
+
+
 def test_feature_maps_shared_and_per_map():
     a = np.stack([np.full((2, 2), 1.0), np.array([[0.0, 2.0], [4.0, 8.0]])])
     shared = feature_maps(a, "shared")

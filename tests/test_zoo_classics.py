@@ -14,6 +14,7 @@ CLASSICS = {
     "squeezenet1_1": 1_235_496,
     "densenet121": 7_978_856,
     "resnet50": 25_557_032,
+    "mobilenet_v2": 3_504_872,
     "zfnet": 62_357_608,
 }
 
@@ -62,7 +63,21 @@ SMALL_DESIGNS = {
     "resnet50": [zoo._conv(8, 3, padding=1, bias=False), zoo.BN, zoo.RELU,
                  *zoo._bottleneck(4, 2, project=True), *zoo._bottleneck(4, 1, project=False),
                  zoo.GLOBAL_POOL, zoo.FLATTEN, zoo._linear(2)],
+    # two inverted residuals (the second with its skip), depthwise 3x3 in each
+    "mobilenet_v2": zoo._mobilenet_v2(2, stages=((1, 8, 1, 1), (4, 12, 2, 2)), width=8,
+                                      last=32, stride=1),
 }  # fmt: skip
+
+
+def test_mobilenet_v2_blocks_follow_torchvision():
+    net, _ = zoo.build("mobilenet_v2", init=False)
+    depthwise = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 17  # one per inverted residual
+    assert all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+    skips = [m for m in net if isinstance(m, nn.Add)]
+    assert len(skips) == 10  # blocks that keep size and width: 1 + 2 + 3 + 2 + 2
+    assert all(isinstance(m[0], nn.Identity) for m in skips)
+    assert sum(isinstance(m, nn.ReLU6) for m in net.modules()) == 35  # 1 + 16*2 + 1 + 1
 
 
 @pytest.mark.parametrize("design", sorted(SMALL_DESIGNS))

@@ -16,6 +16,8 @@ class Row:
 
     ``receptive_field`` is the (height, width) of input pixels one output
     pixel sees, or None once the layer mixes every position (Linear, global pooling).
+    ``depth`` counts the merges (Concat, Add) the layer is a branch of: the
+    table indents it under its merge's row.
     """
 
     name: str
@@ -24,6 +26,7 @@ class Row:
     params: int
     macs: int
     receptive_field: tuple[int, ...] | None
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Summary:
         head = ("Layer", "Type", "Output shape", "Params", "Mult-adds", "Receptive field")
         body = [
             (
-                r.name,
+                "  " * r.depth + r.name,
                 r.layer,
                 _shape(r.output_shape),
                 f"{r.params:,}",
@@ -125,24 +128,29 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> Sum
     return Summary(input_shape=shape, rows=rows)
 
 
-def _walk(m: nn.Module, name: str, shape, rf, jump, rows: list[Row]) -> tuple[Any, Any, Any]:
-    """Append rows for ``m``; returns (output shape, receptive field, jump)."""
+def _walk(
+    m: nn.Module, name: str, shape, rf, jump, rows: list[Row], depth: int = 0
+) -> tuple[Any, Any, Any]:
+    """Append rows for ``m``, ``depth`` merges deep; returns (output shape, field, jump)."""
     if isinstance(m, nn.Sequential):
         for i, (_, child) in enumerate(m.children()):
-            shape, rf, jump = _walk(child, f"{name}.{i}" if name else str(i), shape, rf, jump, rows)
+            child_name = f"{name}.{i}" if name else str(i)
+            shape, rf, jump = _walk(child, child_name, shape, rf, jump, rows, depth)
         return shape, rf, jump
+    if isinstance(m, (nn.Concat, nn.Add)):
+        return _merge(m, name, shape, rf, jump, rows, depth)
     if isinstance(m, nn.Residual):
         # Both paths start from the block's input: the block's layers, then the
         # shortcut's (a projection has parameters of its own), then the sum.
-        _, rf_b, jump_b = _walk(m.block, f"{name}.block", shape, rf, jump, rows)
+        _, rf_b, jump_b = _walk(m.block, f"{name}.block", shape, rf, jump, rows, depth)
         if m.shortcut is not None:
-            _walk(m.shortcut, f"{name}.shortcut", shape, rf, jump, rows)
+            _walk(m.shortcut, f"{name}.shortcut", shape, rf, jump, rows, depth)
         try:
             out = tuple(m.output_shape(shape))
         except ValueError as exc:
             raise ValueError(f"summary: layer {name} does not fit its input: {exc}") from exc
         label = residual_label(m, shape, out)
-        rows.append(Row(name or "Residual", label, out, 0, 0, _rf(rf_b, out)))
+        rows.append(Row(name or "Residual", label, out, 0, 0, _rf(rf_b, out), depth))
         return out, rf_b, jump_b
     try:
         out = tuple(m.output_shape(shape))
@@ -162,8 +170,48 @@ def _walk(m: nn.Module, name: str, shape, rf, jump, rows: list[Row]) -> tuple[An
         jump = tuple(j * ss for j, ss in zip(jump, s))
     elif isinstance(m, nn.AdaptiveAvgPool2d) or len(out) < 3:
         rf = None  # every input position now reaches every output
-    rows.append(Row(name or type(m).__name__, repr(m), out, params, macs, _rf(rf, out)))
+    rows.append(Row(name or type(m).__name__, repr(m), out, params, macs, _rf(rf, out), depth))
     return out, rf, jump
+
+
+def _merge(m: nn.Module, name: str, shape, rf, jump, rows: list[Row], depth: int):
+    """A Concat's or Add's row, then each branch's rows one level deeper.
+
+    Every branch starts from the merge's input; the merged maps see as far as
+    the farthest-seeing branch (Concat stacks them, Add sums them).
+    """
+    try:
+        out = tuple(m.output_shape(shape))
+    except ValueError as exc:
+        raise ValueError(f"summary: layer {name} does not fit its input: {exc}") from exc
+    head = len(rows)
+    rows.append(Row(name or type(m).__name__, merge_label(m), out, 0, 0, None, depth))
+    ends = [
+        _walk(branch, f"{name}.{i}" if name else str(i), shape, rf, jump, rows, depth + 1)
+        for i, (_, branch) in enumerate(m.children())
+    ]
+    rfs = [e[1] for e in ends]
+    rf_out = None if any(r is None for r in rfs) else tuple(max(d) for d in zip(*rfs))
+    jump_out = tuple(max(d) for d in zip(*(e[2] for e in ends)))
+    rows[head] = Row(rows[head].name, rows[head].layer, out, 0, 0, _rf(rf_out, out), depth)
+    return out, rf_out, jump_out
+
+
+def merge_label(m: nn.Module) -> str:
+    """What a merge does with its branches' outputs, in one line.
+
+    >>> merge_label(nn.Concat(nn.Identity(), nn.ReLU()))
+    'Concat: cat(2 branches, dim=1)'
+    >>> merge_label(nn.Add(nn.Identity(), nn.Conv2d(4, 4, 3, padding=1)))
+    'Add: x + branch 1'
+    """
+    k = len(m)  # type: ignore[arg-type]
+    if isinstance(m, nn.Concat):
+        return f"Concat: cat({k} branches, dim={m.dim})"
+    if isinstance(m, nn.Add):
+        terms = ["x" if isinstance(b, nn.Identity) else f"branch {i}" for i, b in enumerate(m)]
+        return "Add: " + " + ".join(terms)
+    raise TypeError(f"merge_label expected a Concat or Add, got {type(m).__name__}")
 
 
 def residual_label(m: nn.Residual, shape: tuple[int, ...], out: tuple[int, ...]) -> str:

@@ -22,6 +22,8 @@ googlenet (3, 224, 224)    torchvision's GoogLeNet, no auxiliary heads (6.6 M): 
 squeezenet1_1              torchvision's SqueezeNet 1.1 (1.2 M): Fire modules (Concat)
 densenet121                torchvision's DenseNet-121 (8.0 M): dense layers (Concat)
 resnet50  (3, 224, 224)    torchvision's ResNet-50 (25.6 M): bottleneck blocks
+mobilenet_v2               torchvision's MobileNetV2 (3.5 M): inverted residuals, depthwise
+                           3x3 convolutions (groups = channels), Add(Identity(), block)
 zfnet     (3, 224, 224)    Zeiler & Fergus 2013 (62,357,608 parameters, counted from the
                            paper's Fig. 3: AlexNet with a 7x7 stride-2 first layer, LRN)
 ========  ===============  ==========================================================
@@ -57,7 +59,8 @@ __all__ = [
 
 NAMES = (
     "xo", "lenet5", "simple", "mnist", "resnet", "alexnet", "vgg11", "resnet18",
-    "googlenet", "squeezenet1_1", "densenet121", "resnet50", "zfnet", "audio2d", "audio1d",
+    "googlenet", "squeezenet1_1", "densenet121", "resnet50", "mobilenet_v2", "zfnet",
+    "audio2d", "audio1d",
     "textcnn",
 )  # fmt: skip
 
@@ -75,13 +78,14 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "squeezenet1_1": (3, 224, 224),
     "densenet121": (3, 224, 224),
     "resnet50": (3, 224, 224),
+    "mobilenet_v2": (3, 224, 224),
     "zfnet": (3, 224, 224),
     "audio2d": (1, 40, 97),  # 40 mel bands x 97 frames of 10 ms: one second at 8 kHz
     "audio1d": (1, 8000),  # one second of samples at 8 kHz
     "textcnn": (56,),  # 56 token indices: a sentence of up to 56 words and marks
 }
 _IMAGENET = ("alexnet", "vgg11", "resnet18", "googlenet", "squeezenet1_1", "densenet121",
-             "resnet50", "zfnet")  # fmt: skip
+             "resnet50", "mobilenet_v2", "zfnet")  # fmt: skip
 _DEFAULT_CLASSES = {"xo": 2, "textcnn": 2, **dict.fromkeys(_IMAGENET, 1000)}
 
 
@@ -344,6 +348,48 @@ def _resnet50(k: int) -> list[dict]:
     return [*layers, GLOBAL_POOL, FLATTEN, _linear(k)]
 
 
+RELU6 = {"type": "ReLU6"}
+
+
+def _cbr6(out: int, k: int, stride: int = 1, groups: int = 1) -> list[dict]:
+    """MobileNetV2's Conv2dNormActivation: conv without bias ("same" padding), BN, ReLU6."""
+    conv = _conv(out, k, stride, (k - 1) // 2, bias=False)
+    if groups != 1:
+        conv["groups"] = groups
+    return [conv, BN, RELU6]
+
+
+def _inverted_residual(c_in: int, c_out: int, stride: int, expand: int) -> dict:
+    """MobileNetV2's block: 1x1 expand, 3x3 depthwise, 1x1 linear projection.
+
+    The skip (``Add(Identity(), block)``) is there only when the block keeps the
+    size and the width, as in torchvision; with ``expand == 1`` there is no expansion.
+    """
+    hidden = c_in * expand
+    layers = _cbr6(hidden, 1) if expand != 1 else []
+    layers += [*_cbr6(hidden, 3, stride, groups=hidden), _conv(c_out, 1, bias=False), BN]
+    block = _seq(*layers)
+    if stride == 1 and c_in == c_out:
+        return {"type": "Add", "branches": [{"type": "Identity"}, block]}
+    return block
+
+
+#: MobileNetV2's stages: (expansion t, width c, blocks n, first stride s), Table 2 of the paper.
+MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+
+
+def _mobilenet_v2(k: int, stages=MOBILENET_V2_STAGES, width: int = 32, last: int = 1280,
+                  stride: int = 2) -> list[dict]:  # fmt: skip
+    layers, c = _cbr6(width, 3, stride), width
+    for t, c_out, n, s in stages:
+        for i in range(n):
+            layers.append(_inverted_residual(c, c_out, s if i == 0 else 1, t))
+            c = c_out
+    return [*layers, *_cbr6(last, 1), GLOBAL_POOL, FLATTEN, {"type": "Dropout", "p": 0.2},
+            _linear(k)]  # fmt: skip
+
+
 def _zfnet(k: int) -> list[dict]:
     # Zeiler & Fergus 2013, Fig. 3: AlexNet with a 7x7 stride-2 first layer and a
     # stride-2 second layer (224 -> 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6), local
@@ -418,6 +464,7 @@ _ZOO = {
     "squeezenet1_1": _squeezenet1_1,
     "densenet121": _densenet121,
     "resnet50": _resnet50,
+    "mobilenet_v2": _mobilenet_v2,
     "zfnet": _zfnet,
     "audio2d": _audio2d,
     "audio1d": _audio1d,

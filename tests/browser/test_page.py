@@ -3,13 +3,16 @@
 A small digit model is trained here on a few thousand MNIST images, ``clearconv
 serve`` runs on a free loopback port, the test draws a "1" (a vertical stroke)
 and a "0" (a ring) on the canvas with mouse events, and reads the predicted
-class back from the page. Screenshots go to ``$ARTIFACTS_DIR`` (default
+class back from the page. A small untrained GoogLeNet-like net (no data needed)
+shows each Inception branch's maps as a labelled row. Screenshots go to ``$ARTIFACTS_DIR`` (default
 ``tests/browser/artifacts/``).
 
 Needs: ``apt-get install chromium`` and ``pip install playwright`` (never
 ``playwright install``: the system Chromium is used through executable_path).
 """
 
+import contextlib
+import itertools
 import math
 import os
 import shutil
@@ -90,8 +93,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model_file):
+@contextlib.contextmanager
+def serving(model_file):
+    """``clearconv serve MODEL_FILE`` on a free port; yields its URL, stops it after."""
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.Popen(
@@ -121,16 +125,31 @@ def server(model_file):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(model_file):
+    with serving(model_file) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
     with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1200, "height": 900})
-        pg.goto(server + "/")
-        pg.wait_for_function(
-            "document.getElementById('model-info').textContent.includes('classes')"
-        )
-        yield pg
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str):
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    pg.goto(url + "/")
+    pg.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    pg = open_page(browser, server)
+    yield pg
+    pg.close()
 
 
 def draw(page, points):
@@ -170,3 +189,53 @@ def test_draw_one_and_zero(page):
     page.screenshot(path=str(ARTIFACTS / "draw-0.png"), full_page=True)
     assert got == "0"
     assert page.locator("#error").text_content() == ""
+
+
+@pytest.fixture(scope="module")
+def branched_page(browser, tmp_path_factory):
+    """The page over an untrained net with a Fire module and an Inception block."""
+    from clearconv import Model, nn, save, zoo
+
+    cfg = zoo._seq(zoo._conv(8, 3), zoo.RELU, *zoo._fire(4, 4, 6), zoo._pool(2, 2),
+                   zoo._inception(4, 4, 8, 2, 4, 4), zoo.GLOBAL_POOL, zoo.FLATTEN,
+                   zoo._linear(10))  # fmt: skip
+    net = nn.from_config(cfg, (1, 28, 28), rng=np.random.default_rng(0))
+    path = tmp_path_factory.mktemp("branched") / "inception.npz"
+    save(Model(net, (1, 28, 28), [str(i) for i in range(10)]), path)
+    with serving(path) as url:
+        pg = open_page(browser, url)
+        yield pg
+        pg.close()
+
+
+def test_page_shows_each_branch_of_a_merge(branched_page):
+    page = branched_page
+    prediction_after_drawing(page, [(140, 40 + 10 * i) for i in range(21)])
+    fire = page.locator("#branch-4-0").locator("xpath=..")  # the Fire module's two rows
+    assert fire.locator(":scope > div.branch").count() == 2
+    inception = page.locator("#branch-6-0").locator("xpath=..")
+    rows = inception.locator(":scope > div.branch")
+    assert rows.count() == 4
+    expected = [
+        ("6.0", "Conv2d 1x1 → BatchNorm2d → ReLU", 4),
+        ("6.1", "Conv2d 1x1 → BatchNorm2d → ReLU → Conv2d 3x3 → BatchNorm2d → ReLU", 8),
+        ("6.2", "Conv2d 1x1 → BatchNorm2d → ReLU → Conv2d 3x3 → BatchNorm2d → ReLU", 4),
+        ("6.3", "MaxPool2d 3x3 → Conv2d 1x1 → BatchNorm2d → ReLU", 4),
+    ]
+    boxes = []
+    for i, (name, label, maps) in enumerate(expected):
+        row = rows.nth(i)
+        head = row.locator("h4").inner_text()
+        assert head == f"branch {i + 1} of 4 ({name}): {label} → {maps}×13×13"
+        assert row.locator("div.maps img").count() == maps
+        assert row.locator("div.maps img").first.evaluate("i => i.naturalWidth") >= 13
+        boxes.append(row.bounding_box())
+    # labelled rows one under the other, indented from the layer's left edge
+    assert all(a["y"] + a["height"] <= b["y"] + 0.5 for a, b in itertools.pairwise(boxes))
+    layer_left = inception.locator("xpath=..").bounding_box()["x"]
+    assert all(b["x"] > layer_left for b in boxes)
+    # a Concat's own stacked maps are not drawn again above its rows
+    concat_layer = inception.locator("xpath=..")
+    assert concat_layer.locator(":scope > div.maps").count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    concat_layer.screenshot(path=str(ARTIFACTS / "page-branches.png"))

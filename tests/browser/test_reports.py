@@ -5,13 +5,15 @@ xo`` write their HTML files; Chromium opens them from disk and the tests measure
 what is drawn: the user's picture at its own size and colours next to the
 network's view, filters at 8x with labels, colour scales, full residual
 headings; the X/O epochs heading, the vote strips' axis lined up under the
-strips, readable numbers. Screenshots of each part go to ``$ARTIFACTS_DIR``
+strips, readable numbers; a small GoogLeNet's Inception blocks, each branch a labelled
+row of its own maps. Screenshots of each part go to ``$ARTIFACTS_DIR``
 (default ``tests/browser/artifacts/``); copies are kept in ``tests/screenshots/``.
 
 Needs: ``apt-get install chromium`` and ``pip install playwright`` (never
 ``playwright install``: the system Chromium is used through executable_path).
 """
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +36,7 @@ RED, GREEN, BLUE = (200, 40, 40), (40, 160, 60), (30, 60, 220)
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[str, Path]:
-    from clearconv import Model, save, zoo
+    from clearconv import Model, nn, save, zoo
     from clearconv.cli import main
 
     tmp = tmp_path_factory.mktemp("reports")
@@ -48,7 +50,15 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     assert main([str(x) for x in argv]) == 0
     xo = ["xo", "--out", str(tmp / "xo.html"), "--epochs", "12", "--samples", "100"]
     assert main(xo) == 0
-    return {"inspect": tmp / "r.html", "xo": tmp / "xo.html"}
+    # a small GoogLeNet: stem, two Inception blocks (4 branches each), global pool
+    cfg = zoo._seq(*zoo._bconv(8, 3, padding=1), zoo._pool(2, 2),
+                   zoo._inception(4, 4, 8, 2, 4, 4), zoo._inception(8, 4, 8, 2, 4, 4),
+                   zoo.GLOBAL_POOL, zoo.FLATTEN, zoo._linear(3))  # fmt: skip
+    net = nn.from_config(cfg, (3, 32, 32), rng=np.random.default_rng(0))
+    save(Model(net, (3, 32, 32), ["a", "b", "c"]), tmp / "inception.npz")
+    argv = ["inspect", tmp / "inception.npz", "--image", tmp / "photo.png", "--out", tmp / "i.html"]
+    assert main([str(x) for x in argv]) == 0
+    return {"inspect": tmp / "r.html", "xo": tmp / "xo.html", "inception": tmp / "i.html"}
 
 
 @pytest.fixture(scope="module")
@@ -165,4 +175,33 @@ def test_xo_report_epochs_axis_and_numbers(browser, reports):
     page.screenshot(
         path=str(ARTIFACTS / "xo-numbers.png"), clip=page_clip(pool_head, 800, 360), full_page=True
     )
+    page.close()
+
+
+def test_inspect_shows_every_branch_of_each_inception_block(browser, reports):
+    page = open_page(browser, reports["inception"])
+    for stage, channels in (("4", [4, 8, 4, 4]), ("5", [8, 8, 4, 4])):
+        rows = page.locator(f"h2:has-text('({stage})') ~ div.branches").first.locator(
+            ":scope > div.branch"
+        )
+        assert rows.count() == 4
+        boxes = [rows.nth(i).bounding_box() for i in range(4)]
+        # one row per branch, stacked top to bottom, none overlapping the next
+        assert all(a["y"] + a["height"] <= b["y"] + 0.5 for a, b in itertools.pairwise(boxes))
+        for i, row in enumerate(rows.all()):
+            head = row.locator("h3").inner_text()
+            assert head.startswith(f"Branch {i + 1} of 4 ({stage}.{i}):"), head
+            assert head.endswith(f"output {channels[i]}x16x16"), head
+            imgs = row.locator("div.maps img")
+            assert imgs.count() == channels[i]
+            assert imgs.first.bounding_box()["width"] >= 16  # a 16x16 map, drawn at least 1:1
+            # the row is marked by its coloured left border
+            assert row.evaluate("e => getComputedStyle(e).borderLeftWidth") == "4px"
+    pool = page.locator("#branch-4-3 h3").inner_text()
+    assert "MaxPool2d 3x3 → Conv2d 1x1 → BatchNorm2d → ReLU" in pool
+    px = shot(page.locator("h2:has-text('(4)') ~ div.branches").first, "inspect-branches.png")
+    # the border's colour runs down the left of the rows; the maps are drawn (not blank)
+    border = np.abs(px[:, 1].astype(int) - (158, 202, 225)).max(axis=1) <= 8
+    assert border.mean() >= 0.9
+    assert px.std() > 20
     page.close()

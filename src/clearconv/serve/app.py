@@ -20,7 +20,10 @@ Routes
 ``POST /api/featuremaps``
     The same body; returns the prediction plus ``"input"`` (PNG data URI of
     the preprocessed input) and ``"layers": [{"name", "type", "shape",
-    "maps": [PNG data URI, ...]}]`` (at most 32 maps per layer).
+    "maps": [PNG data URI, ...]}]`` (at most 32 maps per layer). A layer that
+    merges branches (Concat, Add, Residual) also has ``"branches"``: one entry
+    per branch, the same fields plus ``"label"`` (its layers in a few words),
+    and ``"branches"`` again where a branch is itself a merge.
 
 Errors are JSON ``{"error": message}`` without stack traces: 400 for an
 unreadable image or bad JSON, 404, 405, 408 for a body not sent within
@@ -47,7 +50,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from clearconv.viz._image import colorize, data_uri, png_bytes
-from clearconv.viz.featuremaps import feature_maps, trace
+from clearconv.viz.featuremaps import feature_maps, path_label, trace
 from clearconv.viz.inputs import ImageError, decode_image, prepare
 
 __all__ = ["MAX_BYTES", "create_app"]
@@ -277,6 +280,8 @@ def create_app(model, max_bytes: int = MAX_BYTES) -> Starlette:
 def _layer_json(o) -> dict[str, Any]:
     a = o.output[0]
     entry: dict[str, Any] = {"name": o.name, "type": o.kind, "shape": list(a.shape)}
+    if o.branches:
+        entry["branches"] = [{"label": path_label(b.layer), **_layer_json(b)} for b in o.branches]
     if a.ndim in (2, 3):
         maps = feature_maps(a, "shared")[:MAX_MAPS]
         scale = max(1, 56 // max(maps.shape[1:]))

@@ -40,6 +40,9 @@ pre.layer{font-size:.8em;max-height:16em;overflow:auto}
 .cbar{display:inline-block;width:180px;height:12px;border:1px solid #bbb}
 table.filters td,table.filters th{border:none;padding:1px 3px;font-size:.8em;font-weight:normal}
 table.filters img{display:block}
+.branches{margin:.6em 0 .6em .4em}
+.branch{border-left:4px solid #9ecae1;padding:.1em 0 .4em .8em;margin:.5em 0}
+.branch h3{font-size:.95em;margin:.2em 0}
 """
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from clearconv.model import Model
 from clearconv.viz._image import colorize
-from clearconv.viz.featuremaps import feature_maps, trace
+from clearconv.viz.featuremaps import feature_maps, path_label, trace
 from clearconv.viz.filters import conv_layers, filter_tiles
 from clearconv.viz.html import bars, esc, img, number_grid, page, table
 from clearconv.viz.saliency import grad_cam, saliency, saliency_map
@@ -45,6 +45,11 @@ _EXPLAIN = {
     "Dropout": "Dropout switches off random units while training; when predicting it does nothing.",
     "Residual": "A residual block adds its input back to what its layers computed.",
     "Sequential": "A block of several layers applied one after the other.",
+    "Concat": "Several branches read the same input side by side (say a 1x1, a 3x3 and a "
+    "pooling path) and their maps are stacked into one output.",
+    "Add": "Several branches read the same input and their maps are added; a branch that is "
+    "Identity passes the input itself (a skip connection).",
+    "ReLU6": "ReLU6 keeps values between 0 and 6: negatives become 0, larger values 6.",
 }
 
 
@@ -82,6 +87,44 @@ def _maps_html(out: np.ndarray, scale: str) -> str:
     key = colour_scale("diverging", -m, m)
     strip = img(colorize(tiles, "diverging", vmax=m), f"{len(vec)} values, {cols} per row", scale=8)
     return f'{key}<div class="maps">{strip}</div>'
+
+
+def _merged_html(o, scale: str) -> str:
+    """A stage's maps; for a merge, each branch's maps as a labelled row below them.
+
+    A Concat's output is its branches' maps stacked, so the stack itself is not
+    drawn again (only its first maps would fit): the rows show every branch.
+    """
+    from clearconv import nn
+
+    if not o.branches:
+        return _maps_html(o.output, scale)
+    if isinstance(o.layer, nn.Concat):
+        sizes = " + ".join(str(b.output.shape[1]) for b in o.branches)
+        head = (
+            f'<p class="explain">The output stacks the maps of the {len(o.branches)} branches '
+            f"below, each run on the same input: {sizes} = {o.output.shape[1]} maps.</p>"
+        )
+    else:
+        head = _maps_html(o.output, scale) + (
+            '<p class="explain">The output above is the sum of the branches below, '
+            "each run on the same input.</p>"
+        )
+    return head + _branch_rows(o.branches, scale)
+
+
+def _branch_rows(branches, scale: str) -> str:
+    rows = []
+    for i, b in enumerate(branches):
+        shape = "x".join(map(str, b.output.shape[1:]))
+        anchor = "branch-" + b.name.replace(".", "-")
+        inner = _branch_rows(b.branches, scale) if b.branches else _maps_html(b.output, scale)
+        rows.append(
+            f'<div class="branch" id="{esc(anchor)}"><h3>Branch {i + 1} of {len(branches)} '
+            f"<small>({esc(b.name)})</small>: {esc(path_label(b.layer))}; output {esc(shape)}</h3>"
+            f"{inner}</div>"
+        )
+    return f'<div class="branches">{"".join(rows)}</div>'
 
 
 def _summary_html(model: Model) -> str:
@@ -145,7 +188,7 @@ def inspect_report(
         parts += _stage_header(i, o, shape_in)
         shape_in = tuple(o.output.shape)
         if i < len(outs) - 1:
-            parts.append(_maps_html(o.output, scale))
+            parts.append(_merged_html(o, scale))
     parts += [
         "<h2>Class scores and probabilities</h2>",
         '<p class="explain">The last layer gives one score (logit) per class. Softmax turns the '

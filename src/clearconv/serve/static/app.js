@@ -159,11 +159,30 @@ function render(data) {
   for (const layer of data.layers) {
     const div = el("div", { class: "layer" });
     div.appendChild(el("h3", {}, layer.name + ": " + layer.type + " → " + layer.shape.join("×")));
-    const maps = el("div", { class: "maps" });
-    layer.maps.forEach((src, i) => maps.appendChild(el("img", { src: src, alt: layer.name + " map " + i })));
-    div.appendChild(maps);
+    // A Concat's maps are its branches' maps stacked: the branch rows show them all.
+    if (!(layer.branches && layer.type === "Concat")) div.appendChild(mapsOf(layer));
+    if (layer.branches) div.appendChild(branchRows(layer.branches));
     layers.appendChild(div);
   }
+}
+
+function mapsOf(layer) {
+  const maps = el("div", { class: "maps" });
+  layer.maps.forEach((src, i) => maps.appendChild(el("img", { src: src, alt: layer.name + " map " + i })));
+  return maps;
+}
+
+// One labelled row per branch of a merge (Concat, Add, Residual), nested for nested merges.
+function branchRows(branches) {
+  const box = el("div", { class: "branches" });
+  branches.forEach((b, i) => {
+    const row = el("div", { class: "branch", id: "branch-" + b.name.replace(/\./g, "-") });
+    row.appendChild(el("h4", {}, "branch " + (i + 1) + " of " + branches.length + " (" + b.name +
+      "): " + b.label + " → " + b.shape.join("×")));
+    row.appendChild(b.branches ? branchRows(b.branches) : mapsOf(b));
+    box.appendChild(row);
+  });
+  return box;
 }
 
 async function loadModel() {

@@ -648,6 +648,14 @@ _RECIPES: dict[str, dict[str, Any]] = {
     "alexnet": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.01, schedule="step"),
     "vgg11": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.01, schedule="step"),
     "resnet18": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.1, schedule="step"),
+    # sound and text: measured on FSDD and rt-polarity (BENCHMARKS.md)
+    "audio2d": dict(
+        epochs=10, batch_size=32, optimizer="adamw", lr=3e-3, schedule="onecycle", weight_decay=1e-2
+    ),
+    "audio1d": dict(
+        epochs=12, batch_size=32, optimizer="adamw", lr=3e-3, schedule="onecycle", weight_decay=1e-2
+    ),
+    "textcnn": dict(epochs=4, batch_size=50, optimizer="adamw", lr=1e-3, schedule="onecycle"),
 }
 _RECIPE_DEFAULTS: dict[str, Any] = dict(
     epochs=5,

@@ -23,6 +23,7 @@ _DESCRIPTIONS = {
     "fashion-mnist": "clothing, 60,000 + 10,000 grey 28x28",
     "cifar10": "objects, 50,000 + 10,000 RGB 32x32 (binary version)",
     "xo": "the tutorials' X/O toy, 9x9, generated (no files)",
+    "fsdd": "spoken digits, 2,700 + 300 recordings at 8 kHz (recordings.tar.gz; no download)",
 }
 
 
@@ -91,6 +92,11 @@ def _list(root: Path, as_json: bool) -> int:
     for name in DATASETS:
         if name == "xo":
             rows.append({"name": name, "folder": None, "status": "generated", "about": ""})
+        elif name == "fsdd":
+            folder = root / name
+            there = (folder / "recordings.tar.gz").is_file() or any(folder.glob("recordings/*.wav"))
+            status = "present" if there else "missing"
+            rows.append({"name": name, "folder": str(folder), "status": status})
         else:
             report = _report(name, root)
             present = sum(s != "missing" for s in report.values())

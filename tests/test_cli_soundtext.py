@@ -1,0 +1,204 @@
+"""Sound and text through the commands: train on recordings and sentences the tests
+make, the features and vocabulary recorded in the model file, predict on new
+recordings and sentences, evaluate, and the shared FSDD copy when present."""
+
+from __future__ import annotations
+
+import csv
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clearconv
+from clearconv.cli import main
+from clearconv.cli import soundtext as st
+from clearconv.data.text import Vocab
+
+SHARED = Path(__file__).parents[2] / "shared/datasets"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def tones(folder: Path, n: int = 12, seed: int = 0) -> Path:
+    """``folder/low`` (300 Hz) and ``folder/high`` (1.5 kHz): half-second tones of
+    random loudness and a little noise, plus one file that is not a WAV."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(4000) / 8000
+    for name, f0 in (("low", 300.0), ("high", 1500.0)):
+        (folder / name).mkdir(parents=True)
+        for i in range(n):
+            f = f0 * (1 + 0.05 * rng.standard_normal())
+            x = rng.uniform(0.1, 0.8) * np.sin(2 * np.pi * f * t)
+            write_wav(folder / name / f"{i}.wav", x + 0.01 * rng.standard_normal(len(t)))
+    (folder / "low" / "broken.wav").write_bytes(b"RIFF? not really")
+    return folder
+
+
+GOOD = ["a great film", "wonderful and moving", "i loved it", "great acting , great story"]
+BAD = ["a dull film", "boring and slow", "i hated it", "bad acting , bad story"]
+
+
+def sentences(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    return path
+
+
+def text_folder(folder: Path) -> Path:
+    folder.mkdir()
+    rows = [(s, "fresh") for s in GOOD] + [(s, "rotten") for s in BAD]
+    sentences(folder / "train.csv", rows * 6)
+    sentences(folder / "test.csv", [("great story", "fresh"), ("boring film", "rotten")])
+    return folder
+
+
+# -- sound ---------------------------------------------------------------------------
+def test_a_wav_folder_trains_skips_the_broken_file_and_predicts_new_tones(tmp_path, capsys):
+    data = tones(tmp_path / "tones")
+    out = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", "--model", "audio2d", "--data", data, "--out", out, "-q")
+    assert code == 0
+    assert "skipped 1 unreadable file" in err and "broken.wav" in err
+    model = clearconv.load(out)
+    assert model.meta["features"]["kind"] == "logmel" and model.input_shape == (1, 40, 97)
+    # new recordings, made with another seed, at another loudness
+    new = tones(tmp_path / "new", n=3, seed=7)
+    (new / "low" / "broken.wav").unlink()
+    code, text, _ = run(capsys, "predict", out, new, "--json")
+    assert code == 0
+    results = json.loads(text)["results"]
+    assert len(results) == 6
+    assert all(Path(r["file"]).parent.name == r["top"][0]["class"] for r in results)
+    code, text, _ = run(capsys, "evaluate", out, "--json")
+    rep = json.loads(text)
+    assert code == 0 and rep["n"] == 5 and rep["accuracy"] == 1.0  # the held-out 20%
+
+
+def test_audio1d_reads_the_waveform_as_its_file_records(tmp_path, capsys):
+    data = tones(tmp_path / "tones", n=6)
+    out = tmp_path / "m.npz"
+    code, _, _ = run(
+        capsys, "train", "--model", "audio1d", "--data", data, "--out", out, "--epochs", "1", "-q"
+    )
+    assert code == 0
+    model = clearconv.load(out)
+    assert model.meta["features"]["kind"] == "waveform" and model.input_shape == (1, 8000)
+    feats = st.model_features(model)
+    x = feats.from_file(data / "high" / "0.wav")
+    assert x.shape == (1, 1, 8000)
+    # standardized: the loudness of the recording is gone
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
+
+
+def test_predict_names_a_bad_recording_in_one_line(tmp_path, capsys):
+    data = tones(tmp_path / "tones", n=4)
+    out = tmp_path / "m.npz"
+    assert run(capsys, "train", "--model", "audio2d", "--data", data, "--out", out,
+               "--epochs", "1", "-q")[0] == 0  # fmt: skip
+    code, _, err = run(capsys, "predict", out, data / "low" / "broken.wav")
+    assert code != 0 and "broken.wav" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "predict", out, "--text", "hello")
+    assert code != 0 and "text model" in err
+
+
+# -- text ----------------------------------------------------------------------------
+def test_sentences_train_a_textcnn_whose_file_keeps_the_vocabulary(tmp_path, capsys):
+    data = text_folder(tmp_path / "reviews")
+    out = tmp_path / "t.npz"
+    code, text, _ = run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
+                        "--min-count", "1")  # fmt: skip
+    assert code == 0 and "test accuracy 100.00% on 2 images" in text
+    model = clearconv.load(out)
+    vocab = Vocab.from_dict(model.meta["vocab"])
+    assert {"great", "boring", "<unk>"} <= set(vocab.tokens) and vocab.max_len == 56
+    assert model.net[0].num_embeddings == len(vocab)
+    code, text, _ = run(capsys, "predict", out, "--text", "a great story", "--text",
+                        "slow and dull", "--json")  # fmt: skip
+    got = [(r["text"], r["top"][0]["class"]) for r in json.loads(text)["results"]]
+    assert got == [("a great story", "fresh"), ("slow and dull", "rotten")]
+    code, text, _ = run(capsys, "evaluate", out, "--json")
+    rep = json.loads(text)
+    assert code == 0 and rep["data"]["dataset"] == "text" and rep["n"] == 2
+    assert rep["confusion"] == [[1, 0], [0, 1]]
+
+
+def test_one_csv_needs_val_split_and_evaluate_tests_on_the_same_held_out_rows(tmp_path, capsys):
+    rows = [(s, "fresh") for s in GOOD] + [(s, "rotten") for s in BAD]
+    data = sentences(tmp_path / "all.csv", rows * 5)
+    out = tmp_path / "t.npz"
+    code, _, err = run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out)
+    assert code != 0 and "--val-split" in err
+    code, text, _ = run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
+                        "--val-split", "0.2", "--epochs", "1", "-q")  # fmt: skip
+    assert code == 0 and "on 8 images" in text
+    meta = clearconv.load(out).meta
+    assert meta["train_images"] == 32
+    code, text, _ = run(capsys, "evaluate", out, "--json")
+    assert code == 0 and json.loads(text)["n"] == 8
+
+
+def test_pretrained_vectors_fill_the_rows_of_their_words(tmp_path):
+    vocab = Vocab(["<pad>", "<unk>", "good", "bad"])
+    path = tmp_path / "vec.txt"
+    path.write_text("3 4\ngood 1 2 3 4\nother 9 9 9 9\nbad -1 -2 -3 -4\n")
+    w = np.zeros((4, 4), np.float32)
+    assert st.embedding_dim(str(path)) == 4
+    assert st.read_embeddings(path, vocab, w) == 2
+    np.testing.assert_array_equal(w[2:], [[1, 2, 3, 4], [-1, -2, -3, -4]])
+    assert not w[:2].any()
+    path.write_text("good 1 2\n")
+    with pytest.raises(clearconv.cli.CLIError, match="line 1 has 2 numbers"):
+        st.read_embeddings(path, vocab, w)
+
+
+def test_train_with_embeddings_sizes_the_vectors_from_the_file(tmp_path, capsys):
+    data = text_folder(tmp_path / "reviews")
+    vec = tmp_path / "vec.txt"
+    vec.write_text("great 0.5 0.5 0.5\nboring -0.5 -0.5 -0.5\n")
+    out = tmp_path / "t.npz"
+    code, text, _ = run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
+                        "--embeddings", vec, "--epochs", "1", "--min-count", "1")  # fmt: skip
+    assert code == 0 and "pretrained vectors for 2 of" in text
+    assert clearconv.load(out).net[0].embedding_dim == 3
+
+
+# -- the shared FSDD copy ----------------------------------------------------------------
+@pytest.mark.skipif(
+    not (SHARED / "fsdd").is_dir(), reason="no shared FSDD copy at ../shared/datasets/fsdd"
+)
+def test_fsdd_trains_and_evaluates_on_the_official_test_split(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    code, _, _ = run(capsys, "train", "--model", "audio1d", "--dataset", "fsdd", "--data-dir",
+                     SHARED, "--out", out, "--epochs", "1", "--limit", "300", "-q")  # fmt: skip
+    assert code == 0
+    meta = clearconv.load(out).meta
+    assert meta["dataset"] == "fsdd" and meta["test_images"] == 300
+    code, text, _ = run(capsys, "evaluate", out, "--json")
+    rep = json.loads(text)
+    assert code == 0 and rep["n"] == 300 and rep["data"]["dataset"] == "fsdd"
+    assert np.asarray(rep["confusion"]).shape == (10, 10)
+    assert np.asarray(rep["confusion"]).sum(axis=1).tolist() == [30] * 10
+
+
+def test_fsdd_missing_says_what_to_put_where(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--model", "audio2d", "--dataset", "fsdd", "--data-dir",
+                       tmp_path, "--out", tmp_path / "m.npz")  # fmt: skip
+    assert code != 0 and "recordings.tar.gz" in err and str(tmp_path / "fsdd") in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import wave
 from pathlib import Path
 
@@ -202,3 +203,63 @@ def test_fsdd_missing_says_what_to_put_where(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--model", "audio2d", "--dataset", "fsdd", "--data-dir",
                        tmp_path, "--out", tmp_path / "m.npz")  # fmt: skip
     assert code != 0 and "recordings.tar.gz" in err and str(tmp_path / "fsdd") in err
+
+
+# -- inspect -------------------------------------------------------------------------
+def test_inspect_a_recording_shows_waveform_spectrogram_and_maps_along_time(tmp_path, capsys):
+    data = tones(tmp_path / "tones", n=4)
+    out = tmp_path / "m.npz"
+    assert run(capsys, "train", "--model", "audio2d", "--data", data, "--out", out,
+               "--epochs", "1", "-q")[0] == 0  # fmt: skip
+    page = tmp_path / "r.html"
+    code, text, _ = run(capsys, "inspect", out, "--image", data / "low" / "0.wav", "--out", page)
+    assert code == 0 and "0.wav" in text
+    html = page.read_text()
+    assert "waveform" in html and "log-mel input" in html and "Feature maps along time" in html
+    # three conv blocks and their pools each show a channels x time map
+    assert len(re.findall(r"<figcaption>\d+: Conv2d \(", html)) == 3
+
+
+def test_envelope_covers_each_columns_range():
+    from clearconv.viz.soundtext import envelope
+
+    x = np.concatenate([np.zeros(100), np.linspace(-1, 1, 100)])
+    e = envelope(x, width=2, height=21)
+    assert e[:, 1].all()  # the ramp spans the whole height
+    assert e[:, 0].sum() <= 3 and e[10, 0] == 1  # silence: the middle row only
+
+
+def test_inspect_a_sentence_finds_the_word_that_decided(tmp_path, capsys):
+    from clearconv.viz.soundtext import filter_windows, word_saliency
+
+    data = text_folder(tmp_path / "reviews")
+    out = tmp_path / "t.npz"
+    assert run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
+               "--min-count", "1", "-q")[0] == 0  # fmt: skip
+    model = clearconv.load(out)
+    words = ["the", "story", "was", "great"]
+    tokens = st.text_inputs(model, [" ".join(words)])
+    fresh = model.class_names.index("fresh")
+    sal = word_saliency(model, tokens, fresh)
+    assert int(np.argmax(sal[:4])) == 3  # "great" pushed towards fresh the most
+    # the saliency is the gradient of the score: a finite difference along the
+    # word vector of "great" agrees with it
+    emb = model.net[0]
+    i = tokens[0, 3]
+    keep = emb.weight.data[i].copy()
+    logit = lambda: float(model.net(tokens, training=False)[0, fresh])  # noqa: E731
+    eps = 1e-2
+    emb.weight.data[i] = keep * (1 + eps)
+    up = logit()
+    emb.weight.data[i] = keep * (1 - eps)
+    down = logit()
+    emb.weight.data[i] = keep
+    assert (up - down) / (2 * eps) == pytest.approx(float(sal[3]), rel=0.05, abs=1e-3)
+    windows = filter_windows(model, tokens, fresh, top=3)
+    assert len(windows) == 3 and windows[0]["contribution"] >= windows[-1]["contribution"]
+    assert all(w["width"] in (3, 4, 5) and 0 <= w["start"] < 56 for w in windows)
+    page = tmp_path / "r.html"
+    code, text, _ = run(capsys, "inspect", out, "--text", "the story was great", "--out", page)
+    assert code == 0 and "fresh" in text
+    html = page.read_text()
+    assert "Saliency per word" in html and ">great</span>" in html and "strongest filters" in html

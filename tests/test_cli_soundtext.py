@@ -263,3 +263,40 @@ def test_inspect_a_sentence_finds_the_word_that_decided(tmp_path, capsys):
     assert code == 0 and "fresh" in text
     html = page.read_text()
     assert "Saliency per word" in html and ">great</span>" in html and "strongest filters" in html
+
+
+# -- the page ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["audio2d", "audio1d"])
+def test_the_page_takes_a_wav_upload_for_a_sound_model(tmp_path, name):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    pytest.importorskip("multipart")
+    import io
+    import warnings
+
+    from clearconv import Model, zoo
+    from clearconv.data.audio import AudioFeatures
+    from clearconv.serve import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer Starlette suggests the httpx2 fork
+        from starlette.testclient import TestClient
+
+    feats = AudioFeatures(kind="waveform" if name == "audio1d" else "logmel")
+    net, shape = zoo.build(name, st.features_shape(feats), 2, rng=np.random.default_rng(0))
+    model = Model(net, shape, ["low", "high"], meta={"features": feats.to_dict()})
+    data = tones(tmp_path / "t", n=1)
+    wav = (data / "high" / "0.wav").read_bytes()
+    with TestClient(create_app(model), raise_server_exceptions=False) as c:
+        r = c.post("/api/featuremaps", content=wav, headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = model.predict_proba(feats.from_file(wav))[0]
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-5)
+        assert body["input"].startswith("data:image/png") and len(body["layers"]) > 3
+        files = {"file": ("x.wav", io.BytesIO(wav), "audio/wav")}
+        assert c.post("/api/predict", files=files).json()["probabilities"] == body["probabilities"]
+        bad = c.post("/api/predict", content=b"RIFFxxxx", headers={"Content-Type": "audio/wav"})
+        assert bad.status_code == 400 and "the upload" in bad.json()["error"]
+        png = c.post("/api/predict", content=b"\x89PNG", headers={"Content-Type": "image/png"})
+        assert png.status_code == 415 and "WAV" in png.json()["error"]

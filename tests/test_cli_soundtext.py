@@ -300,3 +300,15 @@ def test_the_page_takes_a_wav_upload_for_a_sound_model(tmp_path, name):
         assert bad.status_code == 400 and "the upload" in bad.json()["error"]
         png = c.post("/api/predict", content=b"\x89PNG", headers={"Content-Type": "image/png"})
         assert png.status_code == 415 and "WAV" in png.json()["error"]
+
+
+def test_evaluate_plots_for_a_text_model_leave_out_the_picture_of_mistakes(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    data = text_folder(tmp_path / "reviews")
+    out = tmp_path / "t.npz"
+    assert run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
+               "--epochs", "1", "-q")[0] == 0  # fmt: skip
+    code, _, err = run(capsys, "evaluate", out, "--plots", tmp_path / "p")
+    assert code == 0, err
+    assert (tmp_path / "p" / "confusion.png").is_file()
+    assert not (tmp_path / "p" / "mistakes.png").exists()  # token ids are no picture

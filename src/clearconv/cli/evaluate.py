@@ -288,12 +288,11 @@ def write_plots(folder: str, model, ds, history=None) -> list[Path]:
     proba = model.predict_proba(ds.images)  # (N, K)
     names = list(model.class_names)
     matrix = confusion_matrix(ds.labels, proba.argmax(axis=1), len(names))
-    written = [
-        atomic_plot(lambda p: plot_confusion(matrix, names, p), out / "confusion.png"),
-        atomic_plot(
+    written = [atomic_plot(lambda p: plot_confusion(matrix, names, p), out / "confusion.png")]
+    if ds.images.ndim == 4 and ds.images.dtype.kind in "uf":  # pictures, not words or waveforms
+        written.append(atomic_plot(
             lambda p: plot_mistakes(ds.images, proba, ds.labels, names, p), out / "mistakes.png"
-        ),
-    ]
+        ))  # fmt: skip
     if isinstance(history, list) and history:
         keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
         history = {

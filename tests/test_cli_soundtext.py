@@ -151,7 +151,7 @@ def test_one_csv_needs_val_split_and_evaluate_tests_on_the_same_held_out_rows(tm
                         "--val-split", "0.2", "--epochs", "1", "-q")  # fmt: skip
     assert code == 0 and "on 8 images" in text
     meta = clearconv.load(out).meta
-    assert meta["train_images"] == 32
+    assert meta["train_images"] == 32 and "--val-split 0.2" in meta["command"]
     code, text, _ = run(capsys, "evaluate", out, "--json")
     assert code == 0 and json.loads(text)["n"] == 8
 

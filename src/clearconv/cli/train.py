@@ -518,7 +518,13 @@ def _load_text_data(spec: str, args: argparse.Namespace, rng, base, root: Path) 
         raise CLIError("training a text model file further is not supported; start from textcnn")
     if spec not in zoo.NAMES or zoo.DEFAULT_INPUT_SHAPES[spec] != (56,):
         raise CLIError(f"sentences need a text model (textcnn), not {spec}")
-    split, args.val_split = (args.val_split, 0.0) if not root.is_dir() else (0.0, args.val_split)
+    split = 0.0 if root.is_dir() else args.val_split  # one CSV: --val-split is the test set
+    if split and args.early_stopping is not None:
+        raise CLIError(
+            f"--early-stopping needs validation data apart from the test set: {root} is one "
+            "CSV file whose --val-split share is the test set; give a folder with train.csv "
+            "and test.csv"
+        )
     train, test, vocab, source = st.load_text_data(
         root, split, args.seed, args.min_count, args.max_len
     )
@@ -567,7 +573,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = settings(name, args)
     digits = args.dataset in ("mnist", "xo")
     val_ds = None
-    if args.val_split > 0:
+    one_csv = source.get("dataset") == "text" and source.get("held_out")  # split off already
+    if args.val_split > 0 and not one_csv:
         tr, va = stratified_split(train_ds.labels, args.val_split, rng)
         train_ds, val_ds = train_ds[tr], train_ds[va]
     if len(train_ds) == 0:

@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
     if len(files) == 0:  # nothing to show: the reason is the answer
         if len(skipped) == 1:
             raise CLIError(skipped[0][1])
-        raise CLIError(f"none of the {len(skipped)} files could be read ({skipped[0][1]})")
+        what = "recordings" if st.model_features(model) else "image files"
+        raise CLIError(f"none of the {len(skipped)} {what} could be read ({skipped[0][1]})")
     if skipped:
         print(f"clearconv predict: warning: {skipped_line(skipped)}", file=sys.stderr)
     proba = model.predict_proba(images)  # (N, K)

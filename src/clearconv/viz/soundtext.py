@@ -35,8 +35,8 @@ def envelope(samples: np.ndarray, width: int = 400, height: int = 80) -> np.ndar
     Example
     -------
     >>> e = envelope(np.array([0.0, 1.0, -1.0, 0.0]), width=2, height=5)
-    >>> e.astype(int).tolist()
-    [[1, 1], [1, 1], [1, 1], [1, 1], [1, 1]]
+    >>> e.astype(int).T.tolist()  # columns: from 0 up to 1, then from -1 up to 0
+    [[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]]
     """
     x = np.asarray(samples, np.float32)
     n = len(x) // width * width or len(x)

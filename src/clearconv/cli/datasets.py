@@ -56,6 +56,11 @@ def _check_name(name: str | None, action: str) -> str:
         raise CLIError(f"datasets {action} needs a data set name: {', '.join(_FILE_SETS)}")
     if name == "xo":
         raise CLIError("xo is generated on the fly: there is nothing to fetch or verify")
+    if name == "fsdd":
+        raise CLIError(
+            "fsdd is not downloaded: put recordings.tar.gz from the Free Spoken Digit Dataset "
+            "repository into ROOT/fsdd/ and give --data-dir ROOT"
+        )
     if name not in _FILE_SETS:
         raise CLIError(f"unknown dataset {name!r}: choose from {', '.join(_FILE_SETS)}")
     return name

@@ -312,3 +312,23 @@ def test_evaluate_plots_for_a_text_model_leave_out_the_picture_of_mistakes(tmp_p
     assert code == 0, err
     assert (tmp_path / "p" / "confusion.png").is_file()
     assert not (tmp_path / "p" / "mistakes.png").exists()  # token ids are no picture
+
+
+def test_predict_reads_a_recording_exactly_as_training_read_it(tmp_path):
+    from clearconv.data.audio import AudioFeatures
+    from clearconv.data.fsdd import load_fsdd
+
+    rec = tmp_path / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for digit in range(3):  # test-split names (index 0), one shorter and one longer than 1 s
+        n = (6000, 8000, 9500)[digit]
+        x = 0.3 * np.sin(2 * np.pi * 200 * (digit + 1) * np.arange(n) / 8000)
+        write_wav(rec / f"{digit}_tester_0.wav", x + 0.01 * rng.standard_normal(n))
+    for kind in ("logmel", "mfcc", "waveform"):
+        feats = AudioFeatures(kind=kind)
+        ds = load_fsdd(tmp_path, "test", feats)
+        files = sorted(rec.glob("*.wav"))
+        got, kept = st.read_recordings(files, feats, [])
+        assert kept.tolist() == [0, 1, 2]
+        np.testing.assert_array_equal(got, ds.images)

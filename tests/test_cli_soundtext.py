@@ -126,7 +126,7 @@ def test_sentences_train_a_textcnn_whose_file_keeps_the_vocabulary(tmp_path, cap
     out = tmp_path / "t.npz"
     code, text, _ = run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
                         "--min-count", "1")  # fmt: skip
-    assert code == 0 and "test accuracy 100.00% on 2 images" in text
+    assert code == 0 and "test accuracy 100.00% on 2 sentences" in text
     model = clearconv.load(out)
     vocab = Vocab.from_dict(model.meta["vocab"])
     assert {"great", "boring", "<unk>"} <= set(vocab.tokens) and vocab.max_len == 56
@@ -149,7 +149,7 @@ def test_one_csv_needs_val_split_and_evaluate_tests_on_the_same_held_out_rows(tm
     assert code != 0 and "--val-split" in err
     code, text, _ = run(capsys, "train", "--model", "textcnn", "--data", data, "--out", out,
                         "--val-split", "0.2", "--epochs", "1", "-q")  # fmt: skip
-    assert code == 0 and "on 8 images" in text
+    assert code == 0 and "on 8 sentences" in text
     meta = clearconv.load(out).meta
     assert meta["train_images"] == 32 and "--val-split 0.2" in meta["command"]
     code, text, _ = run(capsys, "evaluate", out, "--json")

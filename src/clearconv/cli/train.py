@@ -588,12 +588,13 @@ def run(args: argparse.Namespace) -> int:
         mean, std = channel_stats(train_ds.images)
         model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
     say = (lambda *a: None) if args.quiet else print
+    noun = "sentences" if "vocab" in source else "recordings" if "features" in source else "images"
     if small:
         say(small)
     if args.find_lr:
         return _find_lr(model, train_ds, cfg, args)
     say(
-        f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} images"
+        f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} {noun}"
         + (f", {len(val_ds):,} for validation" if val_ds is not None else "")
         + f", {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, {cfg['optimizer']} "
         f"lr {cfg['lr']:g}"
@@ -639,7 +640,7 @@ def run(args: argparse.Namespace) -> int:
         "history": history.records,
     }
     line = (
-        f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
+        f"test accuracy {accuracy:.2%} on {len(test_ds):,} {noun} "
         f"after {epochs_run} epoch(s) in {wall:.1f} s"
     )
     try:

@@ -421,6 +421,7 @@ def test_datasets_list(capsys, mnist_root):
         "fashion-mnist": "missing",
         "cifar10": "missing",
         "xo": "generated",
+        "fsdd": "missing",
     }
     code, out, err = run(capsys, "datasets", "list", "--data-dir", mnist_root)
     assert code == 0 and str(mnist_root) in out

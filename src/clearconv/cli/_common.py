@@ -51,7 +51,8 @@ DATASET_SHAPES = {
     "cifar10": (3, 32, 32),
     "xo": (1, 9, 9),
 }
-DATASETS = tuple(DATASET_SHAPES)
+#: fsdd's shape depends on the model: log-mel images, or the waveform for audio1d.
+DATASETS = (*DATASET_SHAPES, "fsdd")
 #: How many X/O images ``--dataset xo`` draws for training and for testing.
 XO_SIZES = {"train": 2000, "test": 1000}
 ARCH_SUFFIXES = (".toml", ".json")
@@ -84,12 +85,12 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir ROOT`` (the root holding ``mnist/``, ``fashion-mnist/``, ``cifar10/``)."""
+    """``--data-dir ROOT`` (the root holding ``mnist/``, ``cifar10/``, ``fsdd/``, ...)."""
     parser.add_argument(
         "--data-dir",
         metavar="ROOT",
         default=None,
-        help="data root with mnist/, fashion-mnist/, cifar10/ "
+        help="data root with mnist/, fashion-mnist/, cifar10/, fsdd/ "
         "(default: $CLEARCONV_DATA or ~/.cache/clearconv)",
     )
 

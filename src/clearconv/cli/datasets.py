@@ -23,6 +23,7 @@ _DESCRIPTIONS = {
     "fashion-mnist": "clothing, 60,000 + 10,000 grey 28x28",
     "cifar10": "objects, 50,000 + 10,000 RGB 32x32 (binary version)",
     "xo": "the tutorials' X/O toy, 9x9, generated (no files)",
+    "fsdd": "spoken digits, 2,700 + 300 recordings at 8 kHz (recordings.tar.gz; no download)",
 }
 
 
@@ -55,6 +56,11 @@ def _check_name(name: str | None, action: str) -> str:
         raise CLIError(f"datasets {action} needs a data set name: {', '.join(_FILE_SETS)}")
     if name == "xo":
         raise CLIError("xo is generated on the fly: there is nothing to fetch or verify")
+    if name == "fsdd":
+        raise CLIError(
+            "fsdd is not downloaded: put recordings.tar.gz from the Free Spoken Digit Dataset "
+            "repository into ROOT/fsdd/ and give --data-dir ROOT"
+        )
     if name not in _FILE_SETS:
         raise CLIError(f"unknown dataset {name!r}: choose from {', '.join(_FILE_SETS)}")
     return name
@@ -91,6 +97,11 @@ def _list(root: Path, as_json: bool) -> int:
     for name in DATASETS:
         if name == "xo":
             rows.append({"name": name, "folder": None, "status": "generated", "about": ""})
+        elif name == "fsdd":
+            folder = root / name
+            there = (folder / "recordings.tar.gz").is_file() or any(folder.glob("recordings/*.wav"))
+            status = "present" if there else "missing"
+            rows.append({"name": name, "folder": str(folder), "status": status})
         else:
             report = _report(name, root)
             present = sum(s != "missing" for s in report.values())

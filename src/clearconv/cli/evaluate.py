@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clearconv.cli import CLIError
+from clearconv.cli import soundtext as st
 from clearconv.cli._common import (
     DATASET_SHAPES,
     DATASETS,
@@ -90,8 +91,8 @@ def recorded_data(model, args: argparse.Namespace) -> str | None:
         return None
     meta = model.meta or {}
     name, where = meta.get("dataset"), meta.get("data")
-    if name == "folder" and where:
-        if not Path(where).is_dir():
+    if name in ("folder", "text") and where:
+        if not Path(where).exists():
             raise CLIError(
                 f"{args.model} was trained on the folder {where}, which is not there any "
                 "more: give --data FOLDER"
@@ -115,6 +116,17 @@ def load_eval_data(model, args: argparse.Namespace):
     """The evaluation set for ``model``: ``--dataset``'s split or ``--data``'s test images."""
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.data is not None and st.is_text_data(Path(args.data)):
+        ds = st.text_eval_data(model, Path(args.data))
+        return ds if args.limit is None else ds[: args.limit]
+    if args.data is not None and st.model_features(model) is not None:
+        return _wav_eval_data(model, Path(args.data), args.limit)
+    if args.dataset == "fsdd":
+        feats = st.model_features(model)
+        if feats is None:
+            raise CLIError(f"{args.model} does not read sound (its file records no audio features)")
+        ds = st.load_fsdd_split(data_root(args), args.split, feats)
+        return ds if args.limit is None else ds[: args.limit]
     if args.data is not None:
         root = Path(args.data)
         if not root.is_dir():
@@ -155,6 +167,23 @@ def load_eval_data(model, args: argparse.Namespace):
             f"{len(ds.class_names)}"
         )
     return ds
+
+
+def _wav_eval_data(model, root: Path, limit: int | None):
+    """The test recordings of a folder ``FOLDER/CLASS/*.wav`` (held out as training did)."""
+    feats = st.model_features(model)
+    if feats is None or not root.is_dir():
+        raise CLIError(f"{root}: no such folder (expected FOLDER/CLASS/*.wav)")
+    skipped: list = []
+    ds = st.load_wav_folder(root, "test", feats, list(model.class_names), skipped)
+    if skipped:
+        print(f"clearconv evaluate: warning: {skipped_line(skipped)}", file=sys.stderr)
+    if len(ds) == 0:
+        raise CLIError(f"{root}: no readable recordings")
+    held_out = (model.meta or {}).get("held_out")
+    if not (root / "test").is_dir() and held_out and held_out.get("images") == len(ds):
+        ds = ds[_held_out(ds.labels, held_out)]
+    return ds if limit is None else ds[:limit]
 
 
 def _held_out(labels, held_out: dict):
@@ -259,12 +288,11 @@ def write_plots(folder: str, model, ds, history=None) -> list[Path]:
     proba = model.predict_proba(ds.images)  # (N, K)
     names = list(model.class_names)
     matrix = confusion_matrix(ds.labels, proba.argmax(axis=1), len(names))
-    written = [
-        atomic_plot(lambda p: plot_confusion(matrix, names, p), out / "confusion.png"),
-        atomic_plot(
+    written = [atomic_plot(lambda p: plot_confusion(matrix, names, p), out / "confusion.png")]
+    if ds.images.ndim == 4 and ds.images.dtype.kind in "uf":  # pictures, not words or waveforms
+        written.append(atomic_plot(
             lambda p: plot_mistakes(ds.images, proba, ds.labels, names, p), out / "mistakes.png"
-        ),
-    ]
+        ))  # fmt: skip
     if isinstance(history, list) and history:
         keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
         history = {
@@ -299,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
     rep = report(result, model.class_names)
     if args.json:
         root = None if args.dataset in (None, "xo") else str(data_root(args))
-        data = {"dataset": args.dataset or "folder", "path": args.data or root, "split": args.split}
+        kind = "text" if st.model_vocab(model) is not None else "folder"
+        data = {"dataset": args.dataset or kind, "path": args.data or root, "split": args.split}
         data["from_model_file"] = bool(recorded)
         print_json({"model": args.model, "data": data, **rep})
     else:

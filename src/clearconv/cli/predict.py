@@ -1,4 +1,5 @@
-"""``clearconv predict m.npz IMAGE...``: the top-k classes of image files (or folders of them).
+"""``clearconv predict m.npz IMAGE...``: the top-k classes of image files (or folders of them),
+of recordings (``x.wav``) for a sound model, or of sentences (``--text "..."``) for a text model.
 
 Folders are searched recursively for image files. A file that cannot be read
 is skipped and named in one line on stderr; only when none can be read is it
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from clearconv.cli import CLIError
+from clearconv.cli import soundtext as st
 from clearconv.cli._common import (
     add_command,
     format_table,
@@ -38,7 +40,14 @@ def add_parser(subparsers) -> None:
         "into 20x20 and centred by mass in 28x28; other models resize to their input.",
     )
     p.add_argument("model", metavar="MODEL.npz", help="model file written by `clearconv train`")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders")
+    p.add_argument(
+        "images", metavar="IMAGE", nargs="*",
+        help="image files or folders (for a sound model: .wav recordings or folders of them)",
+    )  # fmt: skip
+    p.add_argument(
+        "--text", action="append", metavar="SENTENCE",
+        help="for a text model: a sentence to classify (repeat for several)",
+    )  # fmt: skip
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument(
         "--no-mnist-preprocess",
@@ -123,30 +132,67 @@ def _as_xo(images: np.ndarray) -> np.ndarray:
     return np.where(x > 0.5, 1.0, -1.0).astype(np.float32)
 
 
-def run(args: argparse.Namespace) -> int:
+def wav_files(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded to the ``.wav`` files in them (sorted)."""
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.wav") if p.is_file())
+            if not found:
+                raise CLIError(f"{path}: no .wav files in folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CLIError(f"{path}: no such file or folder")
+    return files
+
+
+def _inputs(model, args: argparse.Namespace, skipped: list) -> tuple[list, np.ndarray, bool]:
+    """``(names, inputs, mnist)``: what to classify, as the model's raw input batch."""
     from clearconv.viz.inputs import is_digit_model
 
+    feats = st.model_features(model)
+    if args.text:
+        if args.images:
+            raise CLIError("give sentences with --text or files, not both")
+        return list(args.text), st.text_inputs(model, args.text), False
+    if not args.images:
+        what = "sentences: --text" if st.model_vocab(model) else "files to classify"
+        raise CLIError(f"nothing to classify: give {what}")
+    if st.model_vocab(model) is not None:
+        raise CLIError(f"{args.model} classifies sentences: give them with --text")
+    if feats is not None:
+        files = wav_files(args.images)
+        inputs, kept = st.read_recordings(files, feats, skipped)
+        return [files[i] for i in kept], inputs, False
+    files = image_files(args.images)
+    mnist = is_digit_model(model) and not args.no_mnist_preprocess
+    images, kept = load_images(model, files, mnist, skipped)
+    return [files[i] for i in kept], images, mnist
+
+
+def run(args: argparse.Namespace) -> int:
     model = load_model_file(args.model)
     k = len(model.class_names)
     if args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     top_k = min(args.top_k, k)
-    files = image_files(args.images)
-    mnist = is_digit_model(model) and not args.no_mnist_preprocess
     skipped: list = []
-    images, kept = load_images(model, files, mnist, skipped)
-    if len(kept) == 0:  # nothing to show: the reason is the answer
+    files, images, mnist = _inputs(model, args, skipped)
+    if len(files) == 0:  # nothing to show: the reason is the answer
         if len(skipped) == 1:
             raise CLIError(skipped[0][1])
-        raise CLIError(f"none of the {len(skipped)} image files could be read ({skipped[0][1]})")
+        what = "recordings" if st.model_features(model) else "image files"
+        raise CLIError(f"none of the {len(skipped)} {what} could be read ({skipped[0][1]})")
     if skipped:
         print(f"clearconv predict: warning: {skipped_line(skipped)}", file=sys.stderr)
-    files = [files[i] for i in kept]
     proba = model.predict_proba(images)  # (N, K)
     order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]  # (N, top_k)
     results: list[dict[str, Any]] = [
         {
-            "file": str(f),
+            ("text" if args.text else "file"): str(f),
             "top": [
                 {"class": model.class_names[j], "index": int(j), "probability": float(p[j])}
                 for j in idx
@@ -171,11 +217,12 @@ def run(args: argparse.Namespace) -> int:
         best = r["top"]
         rows.append(
             [
-                r["file"],
+                r.get("file", r.get("text")),
                 best[0]["class"],
                 f"{best[0]['probability']:.1%}",
                 ", ".join(f"{t['class']} {t['probability']:.1%}" for t in best[1:]),
             ]
         )
-    print(format_table(["image", "class", "prob", "next"], rows))
+    head = "text" if args.text else "recording" if st.model_features(model) else "image"
+    print(format_table([head, "class", "prob", "next"], rows))
     return 0

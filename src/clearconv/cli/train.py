@@ -23,6 +23,7 @@ import numpy as np
 
 from clearconv import train
 from clearconv.cli import CLIError
+from clearconv.cli import soundtext as st
 from clearconv.cli._common import (
     DATASET_SHAPES,
     DATASETS,
@@ -80,7 +81,9 @@ def add_parser(subparsers) -> None:
     src.add_argument(
         "--data",
         metavar="FOLDER",
-        help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present)",
+        help="image folder FOLDER/CLASS/*.png|jpg, recordings FOLDER/CLASS/*.wav (FOLDER/train "
+        "and FOLDER/test when present), or sentences: FOLDER with train.csv and test.csv "
+        "(columns text,label) or one CSV file with --val-split",
     )
     p.add_argument(
         "--out", metavar="PATH", help="model file to write (.npz); required unless --find-lr"
@@ -144,6 +147,7 @@ def add_parser(subparsers) -> None:
         help="write PNGs to DIR: training curves, confusion matrix and worst mistakes on the "
         "test set (with --find-lr: the loss against the learning rate)",
     )
+    st.add_text_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
     # data-parallel ranks (clearconv.distributed)
     p.add_argument(
@@ -390,6 +394,8 @@ def load_data(spec: str, args: argparse.Namespace, rng: np.random.Generator, bas
     shape = parse_shape(args.input_shape)
     if base is not None and shape is not None and shape != tuple(base.input_shape):
         raise CLIError(f"--input-shape {shape} does not match {args.model}'s {base.input_shape}")
+    if args.dataset == "fsdd":
+        return _load_fsdd_data(spec, args, rng, base, shape)
     if args.dataset is not None:
         ds_shape = DATASET_SHAPES[args.dataset]
         if shape is not None and shape != ds_shape:
@@ -420,7 +426,11 @@ def _load_folder_data(
     from clearconv.data import IMAGE_EXTENSIONS, image_folder_split
 
     root = Path(args.data)
+    if st.is_text_data(root):
+        return _load_text_data(spec, args, rng, base, root)
     classes = folder_classes(root)
+    if st.is_wav_folder(root):
+        return _load_wav_data(spec, args, rng, base, root, classes)
     folder = image_folder_split(root, "train")
     if len(classes) < 2:
         raise CLIError(
@@ -484,6 +494,87 @@ def _load_on_ranks(spec: str, args: argparse.Namespace, rng: np.random.Generator
     return found or load_data(spec, args, rng, base)
 
 
+def _load_fsdd_data(spec: str, args: argparse.Namespace, rng, base, shape) -> tuple:
+    """:func:`load_data` for ``--dataset fsdd``: the features follow the model."""
+    feats = st.features_for(spec, base)
+    want = st.features_shape(feats)
+    if shape is not None and shape != want:
+        raise CLIError(f"--input-shape {shape} does not match {spec}'s fsdd input {want}")
+    root = data_root(args)
+    train = st.load_fsdd_split(root, "train", feats)
+    test = st.load_fsdd_split(root, "test", feats)
+    if args.limit is not None:
+        train = train[: args.limit]
+    net, built, notes = build_net(spec, base, want, want, train.class_names, "fsdd", args, rng)
+    source = {"dataset": "fsdd", "data": str(root), **st.meta_of(features=feats)}
+    return net, built, train, test, source, notes
+
+
+def _load_wav_data(spec: str, args: argparse.Namespace, rng, base, root: Path, classes) -> tuple:
+    """:func:`load_data` for a folder of recordings ``FOLDER/CLASS/*.wav``."""
+    feats = st.features_for(spec, base)
+    want = st.features_shape(feats)
+    net, built, notes = build_net(spec, base, want, want, classes, str(root), args, rng)
+    skipped: list = []
+    train = st.load_wav_folder(root, "train", feats, classes, skipped)
+    if len(train) == 0:
+        raise CLIError(f"{root}: none of its recordings could be read")
+    found = f"found {len(train):,} recordings in {len(classes)} classes"
+    if (root / "test").is_dir():
+        test = st.load_wav_folder(root, "test", feats, classes, skipped)
+        held_out = None
+    else:
+        held_out = {"seed": args.seed, "images": len(train), "stratified": True}
+        tr, te = held_out_split(train.labels, args.seed)
+        train, test = train[tr], train[te]
+        found += f"; {len(test):,} held out for testing ({HELD_OUT_FRACTION:.0%} of each class)"
+    if skipped:
+        _notice("warning", skipped_line(skipped))
+    if not args.quiet:
+        print(found, flush=True)
+    if args.limit is not None:
+        train = train[: args.limit]
+    source = {"dataset": "folder", "data": str(root.resolve()), "held_out": held_out,
+              **st.meta_of(features=feats)}  # fmt: skip
+    return net, built, train, test, source, notes
+
+
+def _load_text_data(spec: str, args: argparse.Namespace, rng, base, root: Path) -> tuple:
+    """:func:`load_data` for sentences: ``FOLDER/train.csv`` and ``test.csv``, or one CSV."""
+    from clearconv import zoo
+    from clearconv.nn.config import from_config
+
+    if args.min_count < 1 or args.max_len < 1:
+        raise CLIError("--min-count and --max-len must be >= 1")
+    if base is not None:
+        raise CLIError("training a text model file further is not supported; start from textcnn")
+    if spec not in zoo.NAMES or zoo.DEFAULT_INPUT_SHAPES[spec] != (56,):
+        raise CLIError(f"sentences need a text model (textcnn), not {spec}")
+    split = 0.0 if root.is_dir() else args.val_split  # one CSV: --val-split is the test set
+    if split and args.early_stopping is not None:
+        raise CLIError(
+            f"--early-stopping needs validation data apart from the test set: {root} is one "
+            "CSV file whose --val-split share is the test set; give a folder with train.csv "
+            "and test.csv"
+        )
+    train, test, vocab, source = st.load_text_data(
+        root, split, args.seed, args.min_count, args.max_len
+    )
+    cfg = zoo.config(spec, num_classes=len(train.class_names), vocab_size=len(vocab))
+    if args.embeddings:
+        cfg["layers"][0]["embedding_dim"] = st.embedding_dim(args.embeddings)
+    net = from_config(cfg, (args.max_len,), rng=rng)
+    line = st.init_embedding(net, rng, vocab, args.embeddings)
+    if line and not args.quiet:
+        print(line, flush=True)
+    if not args.quiet:
+        print(f"{len(train):,} training and {len(test):,} test sentences, "
+              f"{len(vocab):,} words in the vocabulary", flush=True)  # fmt: skip
+    if args.limit is not None:
+        train = train[: args.limit]
+    return net, (args.max_len,), train, test, {**source, **st.meta_of(vocab=vocab)}, []
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The effective command, rebuilt from the parsed options (recorded in the model file)."""
     skip = {"func", "command", "debug", "threads"}
@@ -535,7 +626,8 @@ def _run(args: argparse.Namespace, dist) -> int:
     cfg = settings(name, args)
     digits = args.dataset in ("mnist", "xo")
     val_ds = None
-    if args.val_split > 0:
+    one_csv = source.get("dataset") == "text" and source.get("held_out")  # split off already
+    if args.val_split > 0 and not one_csv:
         tr, va = stratified_split(train_ds.labels, args.val_split, rng)
         train_ds, val_ds = train_ds[tr], train_ds[va]
     if len(train_ds) == 0:
@@ -543,16 +635,19 @@ def _run(args: argparse.Namespace, dist) -> int:
     small = small_data(cfg, len(train_ds), args)
     if base is not None:  # keep the normalisation the weights were trained with
         model = Model(net, shape, train_ds.class_names, mean=base.mean, std=base.std)
+    elif train_ds.images.dtype.kind in "iu":  # token indices are not scaled
+        model = Model(net, shape, train_ds.class_names)
     else:
         mean, std = channel_stats(train_ds.images)
         model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
     say = (lambda *a: None) if args.quiet or not root else print
+    noun = "sentences" if "vocab" in source else "recordings" if "features" in source else "images"
     if small:
         say(small)
     if args.find_lr:
         return _find_lr(model, train_ds, cfg, args)
     say(
-        f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} images"
+        f"training {args.model} on {args.dataset or args.data}: {len(train_ds):,} {noun}"
         + (f", {len(val_ds):,} for validation" if val_ds is not None else "")
         + f", {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, {cfg['optimizer']} "
         f"lr {cfg['lr']:g}"
@@ -611,7 +706,7 @@ def _run(args: argparse.Namespace, dist) -> int:
         "history": history.records,
     }
     line = (
-        f"test accuracy {accuracy:.2%} on {len(test_ds):,} images "
+        f"test accuracy {accuracy:.2%} on {len(test_ds):,} {noun} "
         f"after {epochs_run} epoch(s) in {wall:.1f} s"
     )
     try:

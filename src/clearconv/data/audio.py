@@ -249,7 +249,10 @@ class AudioFeatures:
 
     ``kind`` is ``"logmel"`` (``(1, n_mels, T)``), ``"mfcc"`` (``(1, n_mfcc, T)``)
     or ``"waveform"`` (``(1, length)``); every recording is first resampled to
-    ``rate`` and cut or zero-padded to ``length`` samples.
+    ``rate`` and cut or zero-padded to ``length`` samples. ``standardize``
+    shifts and scales each recording's input to mean 0 and standard deviation 1
+    (the waveform, or all of the spectrogram): how loud a speaker was, or how
+    near the microphone, says nothing about the word.
     """
 
     kind: str = "logmel"
@@ -259,6 +262,7 @@ class AudioFeatures:
     hop_length: int = 80
     n_mels: int = 40
     n_mfcc: int = 13
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("logmel", "mfcc", "waveform"):
@@ -277,12 +281,19 @@ class AudioFeatures:
     def __call__(self, waves: np.ndarray) -> np.ndarray:
         """``(N, length)`` samples at ``rate`` -> ``(N, 1, rows, T)`` or ``(N, 1, length)``."""
         x = fix_length(np.asarray(waves, np.float32), self.length)
-        if self.kind == "waveform":
-            return x[:, None, :]
         opts = dict(n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels)
-        if self.kind == "mfcc":
-            return mfcc(x, self.rate, self.n_mfcc, **opts)[:, None]
-        return log_mel_spectrogram(x, self.rate, **opts)[:, None]
+        if self.kind == "waveform":
+            out = x[:, None, :]
+        elif self.kind == "mfcc":
+            out = mfcc(x, self.rate, self.n_mfcc, **opts)[:, None]
+        else:
+            out = log_mel_spectrogram(x, self.rate, **opts)[:, None]
+        if not self.standardize:
+            return out
+        axes = tuple(range(1, out.ndim))  # each recording on its own
+        mean = out.mean(axis=axes, keepdims=True)
+        std = out.std(axis=axes, keepdims=True)
+        return ((out - mean) / np.maximum(std, np.float32(1e-5))).astype(np.float32)
 
     def from_file(self, source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
         """One WAV file -> a ``(1, *input_shape)`` batch."""

@@ -49,9 +49,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from clearconv.data.audio import AudioFeatures
+from clearconv.data.idx import DataError
 from clearconv.viz._image import colorize, data_uri, png_bytes
 from clearconv.viz.featuremaps import feature_maps, path_label, trace
 from clearconv.viz.inputs import ImageError, decode_image, prepare
+from clearconv.viz.soundtext import envelope
 
 __all__ = ["MAX_BYTES", "create_app"]
 
@@ -148,6 +151,24 @@ async def _image(request: Request, limit: int) -> np.ndarray:
         raise ApiError(400, str(exc)) from exc
 
 
+async def _recording(request: Request, limit: int) -> bytes:
+    """The request's WAV file (for a sound model), as bytes."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    wav = ctype.startswith(("audio/", "application/octet-stream"))
+    if not (wav or ctype == "multipart/form-data"):
+        raise ApiError(
+            415,
+            f"unsupported content type {ctype or '(none)'!r}: this model reads sound, send a "
+            "WAV recording (audio/wav or multipart/form-data)",
+        )
+    body = await _read_body(request, limit)
+    if not body:
+        raise ApiError(400, "empty request body: send a WAV recording")
+    if ctype == "multipart/form-data":
+        body = await _multipart_file(request, body)
+    return body
+
+
 async def _multipart_file(request: Request, body: bytes) -> bytes:
     async def stream():
         yield body
@@ -207,10 +228,16 @@ def create_app(model, max_bytes: int = MAX_BYTES) -> Starlette:
     summary_text, summary_rows = _summary(model)
     names = list(model.class_names)
 
-    def run_model(img: np.ndarray, maps: bool) -> dict[str, Any]:
+    sound = model.meta.get("features") if isinstance(model.meta, dict) else None
+    features = AudioFeatures.from_dict(sound) if isinstance(sound, dict) else None
+
+    def run_model(img: np.ndarray | bytes, maps: bool) -> dict[str, Any]:
         try:
-            raw = prepare(model, img)
-        except ValueError as exc:
+            if isinstance(img, bytes):  # a recording, for a sound model
+                raw = features.from_file(img, name="the upload")  # type: ignore[union-attr]
+            else:
+                raw = prepare(model, img)
+        except (ValueError, DataError) as exc:
             raise ApiError(400, str(exc)) from exc
         with lock:
             x = model.preprocess(raw)
@@ -224,16 +251,23 @@ def create_app(model, max_bytes: int = MAX_BYTES) -> Starlette:
         }
         if maps:
             pic = x[0, 0] if x.shape[1] == 1 else x[0].mean(axis=0)
+            if pic.ndim == 1:  # a waveform: drawn as its envelope
+                pic = envelope(pic, width=224, height=56)
+            elif features is not None:  # a spectrogram: low pitches at the bottom
+                pic = pic[::-1]
             result["input"] = data_uri(png_bytes(colorize(pic, "gray"), 4))
             result["layers"] = [_layer_json(o) for o in outs[:-1]]
         return result
 
+    async def read(request: Request) -> np.ndarray | bytes:
+        return await (_image if features is None else _recording)(request, max_bytes)
+
     async def predict(request: Request) -> JSONResponse:
-        img = await _image(request, max_bytes)
+        img = await read(request)
         return JSONResponse(await run_in_threadpool(run_model, img, False))
 
     async def featuremaps(request: Request) -> JSONResponse:
-        img = await _image(request, max_bytes)
+        img = await read(request)
         return JSONResponse(await run_in_threadpool(run_model, img, True))
 
     async def model_info(request: Request) -> JSONResponse:
@@ -282,7 +316,10 @@ def _layer_json(o) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": o.name, "type": o.kind, "shape": list(a.shape)}
     if o.branches:
         entry["branches"] = [{"label": path_label(b.layer), **_layer_json(b)} for b in o.branches]
-    if a.ndim in (2, 3):
+    if a.ndim == 2 and a.shape[1] > 1:  # a 1-D stage (C, T): channels as rows over time
+        rows = a / max(float(np.abs(a).max()), 1e-8)
+        entry["maps"] = [data_uri(png_bytes(colorize(rows, "viridis"), 1))]
+    elif a.ndim in (2, 3):
         maps = feature_maps(a, "shared")[:MAX_MAPS]
         scale = max(1, 56 // max(maps.shape[1:]))
         entry["maps"] = [data_uri(png_bytes(colorize(m, "viridis", 0, 1), scale)) for m in maps]

@@ -73,6 +73,11 @@ document.getElementById("clear").addEventListener("click", () => {
 document.getElementById("upload").addEventListener("change", (ev) => {
   const file = ev.target.files[0];
   if (!file) return;
+  if (file.type.startsWith("audio/") || file.name.toLowerCase().endsWith(".wav")) {
+    clearCanvas();
+    send(file);  // a recording, for a sound model: the server reads it
+    return;
+  }
   const img = new Image();
   img.onload = () => {
     clearCanvas();

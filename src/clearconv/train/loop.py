@@ -282,8 +282,8 @@ def run(s: TrainState, parts: Sequence[Callback]) -> History:
 def _step(s: TrainState, call: Callable[[str], None]) -> None:
     """One optimizer step on the batch ``s.idx``, and the epoch's running sums."""
     x = s.images[s.idx]
-    # token indices (a text model's input) stay integers; images become float32
-    x = x if x.dtype.kind in "iu" else to_float(x)
+    # token indices (a text model's (L,) input) stay integers; images become float32
+    x = x if len(s.model.input_shape) == 1 else to_float(x)
     if x.ndim == len(s.model.input_shape):  # (B, H, W) -> (B, 1, H, W)
         x = x[:, None]
     if s.augment is not None:

@@ -23,6 +23,7 @@ from clearconv.nn.pool import (
     MaxPool1d,
     MaxPool2d,
 )
+from clearconv.nn.upsample import ConvTranspose2d, Upsample
 
 __all__ = [
     "LAYER_TYPES",
@@ -36,6 +37,7 @@ __all__ = [
     "Concat",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
@@ -55,6 +57,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Upsample",
     "from_config",
     "to_config",
 ]

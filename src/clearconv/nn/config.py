@@ -57,12 +57,23 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "ReLU6": (),
     "LocalResponseNorm": ("size", "alpha", "beta", "k"),
     "ChannelShuffle": ("groups",),
+    "ConvTranspose2d": (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "output_padding",
+        "groups",
+        "dilation",
+    ),
+    "Upsample": ("scale_factor", "mode", "align_corners"),
 }
 _BRANCHES = ("Concat", "Add")  # containers of branches run on one input
 # Settings added later, written only when set: a file without them reads as before.
 _OMIT_WHEN_FALSE = ("inplace",)
-_HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
-_RANDOM = ("Conv2d", "Conv1d", "Linear")  # take rng= and dtype=
+_HAS_BIAS = ("Conv2d", "Conv1d", "Linear", "ConvTranspose2d")
+_RANDOM = ("Conv2d", "Conv1d", "Linear", "ConvTranspose2d")  # take rng= and dtype=
 _TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
 # Sizes that may be inferred from the incoming shape: key -> axis of that shape.
 _INFER = {"in_channels": 1, "num_features": 1, "in_features": -1}

@@ -38,6 +38,7 @@ import numpy as np
 from clearconv._validate import check_float, check_int
 from clearconv.data.augment import Augment
 from clearconv.data.loader import Dataset, iterate_batches, train_val_split
+from clearconv.data.segment import PairedAugment
 from clearconv.data.transforms import to_float
 from clearconv.io import ModelFileError, load_arrays, model_header, save_arrays
 from clearconv.model import Model
@@ -197,6 +198,10 @@ def evaluate(
     batch_size = check_int("evaluate", "batch_size", batch_size, minimum=1)
     k = model.num_classes
     _check_labels("evaluate", labels, k)
+    if labels.ndim > 1:  # a mask per image: pixel accuracy and IoU
+        from clearconv import segmentation
+
+        return segmentation.evaluate(model, images, labels, batch_size)
     n = len(labels)
     ce = CrossEntropyLoss()
     loss_sum = 0.0
@@ -247,8 +252,8 @@ def _make_schedule(name: str, opt, lr: float, epochs: int, steps: int):
     raise ValueError(f"fit: schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
 
 
-def _make_augment(augment: Any) -> Augment | None:
-    if augment is None or isinstance(augment, Augment):
+def _make_augment(augment: Any) -> Augment | PairedAugment | None:
+    if augment is None or isinstance(augment, (Augment, PairedAugment)):
         return augment
     if isinstance(augment, dict):
         return Augment(**augment)
@@ -639,10 +644,12 @@ def fit(
                 x = to_float(images[idx])
                 if x.ndim == len(model.input_shape):  # (B, H, W) -> (B, 1, H, W)
                     x = x[:, None]
-                if aug is not None:
+                y = labels[idx]
+                if isinstance(aug, PairedAugment):  # masks moved with their images
+                    x, y = aug(x, y, aug_rng)
+                elif aug is not None:
                     x = aug(x, aug_rng)
                 x = model.preprocess(x)
-                y = labels[idx]
                 opt.zero_grad()
                 logits = model(x, training=True)
                 loss = float(ce(logits, y))
@@ -658,7 +665,11 @@ def fit(
                 if sched is not None and per_batch:
                     sched.step()
                 running["loss"] += loss * len(idx)
-                running["correct"] += int((logits.argmax(axis=1) == y).sum())
+                hits = logits.argmax(axis=1) == y
+                # per image: the share of its pixels right when it has a mask
+                running["correct"] += (
+                    int(hits.sum()) if y.ndim == 1 else float(hits.mean()) * len(idx)
+                )
                 running["count"] += len(idx)
                 if bar is not None:
                     elapsed = running["seconds"] + time.perf_counter() - t0

@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = load_model_file(args.model)
+    if model.per_pixel:  # a segmentation model: pixel accuracy and IoU
+        from clearconv.cli import _segment
+
+        return _segment.evaluate(args, model)
     ds = load_eval_data(model, args)
     result = train.evaluate(model, ds.images, ds.labels, batch_size=args.batch_size)
     rep = report(result, model.class_names)

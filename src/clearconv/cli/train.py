@@ -49,7 +49,8 @@ def add_parser(subparsers) -> None:
     src.add_argument(
         "--data",
         metavar="FOLDER",
-        help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present)",
+        help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present), "
+        "or a segmentation folder FOLDER/train/images + FOLDER/train/masks",
     )
     p.add_argument("--out", required=True, metavar="PATH", help="model file to write (.npz)")
     add_data_dir(p)
@@ -217,6 +218,12 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     spec = resolve_model_spec(args.model)
+    from clearconv.data.segment import is_segmentation_folder
+
+    if args.data is not None and is_segmentation_folder(args.data):  # images with masks
+        from clearconv.cli import _segment
+
+        return _segment.train(args, spec)
     rng = np.random.default_rng(args.seed)
     net, shape, train_ds, test_ds, source = load_data(spec, args, rng)
     cfg = settings(spec, args)

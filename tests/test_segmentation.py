@@ -66,7 +66,9 @@ def test_overlay_and_colours():
     out = segmentation.overlay(image, mask, alpha=0.5)
     assert out.shape == (2, 2, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[0, 0], [100, 100, 100])  # background left clear
-    np.testing.assert_array_equal(out[0, 1], np.round((100 + segmentation.PALETTE[1].astype(float)) / 2))
+    np.testing.assert_array_equal(
+        out[0, 1], np.round((100 + segmentation.PALETTE[1].astype(float)) / 2)
+    )
 
 
 # -- generator and folder ----------------------------------------------------------------------
@@ -172,8 +174,8 @@ def test_zoo_unet_needs_sizes_divisible_by_16():
         zoo.build("unet", (3, 40, 40))
 
 
-def test_unet_learns_and_backward_matches_gradients():
-    """A few Adam steps on one generated batch lower the per-pixel loss a lot."""
+def test_unet_learns_a_small_set():
+    """Sixty Adam steps on 16 generated scenes: the per-pixel loss falls, pixels come right."""
     from clearconv import train
 
     images, masks = make_shapes(16, np.random.default_rng(0), size=32)
@@ -181,10 +183,10 @@ def test_unet_learns_and_backward_matches_gradients():
     model = Model(net, shape, list(SHAPE_CLASSES))
     before = train.evaluate(model, images, masks.astype(np.int64))
     train.fit(
-        model, (images, masks.astype(np.int64)), epochs=15, batch_size=8, lr=3e-3, progress=False
+        model, (images, masks.astype(np.int64)), epochs=30, batch_size=8, lr=3e-3, progress=False
     )
     after = train.evaluate(model, images, masks.astype(np.int64))
-    assert after["loss"] < 0.5 * before["loss"]
+    assert after["loss"] < 0.35 * before["loss"]
     assert after["pixel_accuracy"] > 0.9 and set(after) >= {"mean_iou", "iou", "confusion"}
 
 
@@ -200,7 +202,7 @@ def test_cli_train_evaluate_predict(shapes_folder, tmp_path, capsys):
     code, stdout, _ = run(capsys, "train", "--model", "unet", "--data", shapes_folder,
                           "--epochs", "2", "--batch-size", "16", "--out", out)  # fmt: skip
     assert code == 0, stdout
-    assert stdout.count("test mean IoU") == 2 and "wrote" in stdout
+    assert stdout.count("\n          test mean IoU") == 2 and "wrote" in stdout  # per epoch
     code, stdout, _ = run(capsys, "evaluate", out, "--data", shapes_folder, "--json")
     assert code == 0
     rep = json.loads(stdout)
@@ -212,13 +214,15 @@ def test_cli_train_evaluate_predict(shapes_folder, tmp_path, capsys):
     code, stdout, _ = run(capsys, "predict", out, image, "--mask-out", mask_out,
                           "--overlay-out", overlay_out)  # fmt: skip
     assert code == 0 and "wrote mask" in stdout
-    mask = np.asarray(Image.open(mask_out))
-    assert mask.shape == (32, 32) and mask.max() < 4 and Image.open(overlay_out).mode == "RGB"
+    with Image.open(mask_out) as im, Image.open(overlay_out) as ov:
+        assert im.size == (32, 32) and np.asarray(im).max() < 4 and ov.mode == "RGB"
     # an image of another size: the mask comes back at the image's own size
     big = tmp_path / "big.png"
-    Image.open(image).resize((48, 40)).save(big)
+    with Image.open(image) as im:
+        im.resize((48, 40)).save(big)
     assert run(capsys, "predict", out, big, "--mask-out", mask_out)[0] == 0
-    assert np.asarray(Image.open(mask_out)).shape == (40, 48)
+    with Image.open(mask_out) as im:
+        assert np.asarray(im).shape == (40, 48)
 
 
 def test_cli_bad_pairs_skipped_in_training_and_named_in_evaluate(tmp_path, capsys):

@@ -20,6 +20,9 @@ BatchNorm1d / 2d          BatchNormalization (running statistics)
 Dropout                   Dropout (the identity at inference)
 Residual                  the block (and shortcut), then Add(x or
                           shortcut(x), block(x))
+ConvTranspose2d,          see :mod:`clearconv.onnx._segment`
+Upsample, Concat,
+Identity
 ========================  ==============================================
 
 BatchNorm's training-only settings ``momentum=None`` and ``affine=False`` have
@@ -288,11 +291,17 @@ def _emit(g: _Graph, m: nn.Module, x: str, shape: tuple[int, ...], path: str):
     if isinstance(m, nn.Dropout):
         ratio = g.const(pre + "ratio", np.float32(m.p))
         return g.node("Dropout", [x, ratio], name), out_shape
+    # -- segmentation layers and branches: clearconv.onnx._segment -----------
+    from clearconv.onnx import _segment
+
+    done = _segment.emit(g, m, x, shape, path, _emit)
+    if done is not None:
+        return done
     raise TypeError(
         f"cannot export layer {type(m).__name__} at {name or 'the top'!r}: it has no "
         "ONNX mapping (supported: Sequential, Residual, Conv1d/2d, MaxPool1d/2d, AvgPool1d/2d, "
         "AdaptiveAvgPool2d, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Linear, "
-        "BatchNorm1d/2d, Dropout)"
+        "BatchNorm1d/2d, Dropout, ConvTranspose2d, Upsample, Concat, Identity)"
     )
 
 

@@ -41,6 +41,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from clearconv import nn
+from clearconv.onnx import _segment
 from clearconv.onnx._common import (
     META_CLASS_NAMES,
     META_INPUT_SHAPE,
@@ -178,6 +179,9 @@ _ATTRS: dict[str, dict[str, _Check]] = {
     "Cast": {"to": None, "saturate": None},
     "Slice": {"starts": None, "ends": None, "axes": None},
 }
+
+
+_ATTRS.update(_segment.ATTRS)  # ConvTranspose, Resize
 
 
 def _attrs(onnx: Any, node: Any) -> dict[str, Any]:
@@ -418,7 +422,8 @@ class _Importer:
         return None
 
     def _finish(self, net: nn.Sequential, input_shape, out_shape) -> Imported:
-        k = out_shape[1] if len(out_shape) == 2 else 0
+        # classes along axis 1: one per image (N, K), or per pixel (N, K, H, W)
+        k = out_shape[1] if len(out_shape) == 2 or len(out_shape) == 4 else 0
         names = self._meta(META_CLASS_NAMES)
         if not (isinstance(names, list) and len(names) == k):
             names = [str(i) for i in range(k)]
@@ -474,6 +479,28 @@ class _Importer:
         }
         state = {"weight": w} if b is None else {"weight": w, "bias": b}
         return [self._append(x, self._layer(cfg, state))]
+
+    # -- segmentation layers: the configs come from clearconv.onnx._segment ---
+    def _op_ConvTranspose(self, node: Any, a: dict[str, Any]) -> list[Any]:
+        x = self._data(node)
+        w = self._const(node, 1, "the weight W")
+        b = self._const(node, 2, "the bias B", required=False)
+        try:
+            cfg = _segment.conv_transpose_config(w, b, a, x.shape)
+        except ValueError as exc:
+            raise _Refuse(str(exc)) from None
+        state = {"weight": w} if b is None else {"weight": w, "bias": b}
+        return [self._append(x, self._layer(cfg, state))]
+
+    def _op_Resize(self, node: Any, a: dict[str, Any]) -> list[Any]:
+        x = self._data(node)
+        if self._const(node, 3, "the sizes", required=False) is not None:
+            raise _Refuse("Resize by sizes is not supported; give scales")
+        try:
+            cfg = _segment.resize_config(self._const(node, 2, "the scales", required=False), a)
+        except ValueError as exc:
+            raise _Refuse(str(exc)) from None
+        return [self._append(x, self._layer(cfg))]
 
     def _pool(self, node: Any, a: dict[str, Any], is_max: bool) -> list[Any]:
         x = self._data(node)

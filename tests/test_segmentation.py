@@ -239,3 +239,58 @@ def test_cli_bad_pairs_skipped_in_training_and_named_in_evaluate(tmp_path, capsy
     code, _, err = run(capsys, "evaluate", out, "--data", root, "--json")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "00001.png: mask value 7 is beyond the 4 classes" in err
+
+
+# -- inspect and the page ----------------------------------------------------------------------
+def test_walk_finds_encoder_and_decoder_blocks():
+    from clearconv.viz.segment import blocks, walk
+
+    net, _ = zoo.build("unet", (3, 32, 32), 4, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    y, records = walk(net, x)
+    np.testing.assert_allclose(y, net(x), rtol=1e-6)  # the walk computes what the net does
+    found = [(b.where, b.output.shape[1:]) for b in blocks(records)]
+    down = [(16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4)]
+    assert found == [*[("down", s) for s in down], ("bottom", (128, 2, 2)),
+                     *[("up", s) for s in down[::-1]]]  # fmt: skip
+
+
+def test_cli_inspect_segmentation(shapes_folder, tmp_path, capsys):
+    net, shape = zoo.build("unet", (3, 32, 32), 4, rng=np.random.default_rng(0))
+    from clearconv import io
+
+    model_path = tmp_path / "u.npz"
+    io.save(Model(net, shape, list(SHAPE_CLASSES)), model_path)
+    out = tmp_path / "r.html"
+    image = shapes_folder / "test" / "images" / "00002.png"
+    code, stdout, _ = run(capsys, "inspect", model_path, "--image", image, "--out", out)
+    assert code == 0 and "segmented" in stdout
+    html = out.read_text()
+    for heading in ("Input, prediction and overlay", "Down the encoder", "Up the decoder"):
+        assert heading in html
+    assert html.count("<h3>") == 9  # four levels down, the bottom, four up
+
+
+def test_page_shows_the_overlay(shapes_folder):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from clearconv.serve import create_app
+
+    net, shape = zoo.build("fcn", (3, 32, 32), 4, rng=np.random.default_rng(0))
+    model = Model(net, shape, list(SHAPE_CLASSES))
+    body = (shapes_folder / "test" / "images" / "00001.png").read_bytes()
+    with TestClient(create_app(model)) as client:
+        r = client.post("/api/predict", content=body, headers={"content-type": "image/png"})
+        assert r.status_code == 200
+        data = r.json()
+        assert data["overlay"].startswith("data:image/png;base64,")
+        assert sum(data["probabilities"]) == pytest.approx(1.0)  # pixel shares
+        r = client.post("/api/featuremaps", content=body, headers={"content-type": "image/png"})
+        kinds = [layer["type"] for layer in r.json()["layers"]]
+        assert kinds[0] == "down block" and "up block" not in kinds  # FCN: no decoder blocks
+        assert "overlay" in client.get("/static/app.js").text

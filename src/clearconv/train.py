@@ -666,10 +666,11 @@ def fit(
                     sched.step()
                 running["loss"] += loss * len(idx)
                 hits = logits.argmax(axis=1) == y
-                # per image: the share of its pixels right when it has a mask
-                running["correct"] += (
-                    int(hits.sum()) if y.ndim == 1 else float(hits.mean()) * len(idx)
-                )
+                if y.ndim == 1:
+                    running["correct"] += int(hits.sum())
+                else:  # masks: the share of the labelled pixels right, counted per image
+                    labelled = max(int((y != ce.ignore_index).sum()), 1)
+                    running["correct"] += float(hits.sum()) / labelled * len(idx)
                 running["count"] += len(idx)
                 if bar is not None:
                     elapsed = running["seconds"] + time.perf_counter() - t0

@@ -646,8 +646,24 @@ _RECIPES: dict[str, dict[str, Any]] = {
     "alexnet": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.01, schedule="step"),
     "vgg11": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.01, schedule="step"),
     "resnet18": dict(epochs=90, batch_size=128, optimizer="sgd", lr=0.1, schedule="step"),
-    "unet": dict(epochs=30, batch_size=16, optimizer="adamw", lr=3e-3, schedule="onecycle"),
-    "fcn": dict(epochs=30, batch_size=16, optimizer="adamw", lr=3e-3, schedule="onecycle"),
+    # Segmentation: many small steps and the eight mirror/quarter-turn symmetries
+    # (clearconv.data.segment.PairedAugment's arguments), masks moved alike.
+    "unet": dict(
+        epochs=30,
+        batch_size=4,
+        optimizer="adamw",
+        lr=3e-3,
+        schedule="onecycle",
+        augment={"flip": True, "rot90": True, "shift": 4},
+    ),
+    "fcn": dict(
+        epochs=30,
+        batch_size=8,
+        optimizer="adamw",
+        lr=3e-3,
+        schedule="onecycle",
+        augment={"flip": True, "rot90": True, "shift": 4},
+    ),
 }
 _RECIPE_DEFAULTS: dict[str, Any] = dict(
     epochs=5,

@@ -58,6 +58,39 @@ def _augment(value: Any):
     return PairedAugment(**(DEFAULT_AUGMENT if value is True else value))
 
 
+def _train_test(root: Path, shape, classes, args: argparse.Namespace):
+    """``(train, test, held_out)``: bad pairs skipped and counted; without ``FOLDER/test``
+    a share of the training images is held out (``held_out`` says which, for evaluate)."""
+    train_ds, skipped = load_split(root, "train", shape, classes, skip_bad=True)
+    _warn_skipped("training", skipped)
+    held_out = None
+    if (root / "test").is_dir():
+        test_ds, skipped_test = load_split(root, "test", shape, classes, skip_bad=True)
+        _warn_skipped("test", skipped_test)
+    else:
+        held_out = {"seed": args.seed, "images": len(train_ds)}
+        tr, te = held_out_split(len(train_ds), args.seed)
+        train_ds, test_ds = train_ds[tr], train_ds[te]
+    if args.limit is not None:
+        train_ds = train_ds[: args.limit]
+    return train_ds, test_ds, held_out
+
+
+def _run_meta(history, wall: float, n_train: int, n_test: int, result: dict) -> dict:
+    """What the model file records of a training run and its test figures."""
+    return {
+        "epochs": len(history),
+        "stopped_early": bool(history.stopped_early),
+        "best_epoch": history.best_epoch,
+        "wall_time_s": round(wall, 3),
+        "train_images": n_train,
+        "test_images": n_test,
+        "test_accuracy": result["pixel_accuracy"],
+        "test_mean_iou": result["mean_iou"],
+        "test_loss": result["loss"],
+    }
+
+
 def train(args: argparse.Namespace, spec: str) -> int:
     """``clearconv train --data SEGFOLDER``: fit, print mean IoU per epoch, save."""
     from clearconv import io, segmentation, zoo
@@ -78,18 +111,7 @@ def train(args: argparse.Namespace, spec: str) -> int:
     )
     if len(net.output_shape((1, *shape))) != 4:
         raise CLIError(f"{args.model} gives one class per image; segmentation needs unet or fcn")
-    train_ds, skipped = load_split(root, "train", shape, classes, skip_bad=True)
-    _warn_skipped("training", skipped)
-    held_out = None
-    if (root / "test").is_dir():
-        test_ds, skipped_test = load_split(root, "test", shape, classes, skip_bad=True)
-        _warn_skipped("test", skipped_test)
-    else:
-        held_out = {"seed": args.seed, "images": len(train_ds)}
-        tr, te = held_out_split(len(train_ds), args.seed)
-        train_ds, test_ds = train_ds[tr], train_ds[te]
-    if args.limit is not None:
-        train_ds = train_ds[: args.limit]
+    train_ds, test_ds, held_out = _train_test(root, shape, classes, args)
     cfg = settings(spec, args)
     val_ds = None
     if args.val_split > 0:
@@ -131,15 +153,7 @@ def train(args: argparse.Namespace, spec: str) -> int:
         "dataset": "segmentation-folder",
         "data": str(root.resolve()),
         "held_out": held_out,
-        "epochs": len(history),
-        "stopped_early": bool(history.stopped_early),
-        "best_epoch": history.best_epoch,
-        "wall_time_s": round(wall, 3),
-        "train_images": len(train_ds),
-        "test_images": len(test_ds),
-        "test_accuracy": result["pixel_accuracy"],
-        "test_mean_iou": result["mean_iou"],
-        "test_loss": result["loss"],
+        **_run_meta(history, wall, len(train_ds), len(test_ds), result),
         "seed": args.seed,
         "settings": {**cfg, "augment": None if augment is None else vars(augment)},
         "command": command_line(args),

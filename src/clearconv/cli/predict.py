@@ -46,6 +46,12 @@ def add_parser(subparsers) -> None:
         help="for digit models, only resize to 28x28 (for images already MNIST-like)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--mask-out", metavar="PNG", help="segmentation models: write the predicted class mask"
+    )
+    p.add_argument(
+        "--overlay-out", metavar="PNG", help="segmentation models: write the image, mask over it"
+    )
 
 
 def image_files(items: list[str]) -> list[Path]:
@@ -132,6 +138,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     top_k = min(args.top_k, k)
     files = image_files(args.images)
+    if model.per_pixel:  # a class for every pixel: masks, not top-k
+        from clearconv.cli import _segment
+
+        return _segment.predict(args, model, files)
+    if args.mask_out or args.overlay_out:
+        raise CLIError(
+            f"--mask-out and --overlay-out need a segmentation model; {args.model} "
+            "labels whole images"
+        )
     mnist = is_digit_model(model) and not args.no_mnist_preprocess
     skipped: list = []
     images, kept = load_images(model, files, mnist, skipped)

@@ -80,7 +80,8 @@ def add_parser(subparsers) -> None:
     src.add_argument(
         "--data",
         metavar="FOLDER",
-        help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present)",
+        help="image folder FOLDER/CLASS/*.png|jpg (FOLDER/train and FOLDER/test when present), "
+        "or a segmentation folder FOLDER/train/images + FOLDER/train/masks",
     )
     p.add_argument(
         "--out", metavar="PATH", help="model file to write (.npz); required unless --find-lr"
@@ -523,6 +524,12 @@ def _run(args: argparse.Namespace, dist) -> int:
     from clearconv.model import Model
 
     _check_args(args)
+    from clearconv.data.segment import is_segmentation_folder
+
+    if args.data is not None and is_segmentation_folder(args.data):  # images with masks
+        from clearconv.cli import _segment
+
+        return _segment.train(args, resolve_model_spec(args.model), dist)
     base = load_model_file(args.model) if is_model_file(args.model) else None
     spec = args.model if base is not None else resolve_model_spec(args.model)
     rng = np.random.default_rng(args.seed)

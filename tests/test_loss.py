@@ -228,3 +228,16 @@ def test_cross_entropy_per_pixel_errors():
         CrossEntropyLoss(weight=[1.0, -2.0])
     assert np.isnan(CrossEntropyLoss(ignore_index=0)(x, np.zeros((1, 2, 2), np.int64)))
     assert repr(CrossEntropyLoss(ignore_index=255)) == "CrossEntropyLoss(ignore_index=255)"
+
+
+def test_cross_entropy_per_pixel_textbook_switch_gives_the_engine_results():
+    from clearconv.nn import use_textbook
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    y = rng.integers(0, 4, (2, 3, 5))
+    y[1, 0, :2] = 7  # ignored
+    fast = CrossEntropyLoss([1.0, 0.5, 2.0, 1.0], ignore_index=7, label_smoothing=0.1)
+    slow = use_textbook(CrossEntropyLoss([1.0, 0.5, 2.0, 1.0], ignore_index=7, label_smoothing=0.1))
+    np.testing.assert_allclose(slow(x, y), fast(x, y), rtol=1e-6)
+    np.testing.assert_allclose(slow.backward(0.5), fast.backward(0.5), rtol=1e-5, atol=1e-7)

@@ -186,3 +186,28 @@ def test_config_round_trip():
         {"type": "ConvTranspose2d", "out_channels": 3, "kernel_size": 2}, input_shape=(5, 4, 4)
     )
     assert inferred.in_channels == 5 and inferred.weight.shape == (5, 3, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: nn.ConvTranspose2d(4, 2, 3, 2, 1, 1, 2, rng=r, dtype=np.float64),
+        lambda r: nn.Upsample(2),
+        lambda r: nn.Upsample(1.5, mode="bilinear"),
+        lambda r: nn.Upsample(2, mode="bilinear", align_corners=True),
+    ],
+)
+def test_textbook_switch_gives_the_engine_results(make):
+    # The same layer on the engine and, after nn.use_textbook, on clearconv.functional.
+    rng = np.random.default_rng(5)
+    fast, slow = make(np.random.default_rng(0)), nn.use_textbook(make(np.random.default_rng(0)))
+    assert slow.textbook and not fast.textbook
+    x = rng.standard_normal((2, 4, 5, 6))
+    y = fast(x, training=True)
+    np.testing.assert_allclose(slow(x, training=True), y, rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(slow.backward(gy), fast.backward(gy), rtol=1e-12, atol=1e-12)
+    for p, q in zip(slow.parameters(), fast.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="before forward"):
+        make(None).backward(gy)

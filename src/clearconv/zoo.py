@@ -686,23 +686,31 @@ def build(
     shape = _check_shape(where, input_shape) if input_shape is not None else default_shape
     if shape is None:
         raise ValueError(f"{where}: no input_shape in the file; pass one, e.g. (1, 28, 28)")
-    if name in SEGMENTATION and any(s % SEGMENTATION[name] for s in shape[1:]):
-        raise ValueError(
-            f"{name} needs image sizes divisible by {SEGMENTATION[name]}, got "
-            f"{'x'.join(map(str, shape[1:]))}; resize the images (--input-shape)"
-        )
+    _check_segmentation_size(name, shape)
     gen = shape_only_rng() if not init else (rng if rng is not None else np.random.default_rng())
     try:
         net = from_config(cfg, shape, rng=gen)
         out = net.output_shape((1, *shape))
     except ValueError as exc:
         raise ValueError(f"{where} cannot take inputs of shape {shape}: {exc}") from exc
+    _check_output(where, out, shape)
+    return net, shape
+
+
+def _check_segmentation_size(name: str, shape: tuple[int, ...]) -> None:
+    if name in SEGMENTATION and any(s % SEGMENTATION[name] for s in shape[1:]):
+        raise ValueError(
+            f"{name} needs image sizes divisible by {SEGMENTATION[name]}, got "
+            f"{'x'.join(map(str, shape[1:]))}; resize the images (--input-shape)"
+        )
+
+
+def _check_output(where: str, out: tuple[int, ...], shape: tuple[int, ...]) -> None:
     if len(out) != 2 and not (len(out) == 4 and out[2:] == tuple(shape[1:])):
         raise ValueError(
             f"{where}: the net must end in (N, classes) or, for one class per pixel, "
             f"(N, classes, H, W) at the input's size; got output shape {out}"
         )
-    return net, shape
 
 
 # -- default training settings --------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from clearconv.functional.conv import conv2d, conv2d_backward
+
 
 def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
@@ -19,14 +21,12 @@ def conv_transpose2d(
 ):
     """Transposed 2-D convolution, as ``torch.nn.functional.conv_transpose2d``.
 
-    ``y[n, o, s*h + d*i - p, s*w + d*j - p] += sum_c x[n, c, h, w] * W[c, o, i, j] (+ b[o])``
-
-    Shape: ``input`` (N, C_in, H, W), ``weight`` (C_in, C_out/groups, kH, kW),
-    ``bias`` (C_out,) -> (N, C_out, OH, OW), ``OH = (H-1)*sH - 2*pH + dH*(kH-1) + opH + 1``.
+    The adjoint of :func:`conv2d` from (N, C_out, OH, OW) to (N, C_in, H, W), with
+    ``weight`` (C_in, C_out/groups, kH, kW) as that convolution's: its input
+    gradient, with ``input`` in the place of the output gradient. Output size
+    ``OH = (H-1)*sH - 2*pH + dH*(kH-1) + opH + 1``.
 
     >>> x = np.ones((1, 1, 2, 2))
-    >>> conv_transpose2d(x, np.ones((1, 1, 2, 2)), stride=2).shape
-    (1, 1, 4, 4)
     >>> conv_transpose2d(x, np.ones((1, 1, 2, 2)))[0, 0]
     array([[1., 2., 1.],
            [2., 4., 2.],
@@ -35,60 +35,31 @@ def conv_transpose2d(
     (s_h, s_w), (p_h, p_w), (o_h, o_w), (d_h, d_w) = map(
         _pair, (stride, padding, output_padding, dilation)
     )
-    n, c_in, h, w = input.shape
-    _, c_out_g, kh, kw = weight.shape
-    # Channels split into groups: x (N, G, C_in/G, H, W), W (G, C_in/G, C_out/G, kH, kW).
-    xg = input.reshape(n, groups, c_in // groups, h, w)
-    wg = weight.reshape(groups, c_in // groups, c_out_g, kh, kw)
-    full_h = (h - 1) * s_h + d_h * (kh - 1) + 1 + o_h  # before the padding is cut off
-    full_w = (w - 1) * s_w + d_w * (kw - 1) + 1 + o_w
-    y = np.zeros((n, groups, c_out_g, full_h, full_w), dtype=input.dtype)
-    for i in range(kh):  # each kernel offset adds the whole input, spread by the stride
-        for j in range(kw):
-            rows = slice(d_h * i, d_h * i + s_h * (h - 1) + 1, s_h)
-            cols = slice(d_w * j, d_w * j + s_w * (w - 1) + 1, s_w)
-            y[:, :, :, rows, cols] += np.einsum("ngchw,gco->ngohw", xg, wg[:, :, :, i, j])
-    y = y.reshape(n, groups * c_out_g, full_h, full_w)
-    y = y[:, :, p_h : full_h - p_h, p_w : full_w - p_w]
+    n, _, h, w = input.shape
+    kh, kw = weight.shape[2:]
+    oh = (h - 1) * s_h - 2 * p_h + d_h * (kh - 1) + o_h + 1
+    ow = (w - 1) * s_w - 2 * p_w + d_w * (kw - 1) + o_w + 1
+    big = np.zeros((n, weight.shape[1] * groups, oh, ow), dtype=input.dtype)
+    y = conv2d_backward(input, big, weight, stride, padding, dilation, groups)[0]
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
 def conv_transpose2d_backward(
     grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1
 ):
-    """Gradients ``(dx, dW, db)`` of :func:`conv_transpose2d`: every add of the forward read back.
-
-    ``dx[n, c, h, w] = sum_{o,i,j} dY_full[n, o, s*h + d*i, s*w + d*j] * W[c, o, i, j]``,
-    ``dW[c, o, i, j] = sum_{n,h,w} x[n, c, h, w] * dY_full[n, o, s*h + d*i, s*w + d*j]``,
-    ``db = sum_{n,h,w} dY``, with ``dY_full`` the gradient padded back by ``p``.
+    """Gradients ``(dx, dW, db)`` of :func:`conv_transpose2d`, by the same adjoint:
+    ``dx = conv2d(dY, W)`` and ``dW`` is that convolution's weight gradient for
+    the output gradient ``x``.
 
     >>> x, w = np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))
     >>> dx, dw, db = conv_transpose2d_backward(np.ones((1, 1, 3, 3)), x, w)
     >>> dx[0, 0].tolist(), db.tolist()
     ([[4.0, 4.0], [4.0, 4.0]], [9.0])
     """
-    (s_h, s_w), (p_h, p_w), (o_h, o_w), (d_h, d_w) = map(
-        _pair, (stride, padding, output_padding, dilation)
-    )
-    n, c_in, h, w = input.shape
-    _, c_out_g, kh, kw = weight.shape
-    full_h = (h - 1) * s_h + d_h * (kh - 1) + 1 + o_h
-    full_w = (w - 1) * s_w + d_w * (kw - 1) + 1 + o_w
-    g = np.zeros((n, groups * c_out_g, full_h, full_w), dtype=grad_output.dtype)
-    g[:, :, p_h : full_h - p_h, p_w : full_w - p_w] = grad_output
-    gg = g.reshape(n, groups, c_out_g, full_h, full_w)
-    xg = input.reshape(n, groups, c_in // groups, h, w)
-    wg = weight.reshape(groups, c_in // groups, c_out_g, kh, kw)
-    dx = np.zeros_like(xg)
-    dw = np.zeros_like(wg)
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(d_h * i, d_h * i + s_h * (h - 1) + 1, s_h)
-            cols = slice(d_w * j, d_w * j + s_w * (w - 1) + 1, s_w)
-            gij = gg[:, :, :, rows, cols]  # (N, G, C_out/G, H, W)
-            dx += np.einsum("ngohw,gco->ngchw", gij, wg[:, :, :, i, j])
-            dw[:, :, :, i, j] = np.einsum("ngchw,ngohw->gco", xg, gij)
-    return dx.reshape(input.shape), dw.reshape(weight.shape), grad_output.sum(axis=(0, 2, 3))
+    dx = conv2d(grad_output, weight, None, stride, padding, dilation, groups)
+    dx = dx[:, :, : input.shape[2], : input.shape[3]]  # output padding: rows x never had
+    dw = conv2d_backward(input, grad_output, weight, stride, padding, dilation, groups)[1]
+    return dx, dw, grad_output.sum(axis=(0, 2, 3))
 
 
 def _interp_matrix(n_in, n_out, scale, mode, align_corners):

@@ -241,6 +241,13 @@ def test_cli_bad_pairs_skipped_in_training_and_named_in_evaluate(tmp_path, capsy
     assert "00001.png: mask value 7 is beyond the 4 classes" in err
 
 
+def test_cli_segmentation_refuses_find_lr_in_one_line(shapes_folder, capsys):
+    code, _, err = run(capsys, "train", "--model", "unet", "--data", shapes_folder, "--find-lr")
+    assert code == 2 and err.strip().splitlines() == [
+        "clearconv train: error: --find-lr is not supported for segmentation folders yet"
+    ]
+
+
 # -- inspect and the page ----------------------------------------------------------------------
 def test_walk_finds_encoder_and_decoder_blocks():
     from clearconv.viz.segment import blocks, walk

@@ -110,6 +110,8 @@ def train(args: argparse.Namespace, spec: str, dist: Any = None) -> int:
 
     if dist is not None and dist.size > 1:
         raise CLIError("segmentation folders train in one process: drop --workers")
+    if getattr(args, "find_lr", False):
+        raise CLIError("--find-lr is not supported for segmentation folders yet")
     root = Path(args.data)
     rng = np.random.default_rng(args.seed)
     classes = segmentation_classes(root)

@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         from clearconv.viz.segment import segment_report
 
         html = segment_report(model, raw, f"{model_path.name} on {image_path.name}", args.scale)
-        Path(args.out).write_text(html, encoding="utf-8")
-        print(f"{image_path.name}: segmented; wrote {args.out}")
+        write_text_file(out, html)
+        print(f"{image_path.name}: segmented; wrote {out}")
         return 0
     html = inspect_report(
         model,

@@ -86,7 +86,7 @@ def cross_entropy_backward(
         wb = wb.reshape((1, c) + (1,) * (g.ndim - 2)) * probs.dtype.type(label_smoothing / c)
         g -= wb * keep[:, None].astype(probs.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
-        g *= grad_out / total
+        g *= float(grad_out / total)  # a Python float: scaled in the dtype of g, as before
     return g
 
 

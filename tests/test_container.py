@@ -15,6 +15,7 @@ from clearconv.nn import (
     Concat,
     Conv1d,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Flatten,
     Identity,
@@ -28,6 +29,7 @@ from clearconv.nn import (
     Sequential,
     Sigmoid,
     Tanh,
+    Upsample,
 )
 from gradcheck import check_layer
 
@@ -311,6 +313,11 @@ FRESH = [
     (lambda r: Residual(ReLU()), (3, 4)),
     (lambda r: Residual(Linear(4, 4, rng=r)), (3, 4)),
     (lambda r: Concat(Identity(), ReLU()), (3, 4)),
+    (lambda r: ConvTranspose2d(2, 3, 3, rng=r, bias=False), (2, 2, 4, 4)),
+    (lambda r: ConvTranspose2d(2, 4, 2, stride=2, groups=2, rng=r), (2, 2, 3, 3)),
+    (lambda r: Upsample(2), (2, 2, 3, 3)),
+    (lambda r: Upsample(1.5, mode="bilinear"), (2, 2, 4, 4)),
+    (lambda r: Concat(Identity(), ReLU()), (2, 2, 3, 3)),
     (lambda r: Add(Identity(), Linear(4, 4, rng=r)), (3, 4)),
 ]
 

@@ -335,7 +335,8 @@ def test_cross_entropy_engine_equals_textbook(n, c, smoothing, dt):
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((n, c)) * 4).astype(dt)
     labels = rng.integers(0, c, n)
-    engine, book = nn.CrossEntropyLoss(smoothing), nn.use_textbook(nn.CrossEntropyLoss(smoothing))
+    engine = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    book = nn.use_textbook(nn.CrossEntropyLoss(label_smoothing=smoothing))
     _close(np.asarray(engine(logits, labels)), np.asarray(book(logits, labels)), dt)
     _close(engine.backward(0.5), book.backward(0.5), dt)
 

@@ -116,8 +116,12 @@ def test_cross_entropy_errors():
         ce(x, np.array([0, 1, 1], dtype=np.float32))
     with pytest.raises(ValueError, match=r"expected labels of shape \(3,\) .*got \(3, 1\)"):
         ce(x, np.zeros((3, 1), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"expected logits of shape \(N, C\), got \(3, 4, 1\)"):
-        ce(x[..., None], np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"expected logits of shape \(N, C\) .*got \(4,\)"):
+        ce(x[0], np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"labels of shape \(3, 1\) for logits .*got \(3,\)"):
+        ce(
+            x[..., None], np.zeros(3, dtype=np.int64)
+        )  # per-position logits need per-position labels
     with pytest.raises(TypeError, match="expected logits of dtype float32 or float64, got int64"):
         ce(np.zeros((3, 4), dtype=np.int64), np.zeros(3, dtype=np.int64))
     with pytest.raises(TypeError, match="expected labels as an array, got list"):
@@ -154,3 +158,86 @@ def test_repr():
     assert repr(CrossEntropyLoss()) == "CrossEntropyLoss()"
     assert repr(CrossEntropyLoss(label_smoothing=0.1)) == "CrossEntropyLoss(label_smoothing=0.1)"
     assert repr(MSELoss()) == "MSELoss()"
+
+
+# -- per-pixel cross-entropy: class weights, ignore_index, label smoothing ------------------
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ignore", [None, 255, -100, 1])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_per_pixel_torch_parity(weighted, ignore, smoothing, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    n, c, h, w = 2, 4, 3, 5
+    logits = (rng.standard_normal((n, c, h, w)) * 3).astype(dtype)
+    labels = rng.integers(0, c, (n, h, w))
+    if ignore is not None:
+        labels[rng.random((n, h, w)) < 0.3] = ignore
+    weight = rng.uniform(0.2, 2.0, c) if weighted else None
+    kwargs = {"label_smoothing": smoothing}
+    if ignore is not None:
+        kwargs["ignore_index"] = ignore
+    ce = CrossEntropyLoss(weight=weight, **kwargs)
+    loss = ce(logits, labels)
+    grad = ce.backward()
+    tw = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    ref = torch.nn.CrossEntropyLoss(weight=tw, **kwargs)
+    lt = torch.tensor(logits.astype(np.float64), requires_grad=True)
+    out = ref(lt, torch.tensor(labels))
+    out.backward()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == logits.shape
+    np.testing.assert_allclose(float(loss), out.item(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad, lt.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_cross_entropy_per_pixel_gradcheck_and_loop():
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((2, 3, 2, 2))
+    labels = np.array([[[0, 2], [1, -100]], [[2, 2], [0, 1]]])
+    weight = np.array([0.5, 1.0, 2.0])
+    ce = CrossEntropyLoss(weight=weight, label_smoothing=0.1)
+    ce(logits, labels)
+    analytic = ce.backward()
+    numeric = numerical_grad(lambda: float(ce(logits, labels)), logits)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+    # a loop over the kept pixels, straight from the formula
+    num = den = 0.0
+    for i in range(2):
+        for y in range(2):
+            for x in range(2):
+                t = labels[i, y, x]
+                if t == -100:
+                    continue
+                z = logits[i, :, y, x]
+                logp = z - np.log(np.exp(z).sum())
+                num += 0.9 * weight[t] * -logp[t] + 0.1 / 3 * np.sum(weight * -logp)
+                den += weight[t]
+    np.testing.assert_allclose(float(ce(logits, labels)), num / den, rtol=1e-12)
+
+
+def test_cross_entropy_per_pixel_errors():
+    x = np.zeros((1, 3, 2, 2), np.float32)
+    with pytest.raises(ValueError, match=r"labels of shape \(1, 2, 2\) .*got \(1, 2\)"):
+        CrossEntropyLoss()(x, np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match=r"in \[0, 2\] for 3 classes, got 7 \(or -100, ignored\)"):
+        CrossEntropyLoss()(x, np.full((1, 2, 2), 7))
+    with pytest.raises(ValueError, match="weight has 2 values for 3 classes"):
+        CrossEntropyLoss(weight=[1.0, 2.0])(x, np.zeros((1, 2, 2), np.int64))
+    with pytest.raises(ValueError, match="weight must be a 1-D array of C non-negative"):
+        CrossEntropyLoss(weight=[1.0, -2.0])
+    assert np.isnan(CrossEntropyLoss(ignore_index=0)(x, np.zeros((1, 2, 2), np.int64)))
+    assert repr(CrossEntropyLoss(ignore_index=255)) == "CrossEntropyLoss(ignore_index=255)"
+
+
+def test_cross_entropy_per_pixel_textbook_switch_gives_the_engine_results():
+    from clearconv.nn import use_textbook
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    y = rng.integers(0, 4, (2, 3, 5))
+    y[1, 0, :2] = 7  # ignored
+    fast = CrossEntropyLoss([1.0, 0.5, 2.0, 1.0], ignore_index=7, label_smoothing=0.1)
+    slow = use_textbook(CrossEntropyLoss([1.0, 0.5, 2.0, 1.0], ignore_index=7, label_smoothing=0.1))
+    np.testing.assert_allclose(slow(x, y), fast(x, y), rtol=1e-6)
+    np.testing.assert_allclose(slow.backward(0.5), fast.backward(0.5), rtol=1e-5, atol=1e-7)

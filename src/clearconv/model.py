@@ -113,12 +113,15 @@ class Model(Module):
             raise TypeError(f"Model: class_names must be a list of str, got {class_names!r}")
         self.class_names: list[str] = [str(c) for c in class_names]
         out = net.output_shape((1, *self.input_shape))
-        if len(out) != 2 or out[1] != len(self.class_names):
+        # (1, K) for a classifier; (1, K, H, W) for a net that labels every pixel.
+        per_pixel = len(out) == 4 and tuple(out[2:]) == self.input_shape[1:]
+        if (len(out) != 2 and not per_pixel) or out[1] != len(self.class_names):
             raise ValueError(
                 f"Model: the net maps {(1, *self.input_shape)} to {tuple(out)}, which does not "
                 f"match {len(self.class_names)} class names (expected (1, "
-                f"{len(self.class_names)}))"
+                f"{len(self.class_names)}), or (1, {len(self.class_names)}, H, W) per pixel)"
             )
+        self.per_pixel = per_pixel
         c = self.input_shape[0]
         self.mean = _check_stats("mean", mean, c)
         self.std = _check_stats("std", std, c)

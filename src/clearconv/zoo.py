@@ -24,6 +24,12 @@ densenet121                torchvision's DenseNet-121 (8.0 M): dense layers (Con
 resnet50  (3, 224, 224)    torchvision's ResNet-50 (25.6 M): bottleneck blocks
 mobilenet_v2               torchvision's MobileNetV2 (3.5 M): inverted residuals, depthwise
                            3x3 convolutions (groups = channels), Add(Identity(), block)
+unet      (3, 64, 64), 4   a small U-Net for segmentation (one class per pixel): levels of
+                           16-32-64-128 channels (two conv-BN-ReLU each), 2x2 max pooling
+                           down, 2x2 stride-2 ConvTranspose2d up, skips concatenated; any
+                           size divisible by 16
+fcn       (3, 64, 64), 4   a fully convolutional net: three conv-pool stages to 1/8 size,
+                           a 1x1 classifier, bilinear Upsample(8) back (sizes divisible by 8)
 zfnet     (3, 224, 224)    Zeiler & Fergus 2013 (62,357,608 parameters, counted from the
                            paper's Fig. 3: AlexNet with a 7x7 stride-2 first layer, LRN)
 ========  ===============  ==========================================================
@@ -60,9 +66,11 @@ __all__ = [
 NAMES = (
     "xo", "lenet5", "simple", "mnist", "resnet", "alexnet", "vgg11", "resnet18",
     "googlenet", "squeezenet1_1", "densenet121", "resnet50", "mobilenet_v2", "zfnet",
-    "audio2d", "audio1d",
-    "textcnn",
+    "audio2d", "audio1d", "textcnn", "unet", "fcn",
 )  # fmt: skip
+#: Zoo models that label every pixel (output ``(N, classes, H, W)``), and the
+#: factor their input sizes must be divisible by.
+SEGMENTATION = {"unet": 16, "fcn": 8}
 
 # (input shape, number of classes) each zoo model is defined for.
 DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -83,10 +91,12 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "audio2d": (1, 40, 97),  # 40 mel bands x 97 frames of 10 ms: one second at 8 kHz
     "audio1d": (1, 8000),  # one second of samples at 8 kHz
     "textcnn": (56,),  # 56 token indices: a sentence of up to 56 words and marks
+    "unet": (3, 64, 64),
+    "fcn": (3, 64, 64),
 }
 _IMAGENET = ("alexnet", "vgg11", "resnet18", "googlenet", "squeezenet1_1", "densenet121",
              "resnet50", "mobilenet_v2", "zfnet")  # fmt: skip
-_DEFAULT_CLASSES = {"xo": 2, "textcnn": 2, **dict.fromkeys(_IMAGENET, 1000)}
+_DEFAULT_CLASSES = {"xo": 2, "textcnn": 2, "unet": 4, "fcn": 4, **dict.fromkeys(_IMAGENET, 1000)}
 
 
 class _ShapeOnlyGenerator(np.random.Generator):
@@ -453,6 +463,36 @@ def _textcnn(k: int, widths: tuple[int, ...] = (3, 4, 5), filters: int = 100,
             FLATTEN, {"type": "Dropout", "p": 0.5}, _linear(k)]  # fmt: skip
 
 
+# -- segmentation --------------------------------------------------------------------
+def _cbr(c: int) -> list[dict]:
+    """Two 3x3 conv-BN-ReLU at width ``c`` (size kept): one U-Net level."""
+    return [_conv(c, 3, padding=1, bias=False), BN, RELU] * 2
+
+
+def _unet(k: int, widths: tuple[int, ...] = (16, 32, 64, 128)) -> list[dict]:
+    """U-Net: each level is ``cbr, Concat(Identity, pool-deeper-up), cbr``; the deepest,
+    below the last pool, is ``cbr`` at the last width. A skip is a Concat of the level's
+    maps with what came back up, nested once per level (see :mod:`clearconv.nn.merge`)."""
+
+    def level(i: int) -> list[dict]:
+        if i == len(widths):  # the bottom, at 1/16 of the input size
+            return _cbr(widths[-1])
+        c = widths[i]
+        up = {"type": "ConvTranspose2d", "out_channels": c, "kernel_size": 2, "stride": 2}
+        down_up = _seq(_pool(2), *level(i + 1), up)
+        return [*_cbr(c), {"type": "Concat", "branches": [{"type": "Identity"}, down_up]}, *_cbr(c)]
+
+    return [*level(0), _conv(k, 1)]
+
+
+def _fcn(k: int) -> list[dict]:
+    stages = [layer for c in (32, 64, 128) for layer in (*_cbr(c)[:3], _pool(2))]
+    return [
+        *stages, *_cbr(128)[:3], _conv(k, 1),
+        {"type": "Upsample", "scale_factor": 8, "mode": "bilinear"},
+    ]  # fmt: skip
+
+
 _ZOO = {
     "xo": _xo,
     "lenet5": _lenet5,
@@ -471,6 +511,8 @@ _ZOO = {
     "audio2d": _audio2d,
     "audio1d": _audio1d,
     "textcnn": _textcnn,
+    "unet": _unet,
+    "fcn": _fcn,
 }
 
 
@@ -692,15 +734,31 @@ def build(
     shape = _check_shape(where, input_shape) if input_shape is not None else default_shape
     if shape is None:
         raise ValueError(f"{where}: no input_shape in the file; pass one, e.g. (1, 28, 28)")
+    _check_segmentation_size(name, shape)
     gen = shape_only_rng() if not init else (rng if rng is not None else np.random.default_rng())
     try:
         net = from_config(cfg, shape, rng=gen)
         out = net.output_shape((1, *shape))
     except ValueError as exc:
         raise ValueError(f"{where} cannot take inputs of shape {shape}: {exc}") from exc
-    if len(out) != 2:
-        raise ValueError(f"{where}: the net must end in (N, classes), got output shape {out}")
+    _check_output(where, out, shape)
     return net, shape
+
+
+def _check_segmentation_size(name: str, shape: tuple[int, ...]) -> None:
+    if name in SEGMENTATION and any(s % SEGMENTATION[name] for s in shape[1:]):
+        raise ValueError(
+            f"{name} needs image sizes divisible by {SEGMENTATION[name]}, got "
+            f"{'x'.join(map(str, shape[1:]))}; resize the images (--input-shape)"
+        )
+
+
+def _check_output(where: str, out: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    if len(out) != 2 and not (len(out) == 4 and out[2:] == tuple(shape[1:])):
+        raise ValueError(
+            f"{where}: the net must end in (N, classes) or, for one class per pixel, "
+            f"(N, classes, H, W) at the input's size; got output shape {out}"
+        )
 
 
 # -- default training settings --------------------------------------------------
@@ -738,6 +796,24 @@ _RECIPES: dict[str, dict[str, Any]] = {
         epochs=12, batch_size=32, optimizer="adamw", lr=3e-3, schedule="onecycle", weight_decay=1e-2
     ),
     "textcnn": dict(epochs=4, batch_size=50, optimizer="adamw", lr=1e-3, schedule="onecycle"),
+    # Segmentation: many small steps and the eight mirror/quarter-turn symmetries
+    # (clearconv.data.segment.PairedAugment's arguments), masks moved alike.
+    "unet": dict(
+        epochs=30,
+        batch_size=4,
+        optimizer="adamw",
+        lr=3e-3,
+        schedule="onecycle",
+        augment={"flip": True, "rot90": True, "shift": 4},
+    ),
+    "fcn": dict(
+        epochs=30,
+        batch_size=8,
+        optimizer="adamw",
+        lr=3e-3,
+        schedule="onecycle",
+        augment={"flip": True, "rot90": True, "shift": 4},
+    ),
 }
 _RECIPE_DEFAULTS: dict[str, Any] = dict(
     epochs=5,

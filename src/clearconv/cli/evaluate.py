@@ -321,6 +321,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--history {args.history}: no such file")
         history = load_history(args.history)
     model = load_model_file(args.model)
+    if model.per_pixel:  # a segmentation model: pixel accuracy and IoU
+        from clearconv.cli import _segment
+
+        return _segment.evaluate(args, model)
     recorded = recorded_data(model, args)
     ds = load_eval_data(model, args)
     result = train.evaluate(model, ds.images, ds.labels, batch_size=args.batch_size)

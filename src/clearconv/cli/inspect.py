@@ -55,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
         raw = prepare(model, picture)
     except ValueError as exc:
         raise CLIError(f"{image_path}: {exc}") from exc
+    if model.per_pixel:  # a class per pixel: prediction, overlay, encoder and decoder maps
+        from clearconv.viz.segment import segment_report
+
+        html = segment_report(model, raw, f"{model_path.name} on {image_path.name}", args.scale)
+        write_text_file(out, html)
+        print(f"{image_path.name}: segmented; wrote {out}")
+        return 0
     html = inspect_report(
         model,
         raw,

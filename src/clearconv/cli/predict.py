@@ -55,6 +55,12 @@ def add_parser(subparsers) -> None:
         help="for digit models, only resize to 28x28 (for images already MNIST-like)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--mask-out", metavar="PNG", help="segmentation models: write the predicted class mask"
+    )
+    p.add_argument(
+        "--overlay-out", metavar="PNG", help="segmentation models: write the image, mask over it"
+    )
 
 
 def image_files(items: list[str]) -> list[Path]:
@@ -179,6 +185,15 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     top_k = min(args.top_k, k)
+    if model.per_pixel:  # a class for every pixel: masks, not top-k
+        from clearconv.cli import _segment
+
+        return _segment.predict(args, model, image_files(args.images))
+    if args.mask_out or args.overlay_out:
+        raise CLIError(
+            f"--mask-out and --overlay-out need a segmentation model; {args.model} "
+            "labels whole images"
+        )
     skipped: list = []
     files, images, mnist = _inputs(model, args, skipped)
     if len(files) == 0:  # nothing to show: the reason is the answer

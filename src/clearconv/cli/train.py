@@ -82,7 +82,8 @@ def add_parser(subparsers) -> None:
         "--data",
         metavar="FOLDER",
         help="image folder FOLDER/CLASS/*.png|jpg, recordings FOLDER/CLASS/*.wav (FOLDER/train "
-        "and FOLDER/test when present), or sentences: FOLDER with train.csv and test.csv "
+        "and FOLDER/test when present), a segmentation folder FOLDER/train/images + "
+        "FOLDER/train/masks, or sentences: FOLDER with train.csv and test.csv "
         "(columns text,label) or one CSV file with --val-split",
     )
     p.add_argument(
@@ -614,6 +615,12 @@ def _run(args: argparse.Namespace, dist) -> int:
     from clearconv.model import Model
 
     _check_args(args)
+    from clearconv.data.segment import is_segmentation_folder
+
+    if args.data is not None and is_segmentation_folder(args.data):  # images with masks
+        from clearconv.cli import _segment
+
+        return _segment.train(args, resolve_model_spec(args.model), dist)
     base = load_model_file(args.model) if is_model_file(args.model) else None
     spec = args.model if base is not None else resolve_model_spec(args.model)
     rng = np.random.default_rng(args.seed)

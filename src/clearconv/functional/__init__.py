@@ -56,6 +56,12 @@ from clearconv.functional.pool import (
     max_pool2d_backward,
     pool_out_size,
 )
+from clearconv.functional.transposed import (
+    conv_transpose2d,
+    conv_transpose2d_backward,
+    upsample,
+    upsample_backward,
+)
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -72,6 +78,8 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "conv_padding",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
     "cross_entropy",
     "cross_entropy_backward",
     "dropout",
@@ -97,5 +105,7 @@ __all__ = [
     "softmax_backward",
     "tanh",
     "tanh_backward",
+    "upsample",
+    "upsample_backward",
     "windows",
 ]

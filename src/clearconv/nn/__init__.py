@@ -26,6 +26,7 @@ from clearconv.nn.pool import (
 )
 from clearconv.nn.sequence import AdaptiveMaxPool1d, Embedding, Permute
 from clearconv.nn.textbook import use_textbook
+from clearconv.nn.upsample import ConvTranspose2d, Upsample
 
 __all__ = [
     "LAYER_TYPES",
@@ -40,6 +41,7 @@ __all__ = [
     "Concat",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
     "Embedding",
@@ -61,6 +63,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Upsample",
     "from_config",
     "to_config",
     "use_textbook",

@@ -66,6 +66,17 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
     "Permute": ("dims",),
     "AdaptiveMaxPool1d": ("output_size",),
+    "ConvTranspose2d": (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "output_padding",
+        "groups",
+        "dilation",
+    ),
+    "Upsample": ("scale_factor", "mode", "align_corners"),
 }
 _BRANCHES = ("Concat", "Add")  # containers of branches run on one input
 # Settings older model files lack, written only when not at their default: a file
@@ -78,8 +89,8 @@ _OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
     "LeakyReLU": {"inplace": False},
     "Dropout": {"inplace": False},
 }
-_HAS_BIAS = ("Conv2d", "Conv1d", "Linear")
-_RANDOM = ("Conv2d", "Conv1d", "Linear", "Embedding")  # take rng= and dtype=
+_HAS_BIAS = ("Conv2d", "Conv1d", "Linear", "ConvTranspose2d")
+_RANDOM = ("Conv2d", "Conv1d", "Linear", "Embedding", "ConvTranspose2d")  # take rng= and dtype=
 _TYPED = ("BatchNorm1d", "BatchNorm2d")  # take dtype=
 # Sizes that may be inferred from the incoming shape: key -> axis of that shape.
 _INFER = {"in_channels": 1, "num_features": 1, "in_features": -1}

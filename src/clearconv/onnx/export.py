@@ -27,6 +27,8 @@ LocalResponseNorm         LRN (odd sizes; even ones are refused: ONNX
                           centres the window differently)
 ChannelShuffle(g)         Reshape (N, g, C/g, *) -> Transpose -> Reshape
 ReLU6                     Clip(0, 6)
+ConvTranspose2d,          ConvTranspose, Resize: see
+Upsample                  :mod:`clearconv.onnx._segment`
 ========================  ==============================================
 
 BatchNorm's training-only settings ``momentum=None`` and ``affine=False`` have
@@ -54,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from clearconv import nn
+from clearconv.onnx import _segment
 from clearconv.onnx._common import (
     BATCH_DIM,
     INPUT_NAME,
@@ -378,6 +381,8 @@ EMITTERS: dict[type, Emitter] = {
     nn.BatchNorm1d: _batch_norm,
     nn.BatchNorm2d: _batch_norm,
     nn.Dropout: _dropout,
+    nn.ConvTranspose2d: _segment.emit_conv_transpose,
+    nn.Upsample: _segment.emit_upsample,
 }
 
 

@@ -363,7 +363,8 @@ class Importer:
         return None
 
     def _finish(self, net: nn.Module, input_shape, out_shape) -> Imported:
-        k = out_shape[1] if len(out_shape) == 2 else 0
+        # classes along axis 1: one per image (N, K), or per pixel (N, K, H, W)
+        k = out_shape[1] if len(out_shape) in (2, 4) else 0
         names = self._meta(META_CLASS_NAMES)
         if not (isinstance(names, list) and len(names) == k):
             names = [str(i) for i in range(k)]

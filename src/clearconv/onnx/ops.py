@@ -16,6 +16,7 @@ import numpy as np
 
 from clearconv import nn
 from clearconv.engine.pool import pool_out_size
+from clearconv.onnx import _segment
 from clearconv.onnx.graph import Data, Merge, N, f32, sym
 from clearconv.onnx.shapes import (
     Refuse,
@@ -667,6 +668,8 @@ OPS: dict[str, Op] = {
     "Concat": Op(concat, {"axis": None}),
     "Cast": Op(cast, {"to": None, "saturate": None}),
     "Slice": Op(slice_, {"starts": None, "ends": None, "axes": None}),
+    "ConvTranspose": Op(_segment.conv_transpose, _segment.ATTRS["ConvTranspose"]),
+    "Resize": Op(_segment.resize, _segment.ATTRS["Resize"]),
 }
 
 # Operators on constants and shapes that keep the symbolic batch "N" (the rest

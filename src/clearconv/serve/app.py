@@ -54,6 +54,7 @@ from clearconv.data.idx import DataError
 from clearconv.viz._image import colorize, data_uri, png_bytes
 from clearconv.viz.featuremaps import feature_maps, path_label, trace
 from clearconv.viz.inputs import ImageError, decode_image, prepare
+from clearconv.viz.segment import segment_result
 from clearconv.viz.soundtext import envelope
 
 __all__ = ["MAX_BYTES", "create_app"]
@@ -239,6 +240,9 @@ def create_app(model, max_bytes: int = MAX_BYTES) -> Starlette:
                 raw = prepare(model, img)
         except (ValueError, DataError) as exc:
             raise ApiError(400, str(exc)) from exc
+        if model.per_pixel:  # a class per pixel: shares, overlay, encoder/decoder maps
+            with lock:
+                return segment_result(model, raw, maps)
         with lock:
             x = model.preprocess(raw)
             outs = trace(model, x)

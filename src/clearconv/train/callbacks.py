@@ -35,6 +35,7 @@ import numpy as np
 
 from clearconv._validate import check_float, check_int
 from clearconv.data.augment import Augment
+from clearconv.data.segment import PairedAugment
 from clearconv.model import Model
 from clearconv.nn.dropout import Dropout
 from clearconv.nn.loss import CrossEntropyLoss
@@ -95,7 +96,7 @@ class TrainState:
     epochs: int
     batch_size: int
     steps: int
-    augment: Augment | None
+    augment: Augment | PairedAugment | None
     shuffle_rng: np.random.Generator
     aug_rng: np.random.Generator
     dropouts: list[Dropout]

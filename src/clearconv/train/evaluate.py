@@ -82,6 +82,10 @@ def evaluate(
     batch_size = check_int("evaluate", "batch_size", batch_size, minimum=1)
     k = model.num_classes
     check_labels("evaluate", labels, k)
+    if labels.ndim > 1:  # a mask per image: pixel accuracy and IoU
+        from clearconv import segmentation
+
+        return segmentation.evaluate(model, images, labels, batch_size)
     n = len(labels)
     ce = CrossEntropyLoss()
     loss_sum = 0.0

@@ -113,6 +113,7 @@ import numpy as np
 from clearconv._validate import check_float, check_int
 from clearconv.data.augment import Augment
 from clearconv.data.loader import train_val_split
+from clearconv.data.segment import PairedAugment
 from clearconv.data.transforms import to_float
 from clearconv.engine.plan import no_input_grad
 from clearconv.model import Model
@@ -286,18 +287,20 @@ def _step(s: TrainState, call: Callable[[str], None]) -> None:
     x = x if len(s.model.input_shape) == 1 else to_float(x)
     if x.ndim == len(s.model.input_shape):  # (B, H, W) -> (B, 1, H, W)
         x = x[:, None]
-    if s.augment is not None:
+    y = s.labels[s.idx]
+    if isinstance(s.augment, PairedAugment):  # masks moved with their images
+        x, y = s.augment(x, y, s.aug_rng)
+    elif s.augment is not None:
         x = s.augment(x, s.aug_rng)
     if s.shard is not None:  # this process's part of the batch, augmented whole above
-        x, s.idx = x[s.shard], s.idx[s.shard]
+        x, s.idx, y = x[s.shard], s.idx[s.shard], y[s.shard]
     x = s.model.preprocess(x)
-    y = s.labels[s.idx]
     s.optimizer.zero_grad()
     s.logits = s.model(x, training=True)
     s.loss = float(s.loss_fn(s.logits, y))
     call("on_loss")  # the NaN guard stops here, before the weights change
     _backward(s.model, s.loss_fn.backward())
-    s.totals = [s.loss * len(s.idx), int((s.logits.argmax(axis=1) == y).sum()), len(s.idx)]
+    s.totals = [s.loss * len(s.idx), _correct(s.logits, y, s.loss_fn), len(s.idx)]
     call("on_after_backward")  # a distributed part sums the gradients and totals here
     lr = float(s.optimizer.lr)
     s.optimizer.step()
@@ -339,8 +342,18 @@ def _path(p: str | os.PathLike | None) -> Path | None:
     return None if p is None else Path(p)
 
 
-def _make_augment(augment: Any) -> Augment | None:
-    if augment is None or isinstance(augment, Augment):
+def _correct(logits: Any, y: np.ndarray, loss_fn: Any) -> float:
+    """Images right in the batch; with masks, the share of each image's labelled
+    pixels right, summed (so accuracy stays a share of images)."""
+    hits = logits.argmax(axis=1) == y
+    if y.ndim == 1:
+        return int(hits.sum())
+    labelled = max(int((y != getattr(loss_fn, "ignore_index", -100)).sum()), 1)
+    return float(hits.sum()) / labelled * len(y)
+
+
+def _make_augment(augment: Any) -> Augment | PairedAugment | None:
+    if augment is None or isinstance(augment, (Augment, PairedAugment)):
         return augment
     if isinstance(augment, dict):
         return Augment(**augment)

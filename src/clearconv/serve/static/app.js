@@ -153,6 +153,14 @@ function render(data) {
     tr.appendChild(el("td", {}, p.toFixed(3)));
     table.appendChild(tr);
   });
+  let overlay = document.getElementById("overlay");  // segmentation models: classes over the image
+  if (data.overlay) {
+    if (!overlay) {
+      overlay = el("img", { id: "overlay", alt: "predicted classes over the image" });
+      document.getElementById("result-panel").appendChild(overlay);
+    }
+    overlay.src = data.overlay;
+  }
   const layers = document.getElementById("layers");
   layers.innerHTML = "";
   const first = el("div", { class: "layer" });

@@ -115,6 +115,9 @@ def test_small_data_rule_keeps_what_the_command_line_sets(capsys, tmp_path, stri
     assert code == 0, err
     settings = clearconv.load(tmp_path / "m.npz").meta["settings"]
     assert settings["epochs"] == 2 and settings["batch_size"] == 8  # only the batch was free
+    # the line names the rule that applied, not the minimum of steps that 2 epochs do not reach
+    assert "batch 8, 2 epochs (a batch holds at most 1/8 of the images" in out
+    assert "optimizer steps" not in out
     code, out, err = run(capsys, *argv, "--epochs", 1, "--batch-size", 64)
     assert code == 0, err
     assert "small data" not in out

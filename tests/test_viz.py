@@ -375,6 +375,31 @@ def test_confusion_and_worst_mistakes_and_their_pngs(tmp_path, rng):
     assert png_file(plot_health(hist, tmp_path / "h.png"))[0] == "PNG"
 
 
+def test_mistake_titles_do_not_run_under_the_row_above(tmp_path, rng, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from clearconv.viz import plot_mistakes
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure it
+    labels = np.arange(16) % 10
+    probs = np.full((16, 10), 0.01, np.float32)
+    probs[np.arange(16), (labels + 1) % 10] = 0.91  # all wrong: two rows of eight
+    images = rng.integers(0, 255, (16, 1, 28, 28)).astype(np.uint8)
+    plot_mistakes(images, probs, labels, [str(i) for i in range(10)], tmp_path / "m.png")
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    assert len(axes) == 16
+    for ax in axes[8:]:  # second row: its title must clear the images of the first
+        title = ax.title.get_window_extent(renderer)
+        for above in axes[:8]:
+            image = above.get_window_extent(renderer)
+            assert not title.overlaps(image), (ax.get_title(), title, image)
+    close(fig)
+
+
 # -- the inspect report --------------------------------------------------------
 
 

@@ -290,6 +290,13 @@ def small_data(cfg: dict, n: int, args: argparse.Namespace) -> str | None:
         cfg["epochs"] = math.ceil(MIN_STEPS / steps)
     if (cfg["epochs"], cfg["batch_size"]) == before:
         return None
+    if cfg["epochs"] == before[0]:
+        # only the batch changed (e.g. --epochs was given): a minimum of steps was not applied
+        return (
+            f"small data ({n:,} training images): batch {cfg['batch_size']}, {cfg['epochs']} "
+            f"epochs (a batch holds at most 1/{BATCH_SHARE} of the images; "
+            "set --batch-size to choose)"
+        )
     return (
         f"small data ({n:,} training images): batch {cfg['batch_size']}, {cfg['epochs']} "
         f"epochs (at least {MIN_STEPS} optimizer steps; set --epochs or --batch-size to choose)"

@@ -188,7 +188,10 @@ def plot_mistakes(
     idx = worst_mistakes(probs, labels, k)
     cols = max(1, min(8, len(idx)))
     rows = max(1, -(-len(idx) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.7 * rows), squeeze=False)
+    # 2.1 in a row: tight_layout keeps the square images' aspect, and at 1.7 in
+    # each two-line title ran under the images of the row above
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 2.1 * rows + 0.3), squeeze=False)
+    fig.suptitle("worst mistakes: true→predicted, with its probability", fontsize=9)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), idx):

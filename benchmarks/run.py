@@ -539,7 +539,8 @@ def collect(threads: int, repeats: int, quick: bool, rev=None, only=()) -> dict:
                 infer[(model, batch)] = inference_time(workers, model, batch, repeats)
                 print("infer", model, batch, infer[(model, batch)], flush=True)
         zoo = {}  # the zoo's 224x224 classics: batch 32 and single images
-        for model in (m for m in ZOO if keep(f"infer {m}")):
+        # Not timed --against a revision: revisions before these rows lack the models.
+        for model in (m for m in ZOO if keep(f"infer {m}") and rev is None):
             for batch in (32, 1):
                 zoo[(model, batch)] = inference_time(workers, model, batch, repeats)
                 print("infer", model, batch, zoo[(model, batch)], flush=True)

@@ -36,7 +36,23 @@ def from_2d(a: Array, nd: int) -> Array:
     return a[:, :, 0, :] if nd == 1 else a
 
 
-class _ConvNd(Module):
+class WeightedBackward(Module):
+    """A layer whose ``_backward(grad_out, input_grad)`` adds dW and db and can skip the
+    input gradient: the planner calls :meth:`backward_params` for a network's first layer."""
+
+    def backward(self, grad_out: Array) -> Array:
+        """Input gradient; adds dW and db."""
+        return self._backward(grad_out, True)  # with input_grad, never None
+
+    def backward_params(self, grad_out: Array) -> None:
+        """dW and db only, no input gradient (the planner's call for a first layer)."""
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out: Array, input_grad: bool) -> Array | None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _backward")
+
+
+class _ConvNd(WeightedBackward):
     """Shared code of Conv1d and Conv2d; ``nd`` spatial axes, computed as 2-D."""
 
     nd = 2
@@ -154,14 +170,6 @@ class _ConvNd(Module):
         else:
             y = F.conv2d_forward(x4, w4, b, stride, self._pads2d(), dil)
         return from_2d(y, self.nd)
-
-    def backward(self, grad_out: Array) -> Array:
-        """Input gradient; adds dW and db."""
-        return self._backward(grad_out, True)  # with input_grad, never None
-
-    def backward_params(self, grad_out: Array) -> None:
-        """dW and db only, no input gradient (the planner's call for a first layer)."""
-        self._backward(grad_out, False)
 
     def _backward(self, grad_out: Array, input_grad: bool) -> Array | None:
         x4, textbook = self._cached(self._cache)

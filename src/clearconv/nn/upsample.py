@@ -12,6 +12,7 @@ from clearconv import functional as T
 from clearconv.backend import Array
 from clearconv.engine import upsample as F
 from clearconv.engine.plan import Traits
+from clearconv.nn.conv import WeightedBackward
 from clearconv.nn.init import default_weight_bias, uniform
 from clearconv.nn.module import Module
 from clearconv.nn.parameter import Parameter
@@ -21,7 +22,7 @@ def _fmt(t: tuple) -> str:
     return str(t[0]) if len(set(t)) == 1 else str(t)
 
 
-class ConvTranspose2d(Module):
+class ConvTranspose2d(WeightedBackward):
     """Transposed 2-D convolution ("deconvolution"): the decoder's learned upsampling.
 
     Each input value spreads its kernel, scaled, over the output, ``stride``
@@ -161,14 +162,6 @@ class ConvTranspose2d(Module):
         if self.textbook:
             return T.conv_transpose2d(x, w, b, *args)
         return F.conv_transpose2d_forward(x, w, b, *args)
-
-    def backward(self, grad_out: Array) -> Array:
-        """Input gradient; adds dW and db."""
-        return self._backward(grad_out, True)  # with input_grad, never None
-
-    def backward_params(self, grad_out: Array) -> None:
-        """dW and db only, no input gradient (the planner's call for a first layer)."""
-        self._backward(grad_out, False)
 
     def _backward(self, grad_out: Array, input_grad: bool) -> Array | None:
         x, textbook = self._cached(self._cache)

@@ -200,16 +200,7 @@ def test_a_forked_child_is_not_stuck_on_the_kept_results_lock():
                 os._exit(code)
     finally:
         pool.lock.release()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child blocked in fresh()")
+    _child_succeeds(pid, "the forked child blocked in fresh()")
 
 
 # -- the engine's threads ------------------------------------------------------
@@ -336,16 +327,7 @@ def test_a_forked_child_makes_new_helper_threads():
                 code = 0 if len(set(idents)) == 2 else 2
             finally:
                 os._exit(code)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child waited for its parent's helper threads")
+    _child_succeeds(pid, "the forked child waited for its parent's helper threads")
 
 
 def test_tuning_is_validated_and_shared_engines_share_threads():
@@ -380,3 +362,18 @@ def test_the_engine_finds_numpys_blas_when_scipy_brought_its_own():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "2"]
+
+
+def _child_succeeds(pid: int, failure: str) -> None:
+    """Wait up to 20 s for a forked child to exit 0; kill it and fail with ``failure``
+    if it hangs (a fork that inherits a held lock or absent threads waits forever)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail(failure)

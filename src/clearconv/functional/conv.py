@@ -117,10 +117,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     ``y[n,o,i,j] = b[o] + sum_{c,p,q} W[o, c, p, q] * x_pad[n, gC + c, sH*i + dH*p, sW*j + dW*q]``
 
-    where ``gC = (o // (O/G)) * C/G`` is the first input channel of output
-    channel ``o``'s group: with
-    ``groups=G`` the channels are cut into ``G`` groups, each group's outputs
-    seeing only its own inputs (``G = C``: depthwise).
+    where ``gC = (o // (O/G)) * C/G`` is the first input channel of output channel
+    ``o``'s group: with ``groups=G`` the channels are cut into ``G`` groups, each
+    group's outputs seeing only its own inputs (``G = C``: depthwise).
 
     Parameters
     ----------
@@ -192,9 +191,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     # (G, N, OH, OW, C/G, kH, kW) -> (N, G, C/G, OH, OW, kH, kW) -> (N, C, OH, OW, kH, kW)
     dcols = dcols.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 2, 3, 5, 6)
     (t, b), (lf, r) = pads
-    dxpad = col2im(
-        dcols.reshape(n, c, oh, ow, kh, kw), (n, c, h + t + b, w + lf + r), stride, dilation
-    )
+    padded = (n, c, h + t + b, w + lf + r)
+    dxpad = col2im(dcols.reshape(n, c, oh, ow, kh, kw), padded, stride, dilation)
     return dxpad[:, :, t : t + h, lf : lf + w], grad_weight, grad_output.sum(axis=(0, 2, 3))
 
 

@@ -8,14 +8,15 @@ from clearconv.functional.activation import log_softmax
 
 
 def _soft_target(target, shape, label_smoothing, weight, ignore_index, dtype):
-    """``w[c] * q`` with ``q = (1 - s) * onehot(target) + s / C``, 0 where ignored:
-    (N, *) labels -> (N, C, *)."""
+    """``w[c] * q`` with ``q = (1 - s) * onehot(target) + s / C``, 0 where ignored,
+    (N, *) labels -> (N, C, *); and the mean's divisor ``sum_i w[y_i]`` over the kept."""
     c = shape[1]
     keep = target != ignore_index
     onehot = np.moveaxis(np.arange(c) == np.where(keep, target, 0)[..., None], -1, 1)
     w = (np.ones(c) if weight is None else weight).reshape((1, c) + (1,) * (len(shape) - 2))
+    kept = w * np.expand_dims(keep, 1)  # (1 or N, C, *): the class weight, 0 where ignored
     q = (1 - label_smoothing) * onehot + label_smoothing / c
-    return (q * w * np.expand_dims(keep, 1)).astype(dtype)
+    return (q * kept).astype(dtype), (onehot * kept).sum().astype(dtype)
 
 
 def cross_entropy(input, target, label_smoothing=0.0, weight=None, ignore_index=-100):
@@ -30,8 +31,7 @@ def cross_entropy(input, target, label_smoothing=0.0, weight=None, ignore_index=
     >>> bool(np.isclose(cross_entropy(np.zeros((2, 4)), np.array([0, 3])), np.log(4)))
     True
     """
-    q = _soft_target(target, input.shape, label_smoothing, weight, ignore_index, input.dtype)
-    total = _soft_target(target, input.shape, 0, weight, ignore_index, input.dtype).sum()
+    q, total = _soft_target(target, input.shape, label_smoothing, weight, ignore_index, input.dtype)
     return -(q * log_softmax(input, dim=1)).sum() / total
 
 
@@ -44,8 +44,7 @@ def cross_entropy_backward(
     >>> cross_entropy_backward(np.zeros((1, 2)), np.array([1]))
     array([[ 0.5, -0.5]])
     """
-    q = _soft_target(target, input.shape, label_smoothing, weight, ignore_index, input.dtype)
-    total = _soft_target(target, input.shape, 0, weight, ignore_index, input.dtype).sum()
+    q, total = _soft_target(target, input.shape, label_smoothing, weight, ignore_index, input.dtype)
     p = np.exp(log_softmax(input, dim=1))
     return (q.sum(axis=1, keepdims=True) * p - q) * (grad_output / total)
 

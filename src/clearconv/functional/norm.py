@@ -16,14 +16,7 @@ def _per_channel(v, ndim: int):
 
 
 def batch_norm(
-    input,
-    running_mean,
-    running_var,
-    weight=None,
-    bias=None,
-    training=False,
-    momentum=0.1,
-    eps=1e-5,
+    input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
 ):
     """Batch normalisation, as ``torch.nn.functional.batch_norm``.
 
@@ -46,10 +39,8 @@ def batch_norm(
         mean, var = input.mean(axis=axes), input.var(axis=axes)
         if running_mean is not None:
             m = input.size // input.shape[1]  # values per channel
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-            running_var *= 1 - momentum
-            running_var += momentum * var * m / (m - 1)
+            running_mean[:] = (1 - momentum) * running_mean + momentum * mean
+            running_var[:] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
     else:
         mean, var = running_mean, running_var
     y = (input - _per_channel(mean, input.ndim)) / np.sqrt(_per_channel(var, input.ndim) + eps)

@@ -168,15 +168,11 @@ def avg_pool2d_backward(
     return _crop(col2im(dcols, padded, s, 1), input_shape, padding)
 
 
-def _one(v) -> int:
-    """An int or a 1-tuple, as an int."""
-    return int(np.ravel(v)[0])
-
-
 def _as_2d(kernel_size, stride, padding, dilation=1):
-    """A 1-D pooling's settings as those of a 2-D one over ``(N, C, 1, L)``."""
-    s = None if stride is None else (1, _one(stride))
-    return (1, _one(kernel_size)), s, (0, _one(padding)), (1, _one(dilation))
+    """A 1-D pooling's settings (ints or 1-tuples) as those of a 2-D one over ``(N, C, 1, L)``."""
+    k, p, d = (int(np.ravel(v)[0]) for v in (kernel_size, padding, dilation))
+    s = None if stride is None else (1, int(np.ravel(stride)[0]))
+    return (1, k), s, (0, p), (1, d)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clearconv.functional.conv import conv2d, conv2d_backward
-
-
-def _pair(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+from clearconv.functional.conv import _pair, conv2d, conv2d_backward
 
 
 def conv_transpose2d(
@@ -90,7 +86,7 @@ def upsample(input, scale_factor, mode="nearest", align_corners=False):
     >>> upsample(np.array([[[[0.0, 1.0]]]]), 2, "bilinear")[0, 0, 0].tolist()
     [0.0, 0.25, 0.75, 1.0]
     """
-    s_h, s_w = _pair(scale_factor)
+    s_h, s_w = np.broadcast_to(scale_factor, 2)  # a number or a pair
     h, w = input.shape[2:]
     ah = _interp_matrix(h, int(np.floor(h * s_h)), s_h, mode, align_corners)
     aw = _interp_matrix(w, int(np.floor(w * s_w)), s_w, mode, align_corners)
@@ -103,7 +99,7 @@ def upsample_backward(grad_output, input_shape, scale_factor, mode="nearest", al
     >>> upsample_backward(np.ones((1, 1, 2, 4)), (1, 1, 1, 2), 2)[0, 0].tolist()
     [[4.0, 4.0]]
     """
-    s_h, s_w = _pair(scale_factor)
+    s_h, s_w = np.broadcast_to(scale_factor, 2)  # a number or a pair
     h, w = input_shape[2:]
     ah = _interp_matrix(h, grad_output.shape[2], s_h, mode, align_corners)
     aw = _interp_matrix(w, grad_output.shape[3], s_w, mode, align_corners)

@@ -312,6 +312,21 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _revision() -> str:
+    """The commit measured, marked ``+changes`` when the tree differs from it."""
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def _load(results: dict) -> str:
+    load = results.get("load")
+    return "not recorded" if not load else f"{load[0]:.1f} at the start, {load[1]:.1f} at the end"
+
+
 def section(path: Path = RESULTS / "distributed.json") -> list[str]:
     """The BENCHMARKS.md section (``benchmarks.run`` adds it when the results exist)."""
     if not path.exists():
@@ -321,7 +336,10 @@ def section(path: Path = RESULTS / "distributed.json") -> list[str]:
         "",
         "## Data-parallel training over MPI (recorded by `python -m benchmarks.distributed`)",
         "",
-        f"- date: {results['date']} (UTC); same machine; {results.get('note', '')}".rstrip("; "),
+        f"- date: {results['date']} (UTC); same machine; code at {results.get('revision', '?')}; "
+        f"1-minute load average {_load(results)} on 2 cores; {results.get('note', '')}".rstrip(
+            "; "
+        ),
         "- wall time from process start to end of `clearconv train --model lenet5 --dataset "
         "mnist --epochs 2 --batch-size 64` (data loading, 1,876 steps, test evaluation, model "
         "file) against the same in PyTorch on 2 threads (`benchmarks/distributed.py "
@@ -361,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / "distributed.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    if args.note is not None:
-        results["note"] = args.note
+    # The conditions belong to this run: a note from an earlier one must not survive it.
+    results["note"] = args.note or ""
+    results["revision"] = _revision()
+    load_before = os.getloadavg()[0]
     if "compare" in args.parts:
         print("compare (wall time, process start to end):", flush=True)
         results["compare"] = compare(args.data_dir, args.repeats)
@@ -371,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if "model" in args.parts:
         print("scaling model (compute per image on one thread):", flush=True)
         results["scaling"] = scaling(args.batch)
+    results["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     plot(results, RESULTS / "distributed.png")

@@ -191,6 +191,10 @@ def test_train_on_folder_with_train_and_test(capsys, tmp_path, shapes_folder):
     assert model.input_shape == (3, 16, 16)
     assert model.class_names == ["circle", "square", "triangle"]
     assert model.meta["train_images"] == 24 and model.meta["test_images"] == 9
+    # 8-bit images are standardised by their channels' statistics, as float ones are
+    assert model.mean is not None and model.std is not None, "uint8 images left unnormalised"
+    assert model.mean.shape == (3,) and np.all((0 < model.mean) & (model.mean < 1))
+    assert np.all(model.std > 0)
 
 
 def test_train_architecture_file_on_flat_folder_holds_out_a_test_set(capsys, tmp_path):

@@ -649,7 +649,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     small = small_data(cfg, len(train_ds), args)
     if base is not None:  # keep the normalisation the weights were trained with
         model = Model(net, shape, train_ds.class_names, mean=base.mean, std=base.std)
-    elif train_ds.images.dtype.kind in "iu":  # token indices are not scaled
+    elif len(shape) == 1:  # a text model: its inputs are token indices, not scaled
         model = Model(net, shape, train_ds.class_names)
     else:
         mean, std = channel_stats(train_ds.images)

@@ -319,7 +319,8 @@ def _revision() -> str:
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    return rev + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "-uno", "--", ".", ":!benchmarks/results")
+    return rev + ("+changes" if changed else "")
 
 
 def _load(results: dict) -> str:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import clearconv
 from clearconv import nn, segmentation, zoo
 from clearconv.cli import main
 from clearconv.data import DataError
@@ -241,11 +242,56 @@ def test_cli_bad_pairs_skipped_in_training_and_named_in_evaluate(tmp_path, capsy
     assert "00001.png: mask value 7 is beyond the 4 classes" in err
 
 
-def test_cli_segmentation_refuses_find_lr_in_one_line(shapes_folder, capsys):
-    code, _, err = run(capsys, "train", "--model", "unet", "--data", shapes_folder, "--find-lr")
-    assert code == 2 and err.strip().splitlines() == [
-        "clearconv train: error: --find-lr is not supported for segmentation folders yet"
-    ]
+def test_cli_find_lr_on_a_segmentation_folder_suggests_a_rate(shapes_folder, capsys):
+    code, out, err = run(capsys, "train", "--model", "fcn", "--data", shapes_folder, "--find-lr")
+    assert code == 0, err
+    suggested = float(out.split("suggested --lr ")[1].split()[0])
+    assert 1e-7 <= suggested <= 10 and "lr finder:" in out
+
+
+def test_cli_a_segmentation_model_file_trains_further(shapes_folder, tmp_path, capsys):
+    """From its weights and normalisation (the loss goes on from where it ended), with the
+    recipe of the zoo model it came from; --num-classes gives it a new closing convolution."""
+    first, again = tmp_path / "a.npz", tmp_path / "b.npz"
+    common = ["--data", shapes_folder, "--batch-size", "16", "--quiet"]
+    assert run(capsys, "train", "--model", "fcn", *common, "--epochs", "3", "--out", first)[0] == 0
+    code, out, err = run(
+        capsys, "train", "--model", first, *common, "--epochs", "1", "--out", again
+    )
+    assert code == 0, err
+    a, b = clearconv.load(first), clearconv.load(again)
+    np.testing.assert_array_equal(a.mean, b.mean)  # the weights' normalisation is kept
+    assert b.meta["model"] == "fcn" and b.meta["trained_from"] == str(first.resolve())
+    # one more epoch from trained weights ends below where three epochs from scratch began
+    assert b.meta["history"][0]["train_loss"] < a.meta["history"][0]["train_loss"]
+    # other classes: refused without --num-classes, a new 1x1 head with it
+    other = tmp_path / "other"
+    write_shapes_folder(other, train=8, test=4, size=32, seed=4)
+    (other / "classes.txt").write_text("sky\nball\nbox\ncone\n")
+    code, _, err = run(capsys, "train", "--model", first, "--data", other, "--out", again)
+    assert code == 2 and "--num-classes 4" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "train", "--model", first, "--data", other, "--num-classes", "4",
+                       "--epochs", "1", "--out", again, "--quiet")  # fmt: skip
+    assert code == 0, err
+    b = clearconv.load(again)
+    assert b.class_names == ["sky", "ball", "box", "cone"]
+    assert b.net(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 4, 32, 32)
+
+
+def test_cli_segmentation_refusals_are_one_line(shapes_folder, tmp_path, capsys):
+    classifier = tmp_path / "xo.npz"
+    assert main(["train", "--model", "xo", "--dataset", "xo", "--epochs", "1", "--limit", "64",
+                 "--out", str(classifier), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    for argv, says in [
+        (["--model", classifier], "gives one class per image"),
+        (["--model", "lenet5"], "gives one class per image; segmentation needs unet or fcn"),
+        (["--model", "fcn", "--plots", tmp_path], "--plots draws a classifier's figures"),
+    ]:
+        code, _, err = run(
+            capsys, "train", *argv, "--data", shapes_folder, "--out", tmp_path / "m.npz"
+        )
+        assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
 
 
 # -- inspect and the page ----------------------------------------------------------------------

@@ -90,9 +90,18 @@ def predict_masks(model: Model, images: np.ndarray, batch_size: int = 64) -> np.
 
 
 def evaluate(
-    model: Model, images: np.ndarray, masks: np.ndarray, batch_size: int = 64
+    model: Model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    batch_size: int = 64,
+    distributed: Any = None,
 ) -> dict[str, Any]:
     """Loss, pixel accuracy, per-class and mean IoU of ``model`` on images and masks.
+
+    With ``distributed`` (a :class:`clearconv.distributed.Distributed`; every
+    rank calls this with the same arrays) each rank runs its contiguous share
+    of the images and one allreduce sums the confusion counts and the loss:
+    the same dict as one process gives.
 
     Returns
     -------
@@ -101,21 +110,27 @@ def evaluate(
         ``iou`` (list, per class), ``confusion`` ``(K, K)``, ``n`` (images),
         ``class_names``.
     """
-    k = model.num_classes
+    k, n = model.num_classes, len(images)
     ce = CrossEntropyLoss()
     confusion = np.zeros((k, k), np.int64)
     loss_sum = 0.0
-    for idx in iterate_batches(len(images), batch_size, shuffle=False):
+    rank, size = (0, 1) if distributed is None else (distributed.rank, distributed.size)
+    share = np.arange(rank * n // size, (rank + 1) * n // size)
+    for idx in iterate_batches(len(share), batch_size, shuffle=False):
+        idx = share[idx]
         logits = model(model.preprocess(images[idx]), training=False)
         loss_sum += float(ce(logits, masks[idx])) * len(idx)
         confusion += confusion_matrix(masks[idx], logits.argmax(axis=1), k)
+    if distributed is not None:  # float64 holds pixel counts exactly up to 2**53
+        total = distributed.sum([*confusion.ravel(), loss_sum])
+        confusion, loss_sum = np.rint(total[:-1]).astype(np.int64).reshape(k, k), total[-1]
     scores = iou_scores(confusion)
     return {
-        "loss": loss_sum / len(images) if len(images) else float("nan"),
+        "loss": loss_sum / n if n else float("nan"),
         "accuracy": scores["pixel_accuracy"],
         **scores,
         "confusion": confusion,
-        "n": len(images),
+        "n": n,
         "class_names": list(model.class_names),
     }
 

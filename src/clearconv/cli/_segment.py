@@ -66,15 +66,16 @@ def held_out_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return train_val_split(n, HELD_OUT_FRACTION, np.random.default_rng([seed, 2]))
 
 
-def _train_test(root: Path, shape, classes, args: argparse.Namespace):
-    """``(train, test, held_out)``: bad pairs skipped and counted; without ``FOLDER/test``
-    a share of the training images is held out (``held_out`` says which, for evaluate)."""
+def _train_test(root: Path, shape, classes, args: argparse.Namespace, loud: bool = True):
+    """``(train, test, held_out)``: bad pairs skipped and counted (said when ``loud``);
+    without ``FOLDER/test`` a share of the training images is held out (``held_out``
+    says which, for evaluate)."""
     train_ds, skipped = load_split(root, "train", shape, classes, skip_bad=True)
-    _warn_skipped("training", skipped)
+    _warn_skipped("training", skipped if loud else [])
     held_out = None
     if (root / "test").is_dir():
         test_ds, skipped_test = load_split(root, "test", shape, classes, skip_bad=True)
-        _warn_skipped("test", skipped_test)
+        _warn_skipped("test", skipped_test if loud else [])
     else:
         held_out = {"seed": args.seed, "images": len(train_ds)}
         tr, te = held_out_split(len(train_ds), args.seed)
@@ -96,43 +97,75 @@ def _run_meta(history, wall: float, n_train: int, n_test: int, result: dict) -> 
         "test_accuracy": result["pixel_accuracy"],
         "test_mean_iou": result["mean_iou"],
         "test_loss": result["loss"],
+        "history": history.records,
     }
 
 
-def train(args: argparse.Namespace, spec: str, dist: Any = None) -> int:
-    """``clearconv train --data SEGFOLDER``: fit, print mean IoU per epoch, save."""
-    from clearconv import io, segmentation, zoo
-    from clearconv import train as training
-    from clearconv.cli.train import _epoch_line, command_line, settings
+def _net(args: argparse.Namespace, root: Path, classes: list[str], rng) -> tuple:
+    """``(net, input_shape, recipe name, base)``: the zoo model or architecture file
+    built for the folder, or a segmentation model file (``base``) to train further:
+    its weights, input size and normalisation; ``--num-classes`` replaces its
+    closing 1x1 convolution when the folder's classes differ."""
+    from clearconv import zoo
+    from clearconv.cli._common import load_model_file, resolve_model_spec
+    from clearconv.cli.train import build_net, is_model_file
+
+    given = parse_shape(args.input_shape)
+    if is_model_file(args.model):
+        base = load_model_file(args.model)
+        if not base.per_pixel:
+            raise CLIError(
+                f"{args.model} gives one class per image; train a segmentation model file "
+                "(made from unet or fcn) on a segmentation folder"
+            )
+        if given is not None and given != tuple(base.input_shape):
+            raise CLIError(
+                f"--input-shape {given} does not match {args.model}'s {base.input_shape}"
+            )
+        net, shape, _ = build_net(args.model, base, None, None, classes, str(root), args, rng)
+        return net, shape, str(base.meta.get("model", "")), base
+    spec = resolve_model_spec(args.model)
+    shape = _data_shape(root, given)
+    net, shape = zoo.build(spec, input_shape=shape, num_classes=len(classes), rng=rng)
+    if len(net.output_shape((1, *shape))) != 4:
+        raise CLIError(f"{args.model} gives one class per image; segmentation needs unet or fcn")
+    return net, tuple(shape), spec, None
+
+
+def train(args: argparse.Namespace, dist: Any = None) -> int:
+    """``clearconv train --data SEGFOLDER``: fit (over the ranks of ``dist`` when
+    given), print mean IoU per epoch, save. Rank 0 alone prints and writes."""
+    # Over 80 lines: one straight sequence (load, build, train, test, save) as
+    # in cli.train._run; the steps with choices in them are the helpers above.
+    from clearconv import segmentation
+    from clearconv.cli import train as cli
     from clearconv.data import channel_stats, train_val_split
     from clearconv.data.segment import segmentation_classes
     from clearconv.model import Model
 
-    if dist is not None and dist.size > 1:
-        raise CLIError("segmentation folders train in one process: drop --workers")
-    if getattr(args, "find_lr", False):
-        raise CLIError("--find-lr is not supported for segmentation folders yet")
+    if args.plots is not None:
+        raise CLIError(
+            "--plots draws a classifier's figures; for a segmentation model see "
+            "`clearconv inspect MODEL IMAGE` and `clearconv evaluate MODEL --data FOLDER`"
+        )
     root = Path(args.data)
+    is_root = dist is None or dist.is_root
     rng = np.random.default_rng(args.seed)
     classes = segmentation_classes(root)
-    net, shape = zoo.build(
-        spec,
-        input_shape=_data_shape(root, parse_shape(args.input_shape)),
-        num_classes=len(classes),
-        rng=rng,
-    )
-    if len(net.output_shape((1, *shape))) != 4:
-        raise CLIError(f"{args.model} gives one class per image; segmentation needs unet or fcn")
-    train_ds, test_ds, held_out = _train_test(root, shape, classes, args)
-    cfg = settings(spec, args)
+    net, shape, name, base = _net(args, root, classes, rng)
+    train_ds, test_ds, held_out = _train_test(root, shape, classes, args, loud=is_root)
+    cfg = cli.settings(name, args)
     val_ds = None
     if args.val_split > 0:
         tr, va = train_val_split(len(train_ds), args.val_split, rng)
         train_ds, val_ds = train_ds[tr], train_ds[va]
-    mean, std = channel_stats(train_ds.images)
+    # a model file keeps the normalisation its weights were trained with
+    mean, std = (base.mean, base.std) if base is not None else channel_stats(train_ds.images)
     model = Model(net, shape, classes, mean=mean, std=std)
+    if args.find_lr:
+        return cli._find_lr(model, train_ds, cfg, args)
     watch, watch_name = (val_ds, "val") if val_ds is not None else (test_ds, "test")
-    say = (lambda *a: None) if args.quiet else print
+    say = print if is_root and not args.quiet else (lambda *a: None)
     say(
         f"training {args.model} on {args.data}: {len(train_ds):,} images {shape[1]}x{shape[2]}, "
         f"{len(classes)} classes, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, "
@@ -140,43 +173,51 @@ def train(args: argparse.Namespace, spec: str, dist: Any = None) -> int:
     )
 
     def epoch_line(record: dict) -> None:  # the usual line, then the watched set's mean IoU
-        r = segmentation.evaluate(model, watch.images, watch.labels)
-        _epoch_line(record)
-        print(f"          {watch_name} mean IoU {r['mean_iou']:.4f}  pixel acc {r['accuracy']:.2%}")
+        r = segmentation.evaluate(model, watch.images, watch.labels, distributed=dist)
+        if is_root:
+            cli._epoch_line(record)
+            iou, acc = r["mean_iou"], r["accuracy"]
+            print(f"          {watch_name} mean IoU {iou:.4f}  pixel acc {acc:.2%}")
 
     augment = _augment(cfg["augment"])
-    start = time.perf_counter()
-    try:
-        history = training.fit(
-            model, train_ds, val_ds, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-            optimizer=cfg["optimizer"], lr=cfg["lr"], schedule=cfg["schedule"],
-            weight_decay=cfg["weight_decay"], label_smoothing=cfg["label_smoothing"],
-            augment=augment, seed=args.seed, checkpoint=args.checkpoint, resume=args.resume,
-            early_stopping=args.early_stopping,
-            progress=False if args.quiet else training.ProgressBar(lines=False),
-            on_epoch_end=None if args.quiet else epoch_line, history_path=args.history,
-        )  # fmt: skip
-    except training.TrainingDiverged as exc:
-        raise CLIError(str(exc)) from exc
-    wall = time.perf_counter() - start
-    result = segmentation.evaluate(model, test_ds.images, test_ds.labels)
-    model.meta = {
-        "model": args.model,
+    meta = {
+        "model": name or args.model,
         "task": "segmentation",
         "dataset": "segmentation-folder",
         "data": str(root.resolve()),
         "held_out": held_out,
-        **_run_meta(history, wall, len(train_ds), len(test_ds), result),
         "seed": args.seed,
         "settings": {**cfg, "augment": None if augment is None else vars(augment)},
-        "command": command_line(args),
+        "command": cli.command_line(args),
     }
-    io.save(model, args.out)
-    print(
+    if base is not None:
+        meta["trained_from"] = str(Path(args.model).resolve())
+    start = time.perf_counter()
+    history = cli._train(
+        args, model, train_ds, val_ds, cfg, meta, dist,
+        augment=augment, on_epoch_end=None if args.quiet else epoch_line,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    result = segmentation.evaluate(model, test_ds.images, test_ds.labels, distributed=dist)
+    if dist is not None:
+        split = dist.timings()  # a collective: every rank, then rank 0 alone goes on
+        if not is_root:
+            return 0
+        say(
+            f"{dist.size} ranks, per step: compute {split['compute'] * 1e3:.2f} ms, allreduce "
+            f"{split['allreduce'] * 1e3:.2f} ms (idle {split['idle'] * 1e3:.2f})"
+        )
+    model.meta = {**meta, **_run_meta(history, wall, len(train_ds), len(test_ds), result)}
+    line = (
         f"test mean IoU {result['mean_iou']:.4f}, pixel accuracy {result['pixel_accuracy']:.2%} "
-        f"on {len(test_ds):,} images after {len(history)} epoch(s) in {wall:.1f} s; "
-        f"wrote {args.out}"
+        f"on {len(test_ds):,} images after {len(history)} epoch(s) in {wall:.1f} s"
     )
+    try:
+        saved = cli.save_model(model, args.out)
+    except CLIError:
+        print(line)  # the result still counts: the error says where the model went
+        raise
+    print(f"{line}; wrote {saved}")
     return 0
 
 

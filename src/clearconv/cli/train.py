@@ -343,16 +343,23 @@ def _arch_notes(path: str, data_shape: tuple | None, shape: tuple, classes: int,
 
 
 def _new_head(base, k: int, rng: np.random.Generator):
-    """``base``'s net with its last Linear layer replaced by a fresh one with ``k`` outputs."""
+    """``base``'s net with its classifier replaced by a fresh one with ``k`` outputs: the
+    last top-level Linear layer, or a segmentation net's closing Conv2d (only
+    upsampling after it)."""
     from clearconv.nn.config import from_config, to_config
 
     cfg = to_config(base.net)
-    layers = cfg.get("layers") if cfg.get("type") == "Sequential" else None
-    linear = [i for i, layer in enumerate(layers or []) if layer.get("type") == "Linear"]
-    if layers is None or not linear:
-        raise CLIError("--num-classes: the model has no top-level Linear layer to replace")
-    i = linear[-1]
-    layers[i]["out_features"] = k
+    layers = (cfg.get("layers") if cfg.get("type") == "Sequential" else None) or []
+    linear = [i for i, layer in enumerate(layers) if layer.get("type") == "Linear"]
+    convs = [i for i, layer in enumerate(layers) if layer.get("type") == "Conv2d"]
+    pixelwise = not linear and bool(convs)
+    pixelwise = pixelwise and all(la.get("type") == "Upsample" for la in layers[convs[-1] + 1 :])
+    if not (linear or pixelwise):
+        raise CLIError(
+            "--num-classes: the model has no top-level Linear layer (or closing Conv2d) to replace"
+        )
+    i = convs[-1] if pixelwise else linear[-1]
+    layers[i]["out_channels" if pixelwise else "out_features"] = k
     net = from_config(cfg, base.input_shape, rng=rng)
     kept = {n: v for n, v in base.state_dict().items() if not n.startswith(f"{i}.")}
     net.load_state_dict(kept, strict=False)  # every weight but the new layer's
@@ -627,7 +634,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     if args.data is not None and is_segmentation_folder(args.data):  # images with masks
         from clearconv.cli import _segment
 
-        return _segment.train(args, resolve_model_spec(args.model), dist)
+        return _segment.train(args, dist)
     base = load_model_file(args.model) if is_model_file(args.model) else None
     spec = args.model if base is not None else resolve_model_spec(args.model)
     rng = np.random.default_rng(args.seed)
@@ -735,9 +742,12 @@ def _run(args: argparse.Namespace, dist) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: dict, dist=None):
+def _train(
+    args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: dict, dist=None, **fit_args
+):
     """``train.fit`` with the command's settings (over the ranks of ``dist`` when
-    given); on Ctrl-C, save and say how to go on (rank 0)."""
+    given); on Ctrl-C, save and say how to go on (rank 0). ``fit_args`` replace
+    fit's arguments (segmentation: its paired augmentation, an epoch line with IoU)."""
     # Ctrl-C always leaves something to go on from: the checkpoint, or (without
     # --checkpoint) the last finished epoch's weights at --out plus a checkpoint
     # written only then, so that the printed command resumes exactly.
@@ -745,30 +755,28 @@ def _train(args: argparse.Namespace, model, train_ds, val_ds, cfg: dict, meta: d
     ckpt_before = _mtime(ckpt)
     last = LastEpoch(keep=not args.checkpoint)
     root = dist is None or dist.is_root
+    kwargs = dict(
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        optimizer=train.make_optimizer(
+            cfg["optimizer"], model.parameters(), cfg["lr"], cfg["weight_decay"]
+        ),
+        scheduler=train.make_schedule(cfg["schedule"], cfg["epochs"]),
+        label_smoothing=cfg["label_smoothing"],
+        augment=meta["settings"]["augment"],
+        seed=args.seed,
+        checkpoint=ckpt,
+        resume=args.resume,
+        checkpoint_every_epoch=bool(args.checkpoint),
+        early_stopping=args.early_stopping,
+        progress=False if args.quiet else train.ProgressBar(lines=False),
+        on_epoch_end=None if args.quiet or not root else _epoch_line,
+        history_path=args.history,
+        callbacks=[last],
+        distributed=dist,
+    )
     try:
-        history = train.fit(
-            model,
-            train_ds,
-            val_ds,
-            epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"],
-            optimizer=train.make_optimizer(
-                cfg["optimizer"], model.parameters(), cfg["lr"], cfg["weight_decay"]
-            ),
-            scheduler=train.make_schedule(cfg["schedule"], cfg["epochs"]),
-            label_smoothing=cfg["label_smoothing"],
-            augment=meta["settings"]["augment"],
-            seed=args.seed,
-            checkpoint=ckpt,
-            resume=args.resume,
-            checkpoint_every_epoch=bool(args.checkpoint),
-            early_stopping=args.early_stopping,
-            progress=False if args.quiet else train.ProgressBar(lines=False),
-            on_epoch_end=None if args.quiet or not root else _epoch_line,
-            history_path=args.history,
-            callbacks=[last],
-            distributed=dist,
-        )
+        history = train.fit(model, train_ds, val_ds, **{**kwargs, **fit_args})
     except train.TrainingDiverged as exc:
         raise CLIError(str(exc)) from exc
     except KeyboardInterrupt:

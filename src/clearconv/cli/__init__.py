@@ -66,10 +66,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: Subcommands that compute nothing (downloads, listings): no ``--threads``.
+NO_COMPUTE = frozenset({"datasets"})
+
+
 def common_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Options every subcommand has (``--seed`` only where something is random)."""
+    """Options every subcommand has (``--seed`` only where something is random,
+    ``--threads`` only where something is computed)."""
     if command in SEED_HELP:
         parser.add_argument("--seed", type=int, default=0, help=SEED_HELP[command])
+    if command not in NO_COMPUTE:
+        _threads_option(parser)
+    # SUPPRESS: when absent here, the main parser's value (``clearconv --debug CMD``) stays.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback on errors (also: CLEARCONV_DEBUG=1)",
+    )
+
+
+def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=positive_int,
@@ -77,13 +94,6 @@ def common_options(parser: argparse.ArgumentParser, command: str) -> None:
         metavar="N",
         help="BLAS threads for matrix products (default: the library's own choice, usually "
         "one per core; fewer can be faster when other programs share the cores)",
-    )
-    # SUPPRESS: when absent here, the main parser's value (``clearconv --debug CMD``) stays.
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show the full traceback on errors (also: CLEARCONV_DEBUG=1)",
     )
 
 

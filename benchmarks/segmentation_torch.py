@@ -6,8 +6,9 @@ Usage::
     python -m benchmarks.segmentation_torch /tmp/shapes [--epochs 30] [--threads 2]
 
 The U-Net is the zoo's ``unet`` written in PyTorch (4 levels of 16-32-64-128
-channels, two conv-BN-ReLU each, 2x2 max pooling, 2x2 stride-2 transposed
-convolutions, skips concatenated), trained as the issue describes: Adam
+channels and a bottom of 256 (``--bottom``), two conv-BN-ReLU each, 2x2 max
+pooling, 2x2 stride-2 transposed convolutions, skips concatenated), trained as
+the issue describes: Adam
 1e-3, batch 16, no augmentation, inputs scaled to [0, 1] and normalised by
 the training set's channel means and deviations. Prints the test mean IoU
 after every epoch and one JSON line at the end.
@@ -32,7 +33,7 @@ def load(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images.transpose(0, 3, 1, 2), masks.astype(np.int64)
 
 
-def unet(k: int, widths=(16, 32, 64, 128)):
+def unet(k: int, widths=(16, 32, 64, 128), bottom=256):
     import torch
     from torch import nn
 
@@ -48,8 +49,8 @@ def unet(k: int, widths=(16, 32, 64, 128)):
             c = widths[i]
             self.enc = nn.Sequential(*cbr(cin, c))
             last = i + 1 == len(widths)
-            deeper = nn.Sequential(*cbr(c, c)) if last else Level(c, i + 1)
-            c_deep = c if last else widths[i + 1]
+            deeper = nn.Sequential(*cbr(c, bottom)) if last else Level(c, i + 1)
+            c_deep = bottom if last else widths[i + 1]
             self.down_up = nn.Sequential(
                 nn.MaxPool2d(2), deeper, nn.ConvTranspose2d(c_deep, c, 2, stride=2)
             )
@@ -77,6 +78,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bottom", type=int, default=256, help="channels below the last pool")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -90,7 +92,7 @@ def main() -> None:
     def prep(x):
         return torch.tensor(((x / 255 - mean) / std).astype(np.float32))
 
-    net = unet(k)
+    net = unet(k, bottom=args.bottom)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()

@@ -304,7 +304,7 @@ def test_walk_finds_encoder_and_decoder_blocks():
     np.testing.assert_allclose(y, net(x), rtol=1e-6)  # the walk computes what the net does
     found = [(b.where, b.output.shape[1:]) for b in blocks(records)]
     down = [(16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4)]
-    assert found == [*[("down", s) for s in down], ("bottom", (128, 2, 2)),
+    assert found == [*[("down", s) for s in down], ("bottom", (256, 2, 2)),
                      *[("up", s) for s in down[::-1]]]  # fmt: skip
 
 

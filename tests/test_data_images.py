@@ -98,6 +98,20 @@ def test_safe_extract(tmp_path):
     assert not (tmp_path / "evil.bin").exists()
 
 
+def test_safe_extract_on_a_python_without_tarfile_filters(tmp_path, monkeypatch):
+    """Python 3.11 before 3.11.4 (Debian 12's 3.11.2) has no ``filter=``: the
+    member check alone guards, and good archives still extract."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = tmp_path / "good.tar.gz"
+    _tar(good, [_file("cifar-10-batches-bin/a.bin")])
+    assert [p.read_bytes() for p in safe_extract(good, tmp_path / "out")] == [b"abc"]
+    bad = tmp_path / "bad.tar.gz"
+    _tar(bad, [_file("ok.bin"), _file("../evil.bin")])
+    with pytest.raises(DataError, match="refusing unsafe archive member"):
+        safe_extract(bad, tmp_path / "x")
+    assert not (tmp_path / "evil.bin").exists()
+
+
 @pytest.fixture
 def folder(tmp_path, Image):
     """ROOT/{train,test}/{circle,square}/ with grey and RGB images of mixed sizes."""

@@ -194,3 +194,27 @@ def test_output_to_a_pipe_is_one_line_per_epoch_with_the_rates_used(tmp_path):
     # 'step' over 3 epochs divides by 10 after each: the rate each epoch used
     assert [x.split("lr ")[1].split()[0] for x in epochs] == ["0.01", "0.001", "0.0001"]
     assert len(result.stdout) < 600
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_ctrl_c_while_testing_keeps_the_trained_model(capsys, tmp_path, monkeypatch, task):
+    """The training is done when the test pass starts: a Ctrl-C there saves the model
+    (marked interrupted) before the command stops, for classifiers and segmentation alike."""
+    from clearconv import segmentation
+    from clearconv.data.shapes import write_shapes_folder
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "m.npz"
+    if task == "classify":
+        monkeypatch.setattr(train, "evaluate", interrupted)
+        argv = ["--model", "xo", "--dataset", "xo", "--limit", "100"]
+    else:
+        write_shapes_folder(tmp_path / "seg", train=8, test=4, size=16, seed=1)
+        monkeypatch.setattr(segmentation, "evaluate", interrupted)
+        argv = ["--model", "fcn", "--data", tmp_path / "seg", "--input-shape", "3,16,16"]
+    code, _, err = run(capsys, "train", *argv, "--epochs", "1", "--out", out, "--quiet")
+    assert code == 130 and f"interrupted while testing: wrote {out}" in err
+    model = clearconv.load(out)
+    assert model.meta["interrupted"] is True and model.meta["epochs"] == 1

@@ -261,7 +261,7 @@ def test_cli_a_segmentation_model_file_trains_further(shapes_folder, tmp_path, c
     assert code == 0, err
     a, b = clearconv.load(first), clearconv.load(again)
     np.testing.assert_array_equal(a.mean, b.mean)  # the weights' normalisation is kept
-    assert b.meta["model"] == "fcn" and b.meta["trained_from"] == str(first.resolve())
+    assert b.meta["model"] == "fcn" and b.meta["fine_tuned_from"]["file"] == str(first)
     # one more epoch from trained weights ends below where three epochs from scratch began
     assert b.meta["history"][0]["train_loss"] < a.meta["history"][0]["train_loss"]
     # other classes: refused without --num-classes, a new 1x1 head with it

@@ -132,11 +132,32 @@ def _net(args: argparse.Namespace, root: Path, classes: list[str], rng) -> tuple
     return net, tuple(shape), spec, None
 
 
+def _meta(args: argparse.Namespace, name: str, root: Path, held_out, cfg, augment, base) -> dict:
+    """What the model file records of how it was trained (before the run's figures)."""
+    from clearconv.cli.train import command_line
+
+    meta = {
+        "model": name or args.model,
+        "task": "segmentation",
+        "dataset": "segmentation-folder",
+        "data": str(root.resolve()),
+        "held_out": held_out,
+        "seed": args.seed,
+        "settings": {**cfg, "augment": None if augment is None else vars(augment)},
+        "command": command_line(args),
+    }
+    if base is not None:  # as a classifier's model file records it
+        meta["fine_tuned_from"] = {
+            "file": str(args.model),
+            "classes": list(base.class_names),
+            "new_head": args.num_classes is not None,
+        }
+    return meta
+
+
 def train(args: argparse.Namespace, dist: Any = None) -> int:
     """``clearconv train --data SEGFOLDER``: fit (over the ranks of ``dist`` when
     given), print mean IoU per epoch, save. Rank 0 alone prints and writes."""
-    # Over 80 lines: one straight sequence (load, build, train, test, save) as
-    # in cli.train._run; the steps with choices in them are the helpers above.
     from clearconv import segmentation
     from clearconv.cli import train as cli
     from clearconv.data import channel_stats, train_val_split
@@ -180,33 +201,19 @@ def train(args: argparse.Namespace, dist: Any = None) -> int:
             print(f"          {watch_name} mean IoU {iou:.4f}  pixel acc {acc:.2%}")
 
     augment = _augment(cfg["augment"])
-    meta = {
-        "model": name or args.model,
-        "task": "segmentation",
-        "dataset": "segmentation-folder",
-        "data": str(root.resolve()),
-        "held_out": held_out,
-        "seed": args.seed,
-        "settings": {**cfg, "augment": None if augment is None else vars(augment)},
-        "command": cli.command_line(args),
-    }
-    if base is not None:
-        meta["trained_from"] = str(Path(args.model).resolve())
+    meta = _meta(args, name, root, held_out, cfg, augment, base)
     start = time.perf_counter()
     history = cli._train(
         args, model, train_ds, val_ds, cfg, meta, dist,
         augment=augment, on_epoch_end=None if args.quiet else epoch_line,
     )  # fmt: skip
     wall = time.perf_counter() - start
-    result = segmentation.evaluate(model, test_ds.images, test_ds.labels, distributed=dist)
-    if dist is not None:
-        split = dist.timings()  # a collective: every rank, then rank 0 alone goes on
-        if not is_root:
-            return 0
-        say(
-            f"{dist.size} ranks, per step: compute {split['compute'] * 1e3:.2f} ms, allreduce "
-            f"{split['allreduce'] * 1e3:.2f} ms (idle {split['idle'] * 1e3:.2f})"
-        )
+    result = cli.test_on_ranks(
+        lambda: segmentation.evaluate(model, test_ds.images, test_ds.labels, distributed=dist),
+        args, model, {**meta, "epochs": len(history)}, dist,
+    )  # fmt: skip
+    if result is None:  # a rank other than 0: rank 0 alone writes
+        return 0
     model.meta = {**meta, **_run_meta(history, wall, len(train_ds), len(test_ds), result)}
     line = (
         f"test mean IoU {result['mean_iou']:.4f}, pixel accuracy {result['pixel_accuracy']:.2%} "

@@ -696,24 +696,12 @@ def _run(args: argparse.Namespace, dist) -> int:
     history = _train(args, model, train_ds, val_ds, cfg, meta, dist)
     wall = time.perf_counter() - start
     evaluate = train.evaluate if dist is None else dist.evaluate  # sharded over the ranks
-    try:
-        result = evaluate(model, test_ds.images, test_ds.labels, batch_size=256)
-    except KeyboardInterrupt:  # the training is done: keep it
-        if root:
-            model.meta = {**meta, "epochs": len(history), "interrupted": True}
-            saved = save_model(model, args.out)
-            print(f"interrupted while testing: wrote {saved}", file=sys.stderr)
-        raise
-    if dist is not None:  # the per-step split (a collective), then rank 0 alone writes
-        split = dist.timings()
-        if not root:
-            return 0
-        say(
-            f"{dist.size} ranks, per step: compute {split['compute'] * 1e3:.2f} ms "
-            f"(BatchNorm sync {split['bn_sync'] * 1e3:.2f}), allreduce "
-            f"{split['allreduce'] * 1e3:.2f} ms (idle {split['idle'] * 1e3:.2f}, "
-            f"transfer {split['transfer'] * 1e3:.2f})"
-        )
+    result = test_on_ranks(
+        lambda: evaluate(model, test_ds.images, test_ds.labels, batch_size=256),
+        args, model, {**meta, "epochs": len(history)}, dist,
+    )  # fmt: skip
+    if result is None:  # a rank other than 0: rank 0 alone writes
+        return 0
     accuracy = float(result["accuracy"])
     epochs_run = len(history)
     model.meta = {
@@ -740,6 +728,34 @@ def _run(args: argparse.Namespace, dist) -> int:
             say(f"wrote {path}")
     print(f"{line}; wrote {saved}")
     return 0
+
+
+def test_on_ranks(evaluate, args: argparse.Namespace, model, meta: dict, dist) -> dict | None:
+    """The test figures, ``evaluate()`` (a collective under MPI), then on several ranks
+    the per-step split (another), printed by rank 0. None on the other ranks, which
+    stop there. A Ctrl-C while testing first saves the trained model (with ``meta``)."""
+    root = dist is None or dist.is_root
+    try:
+        result = evaluate()
+    except KeyboardInterrupt:  # the training is done: keep it
+        if root:
+            model.meta = {**meta, "interrupted": True}
+            saved = save_model(model, args.out)
+            print(f"interrupted while testing: wrote {saved}", file=sys.stderr)
+        raise
+    if dist is None:
+        return result
+    split = dist.timings()
+    if not root:
+        return None
+    if not args.quiet:
+        print(
+            f"{dist.size} ranks, per step: compute {split['compute'] * 1e3:.2f} ms "
+            f"(BatchNorm sync {split['bn_sync'] * 1e3:.2f}), allreduce "
+            f"{split['allreduce'] * 1e3:.2f} ms (idle {split['idle'] * 1e3:.2f}, "
+            f"transfer {split['transfer'] * 1e3:.2f})"
+        )
+    return result
 
 
 def _train(

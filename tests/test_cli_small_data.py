@@ -485,6 +485,23 @@ def test_find_lr_suggests_a_sensible_rate_and_saves_no_model(capsys, tmp_path):
     assert code == 0 and again == out
 
 
+def test_find_lr_reading_says_which_way_the_curve_went():
+    from clearconv.cli.train import lr_reading
+    from clearconv.lr_finder import LRFinderResult
+
+    lrs = np.array([1e-4, 1e-3, 1e-2, 1e-1])
+
+    def result(losses, diverged=False):
+        return LRFinderResult(lrs, np.array(losses), 1e-3, 1e-3, diverged)
+
+    why, other = lr_reading(result([2.0, 1.5, 1.0, 9.0], diverged=True))
+    assert why == "a tenth of 0.01, where the loss was lowest" and "steepest" in other
+    why, other = lr_reading(result([2.0, 1.5, 1.0, 0.8]))
+    assert why == "the steepest descent of the loss" and "still falling at the end" in other
+    why, other = lr_reading(result([2.0, 1.5, 1.0, 1.6]))  # rose, but under 4x its minimum
+    assert "rose after its lowest point at 0.01" in other and "0.001" in other
+
+
 def test_find_lr_library_restores_the_model_and_stops_when_the_loss_diverges(rng):
     from clearconv import data, zoo
     from clearconv.lr_finder import find_lr

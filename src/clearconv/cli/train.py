@@ -822,18 +822,26 @@ def _find_lr(model, train_ds, cfg: dict, args: argparse.Namespace) -> int:
         f"lr finder: {len(r.lrs)} steps from {r.lrs[0]:.1e} to {r.lrs[-1]:.2g} ({stop}), "
         f"batch {cfg['batch_size']}, {cfg['optimizer']}"
     )
-    if r.diverged:
-        why = f"a tenth of {r.lr_min * 10:.2g}, where the loss was lowest"
-        other = f"steepest descent at {r.lr_steep:.2g}"
-    else:
-        why = "the steepest descent of the loss"
-        other = "the loss did not blow up, so its lowest point is no guide"
+    why, other = lr_reading(r)
     print(f"suggested --lr {r.suggestion:.2g} ({why}); {other}")
     if args.plots is not None:
         path = Path(args.plots) / "lr_finder.png"
         atomic_plot(lambda tmp: plot_lr_finder(r, tmp), path)
         print(f"wrote {path}")
     return 0
+
+
+def lr_reading(r) -> tuple[str, str]:
+    """``(why, other)``: why the range test's suggestion is what it is, and what the
+    other reading of the curve says."""
+    if r.diverged:
+        why = f"a tenth of {r.lr_min * 10:.2g}, where the loss was lowest"
+        return why, f"steepest descent at {r.lr_steep:.2g}"
+    why = "the steepest descent of the loss"
+    if int(np.argmin(r.losses)) == len(r.losses) - 1:
+        return why, "the loss was still falling at the end, so its lowest point is no guide"
+    return why, (f"the loss rose after its lowest point at {r.lr_min * 10:.2g} but stayed under "
+                 f"4x it: a tenth of that, {r.lr_min:.2g}, is the cautious choice")  # fmt: skip
 
 
 class LastEpoch(train.Callback):

@@ -354,6 +354,22 @@ def test_history_csv_json_and_curves_png(tmp_path):
     assert png_file(out)[0] == "PNG" and png_file(out)[1][0] > 100
 
 
+def test_a_one_epoch_history_writes_its_values_beside_its_points():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from clearconv.viz.curves import draw_curves
+
+    fig, axes = plt.subplots(1, 2)
+    draw_curves(axes, {"epoch": [1], "train_loss": [0.4123], "train_acc": [0.875]})
+    assert [t.get_text() for t in axes[0].texts] == ["0.4123"]
+    assert [t.get_text() for t in axes[1].texts] == ["0.875"]
+    assert axes[0].get_title() == "loss (one epoch)"
+    fig2, axes2 = plt.subplots(1, 2)
+    draw_curves(axes2, {"epoch": [1, 2], "train_loss": [0.9, 0.5]})
+    assert not axes2[0].texts and axes2[0].get_title() == "loss"  # a curve speaks for itself
+    plt.close(fig)
+    plt.close(fig2)
+
+
 def test_confusion_and_worst_mistakes_and_their_pngs(tmp_path, rng):
     labels = np.array([0, 1, 2, 2, 1])
     preds = np.array([0, 2, 2, 1, 1])

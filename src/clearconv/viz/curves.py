@@ -130,21 +130,31 @@ def worst_mistakes(probs: np.ndarray, labels: np.ndarray, k: int = 16) -> np.nda
 def plot_curves(history: dict[str, list[float]], path: str | Path) -> Path:
     """Loss curves (left) and accuracy curves (right) against the epoch, as PNG."""
     plt = _pyplot()
-    epochs = history.get("epoch") or list(range(1, 1 + max(len(v) for v in history.values())))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, word in zip(axes, ("loss", "acc")):
-        for key, vals in history.items():
-            if word in key and key != "epoch":
-                ax.plot(epochs[: len(vals)], vals, marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_title("loss" if word == "loss" else "accuracy")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+    draw_curves(axes, history)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def draw_curves(axes: Sequence[Any], history: dict[str, list[float]]) -> None:
+    """:func:`plot_curves`' drawing on two matplotlib axes. A one-epoch history has
+    no curve to show: each point carries its value, written beside it."""
+    epochs = history.get("epoch") or list(range(1, 1 + max(len(v) for v in history.values())))
+    one = len(epochs) == 1
+    for ax, word in zip(axes, ("loss", "acc")):
+        for key, vals in history.items():
+            if word in key and key != "epoch":
+                ax.plot(epochs[: len(vals)], vals, marker="o", ms=6 if one else 3, label=key)
+                if one and vals and np.isfinite(vals[0]):
+                    ax.annotate(f"{vals[0]:.4g}", (epochs[0], vals[0]), xytext=(6, 0),
+                                textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.set_title(("loss" if word == "loss" else "accuracy") + (" (one epoch)" if one else ""))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
 
 
 def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | Path) -> Path:

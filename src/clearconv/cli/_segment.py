@@ -134,7 +134,7 @@ def _net(args: argparse.Namespace, root: Path, classes: list[str], rng) -> tuple
 
 def _meta(args: argparse.Namespace, name: str, root: Path, held_out, cfg, augment, base) -> dict:
     """What the model file records of how it was trained (before the run's figures)."""
-    from clearconv.cli.train import command_line
+    from clearconv.cli import train as cli
 
     meta = {
         "model": name or args.model,
@@ -144,14 +144,10 @@ def _meta(args: argparse.Namespace, name: str, root: Path, held_out, cfg, augmen
         "held_out": held_out,
         "seed": args.seed,
         "settings": {**cfg, "augment": None if augment is None else vars(augment)},
-        "command": command_line(args),
+        "command": cli.command_line(args),
     }
     if base is not None:  # as a classifier's model file records it
-        meta["fine_tuned_from"] = {
-            "file": str(args.model),
-            "classes": list(base.class_names),
-            "new_head": args.num_classes is not None,
-        }
+        meta["fine_tuned_from"] = cli.fine_tuned_from(args, base)
     return meta
 
 
@@ -160,9 +156,8 @@ def train(args: argparse.Namespace, dist: Any = None) -> int:
     given), print mean IoU per epoch, save. Rank 0 alone prints and writes."""
     from clearconv import segmentation
     from clearconv.cli import train as cli
-    from clearconv.data import channel_stats, train_val_split
+    from clearconv.data import train_val_split
     from clearconv.data.segment import segmentation_classes
-    from clearconv.model import Model
 
     if args.plots is not None:
         raise CLIError(
@@ -180,9 +175,7 @@ def train(args: argparse.Namespace, dist: Any = None) -> int:
     if args.val_split > 0:
         tr, va = train_val_split(len(train_ds), args.val_split, rng)
         train_ds, val_ds = train_ds[tr], train_ds[va]
-    # a model file keeps the normalisation its weights were trained with
-    mean, std = (base.mean, base.std) if base is not None else channel_stats(train_ds.images)
-    model = Model(net, shape, classes, mean=mean, std=std)
+    model = cli._model(net, shape, train_ds, base)  # a model file's normalisation kept
     if args.find_lr:
         return cli._find_lr(model, train_ds, cfg, args)
     watch, watch_name = (val_ds, "val") if val_ds is not None else (test_ds, "test")

@@ -621,12 +621,53 @@ def run(args: argparse.Namespace) -> int:
     return dist.run(_run, args, dist)
 
 
-def _run(args: argparse.Namespace, dist) -> int:
-    # Over 80 lines: one straight sequence (check, load, build, train, test, save)
-    # read top to bottom; the steps with choices in them are the helpers above.
-    # ``dist`` (clearconv.distributed): every rank trains; rank 0 alone prints and writes.
-    from clearconv.data import channel_stats, stratified_split
+def fine_tuned_from(args: argparse.Namespace, base) -> dict:
+    """What a model file trained further from ``base`` records of it."""
+    return {
+        "file": str(args.model),
+        "classes": list(base.class_names),
+        "new_head": args.num_classes is not None,
+    }
+
+
+def _model(net, shape: tuple, train_ds, base):
+    """The Model to train: normalised as ``base`` was, or by the training images'
+    channel statistics (token indices, a text model's input, are not scaled)."""
+    from clearconv.data import channel_stats
     from clearconv.model import Model
+
+    if base is not None:  # keep the normalisation the weights were trained with
+        return Model(net, shape, train_ds.class_names, mean=base.mean, std=base.std)
+    if len(shape) == 1:
+        return Model(net, shape, train_ds.class_names)
+    mean, std = channel_stats(train_ds.images)
+    return Model(net, shape, train_ds.class_names, mean=mean, std=std)
+
+
+def _meta(args, name: str, source: dict, model, train_ds, test_ds, cfg: dict, base, notes) -> dict:
+    """What the model file records of how it was trained (before the run's figures)."""
+    meta = {
+        "model": name or args.model,
+        **source,
+        "preprocess": "mnist" if args.dataset == "mnist" else None,
+        "train_images": len(train_ds),
+        "test_images": len(test_ds),
+        "class_counts": np.bincount(train_ds.labels, minlength=model.num_classes).tolist(),
+        "seed": args.seed,
+        "settings": {**cfg, "augment": _augment(cfg["augment"], args.dataset in ("mnist", "xo"))},
+        "command": command_line(args),
+    }
+    if base is not None:
+        meta["fine_tuned_from"] = fine_tuned_from(args, base)
+    if notes:
+        meta["adapted"] = notes
+    return meta
+
+
+def _run(args: argparse.Namespace, dist) -> int:
+    """One straight sequence: check, load, build, train, test, save. ``dist``
+    (clearconv.distributed): every rank trains; rank 0 alone prints and writes."""
+    from clearconv.data import stratified_split
 
     _check_args(args)
     from clearconv.data.segment import is_segmentation_folder
@@ -645,7 +686,6 @@ def _run(args: argparse.Namespace, dist) -> int:
     # a model file trains further with the recipe of the model it was made from
     name = str(base.meta.get("model", "")) if base is not None else spec
     cfg = settings(name, args)
-    digits = args.dataset in ("mnist", "xo")
     val_ds = None
     one_csv = source.get("dataset") == "text" and source.get("held_out")  # split off already
     if args.val_split > 0 and not one_csv:
@@ -654,13 +694,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     if len(train_ds) == 0:
         raise CLIError("no training images left (check --limit and --val-split)")
     small = small_data(cfg, len(train_ds), args)
-    if base is not None:  # keep the normalisation the weights were trained with
-        model = Model(net, shape, train_ds.class_names, mean=base.mean, std=base.std)
-    elif len(shape) == 1:  # a text model: its inputs are token indices, not scaled
-        model = Model(net, shape, train_ds.class_names)
-    else:
-        mean, std = channel_stats(train_ds.images)
-        model = Model(net, shape, train_ds.class_names, mean=mean, std=std)
+    model = _model(net, shape, train_ds, base)
     say = (lambda *a: None) if args.quiet or not root else print
     noun = "sentences" if "vocab" in source else "recordings" if "features" in source else "images"
     if small:
@@ -673,25 +707,7 @@ def _run(args: argparse.Namespace, dist) -> int:
         + f", {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, {cfg['optimizer']} "
         f"lr {cfg['lr']:g}"
     )
-    meta = {
-        "model": name or args.model,
-        **source,
-        "preprocess": "mnist" if args.dataset == "mnist" else None,
-        "train_images": len(train_ds),
-        "test_images": len(test_ds),
-        "class_counts": np.bincount(train_ds.labels, minlength=model.num_classes).tolist(),
-        "seed": args.seed,
-        "settings": {**cfg, "augment": _augment(cfg["augment"], digits)},
-        "command": command_line(args),
-    }
-    if base is not None:
-        meta["fine_tuned_from"] = {
-            "file": str(args.model),
-            "classes": list(base.class_names),
-            "new_head": args.num_classes is not None,
-        }
-    if notes:
-        meta["adapted"] = notes
+    meta = _meta(args, name, source, model, train_ds, test_ds, cfg, base, notes)
     start = time.perf_counter()
     history = _train(args, model, train_ds, val_ds, cfg, meta, dist)
     wall = time.perf_counter() - start

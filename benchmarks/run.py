@@ -39,6 +39,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -468,6 +469,25 @@ def markdown(info, threads, res: dict, cmd: str, *, repeats: int, rev=None) -> s
     return "\n".join([*lines, ""])
 
 
+#: Sections a full run writes; any other section of BENCHMARKS.md (runs recorded
+#: by hand or by other scripts: sound and text, segmentation) is carried over.
+GENERATED_SECTIONS = ("Training throughput", "Inference", "Peak memory", "Layers",
+                      "Full training runs on MNIST", "Data-parallel training over MPI",
+                      "Scaling")  # fmt: skip
+
+
+def with_kept_sections(md: str, old: str) -> str:
+    """``md`` (a full run's BENCHMARKS.md) with the sections of ``old`` that this
+    script does not write, in their order, before its closing "Scaling" section."""
+    kept = [s.rstrip("\n") for s in re.split(r"(?m)^(?=## )", old)[1:]
+            if not s[3:].startswith(GENERATED_SECTIONS)]  # fmt: skip
+    if not kept:
+        return md
+    at = md.find("\n## Scaling")
+    at = len(md) if at < 0 else at
+    return md[:at] + "\n" + "\n\n".join(kept) + "\n" + md[at:]
+
+
 def zoo_table(res: dict, label: str | None) -> list[str]:
     """The zoo's 224x224 classics: images/s at batch 32, latency of one image."""
     heads = _heads(label)
@@ -644,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
     md = markdown(info, args.threads, res, cmd, repeats=repeats, rev=rev)
     if out is not None:
+        if full and Path(out).exists():  # keep what was recorded by hand
+            md = with_kept_sections(md, Path(out).read_text())
         Path(out).write_text(md)
         if not full:  # the raw figures of a partial run go beside its tables
             Path(out).with_suffix(".json").write_text(json.dumps(raw, indent=1))

@@ -168,6 +168,15 @@ class Distributed:
         return f"Distributed(rank={self.rank}, size={self.size}{sync})"
 
     # -- one training step ------------------------------------------------------
+    def part(self, n: int) -> slice:
+        """This rank's contiguous part of ``n`` items: ``r*n//N`` to ``(r+1)*n//N``
+        (sizes differ by at most one; empty when ``n < N`` leaves none).
+
+        >>> Distributed(_OneRank(1, 3)).part(10)
+        slice(3, 6, None)
+        """
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
     def shard(self, batch: int) -> slice:
         """This rank's part of a global batch of ``batch`` samples.
 
@@ -187,7 +196,7 @@ class Distributed:
             part = slice(0, batch)
             self.share = 1.0 / self.size
         else:
-            part = slice(self.rank * batch // self.size, (self.rank + 1) * batch // self.size)
+            part = self.part(batch)
             self.share = (part.stop - part.start) / batch
         return part
 
@@ -359,7 +368,7 @@ class Distributed:
         from clearconv.train import evaluate
 
         n = len(labels)
-        part = slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+        part = self.part(n)
         mine = evaluate(model, images[part], labels[part], batch_size=batch_size)
         k = model.num_classes
         # One buffer: the confusion counts, then the loss sum (float64 holds both exactly).

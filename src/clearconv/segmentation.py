@@ -114,8 +114,7 @@ def evaluate(
     ce = CrossEntropyLoss()
     confusion = np.zeros((k, k), np.int64)
     loss_sum = 0.0
-    rank, size = (0, 1) if distributed is None else (distributed.rank, distributed.size)
-    share = np.arange(rank * n // size, (rank + 1) * n // size)
+    share = np.arange(n)[slice(None) if distributed is None else distributed.part(n)]
     for idx in iterate_batches(len(share), batch_size, shuffle=False):
         idx = share[idx]
         logits = model(model.preprocess(images[idx]), training=False)
